@@ -1,0 +1,238 @@
+"""Loading the released SteadyDancer-14B checkpoint (original Wan naming) into `SteadyDancerTransformer3DModel`.
+
+The Hub repo `MCG-NJU/SteadyDancer-14B` stores `config.json` with Wan's fields and sharded
+`diffusion_pytorch_model*.safetensors` with keys such as `blocks.0.self_attn.q.weight`. The Wan part of the keys is
+converted by diffusers' own Wan converter; the SteadyDancer additions are mapped here. Only safetensors are read:
+nothing loaded can execute code.
+"""
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+from safetensors import safe_open
+
+from .models import SteadyDancerTransformer3DModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRANSFORMER_REPO = "MCG-NJU/SteadyDancer-14B"
+WEIGHTS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+WEIGHTS_PATTERNS = ["config.json", "diffusion_pytorch_model*.safetensors", WEIGHTS_INDEX]
+
+# Released config fields we read; everything else is reported and ignored.
+_KNOWN_CONFIG_FIELDS = {
+    "model_type", "patch_size", "text_len", "in_dim", "in_dim_c", "dim", "ffn_dim", "freq_dim", "text_dim",
+    "out_dim", "num_heads", "num_layers", "window_size", "qk_norm", "cross_attn_norm", "eps",
+}
+_REQUIRED_CONFIG_FIELDS = ("dim", "num_heads", "num_layers", "ffn_dim", "in_dim", "out_dim")
+
+# Released names of the SteadyDancer additions -> ours (regex, replacement), applied to the full key.
+_POSE_KEY_RULES = [
+    (r"^patch_embedding\.", "reference_patch_embedding."),
+    (r"^patch_embedding_fuse\.", "patch_embedding."),
+    (r"^patch_embedding_ref_c\.", "pose_reference_patch_embedding."),
+    (r"^condition_embedding_temporal\.(\d+)\.spatial\.", lambda m: f"pose_modulation.temporal.convs.{int(m[1]) // 2}.spatial_conv."),
+    (r"^condition_embedding_temporal\.(\d+)\.temporal\.", lambda m: f"pose_modulation.temporal.convs.{int(m[1]) // 2}.temporal_conv."),
+    (r"^condition_embedding_spatial\.conv\.", "pose_modulation.spatial.conv_residual."),
+    (r"^condition_embedding_spatial\.conv_q\.", "pose_modulation.spatial.conv_in."),
+    (r"^condition_embedding_spatial\.conv_p\.", "pose_modulation.spatial.conv_out."),
+    (r"^condition_embedding_spatial\.fc\.0\.", "pose_modulation.spatial.squeeze."),
+    (r"^condition_embedding_spatial\.fc\.1\.fc\.0\.", "pose_modulation.spatial.squeeze_excite."),
+    (r"^condition_embedding_spatial\.fc_phi\.", "pose_modulation.spatial.to_phi."),
+    (r"^condition_embedding_spatial\.fc_scale\.", "pose_modulation.spatial.to_scale."),
+    (r"^condition_embedding_spatial\.bn1\.", "pose_modulation.spatial.norm_in."),
+    (r"^condition_embedding_spatial\.bn2\.", "pose_modulation.spatial.norm_mix."),
+    (r"^condition_embedding_align\.proj_p\.", "pose_modulation.align.proj_pose."),
+    (r"^condition_embedding_align\.proj_r\.", "pose_modulation.align.proj_latent."),
+    (r"^condition_embedding_align\.proj_p_back\.", "pose_modulation.align.proj_out."),
+    (r"^condition_embedding_align\.cross_attn\.out_proj\.", "pose_modulation.align.to_out."),
+    (r"^condition_embedding_align\.ffn_pose\.", "pose_modulation.align.ffn."),
+    (r"^condition_embedding_align\.(norm[12])\.", r"pose_modulation.align.\1."),
+]
+_PACKED_QKV = re.compile(r"^condition_embedding_align\.cross_attn\.in_proj_(weight|bias)$")
+_POSE_PREFIXES = ("patch_embedding", "condition_embedding_")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint and the model do not match tensor for tensor."""
+
+
+def convert_released_state_dict(checkpoint: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Maps a released SteadyDancer state dict (Wan naming) to `SteadyDancerTransformer3DModel` names.
+
+    The input dict is consumed. Keys that match no rule are kept under their released names, so the caller's
+    strict check reports them.
+    """
+    checkpoint = {k.removeprefix("model.diffusion_model."): v for k, v in checkpoint.items()}
+    pose_part = {k: checkpoint.pop(k) for k in list(checkpoint) if k.startswith(_POSE_PREFIXES)}
+    converted = convert_wan_transformer_to_diffusers(checkpoint)
+
+    for key, tensor in pose_part.items():
+        packed = _PACKED_QKV.match(key)
+        if packed:
+            for name, part in zip(("to_q", "to_k", "to_v"), tensor.chunk(3, dim=0)):
+                converted[f"pose_modulation.align.{name}.{packed[1]}"] = part
+            continue
+        for pattern, replacement in _POSE_KEY_RULES:
+            new_key, count = re.subn(pattern, replacement, key)
+            if count:
+                converted[new_key] = tensor
+                break
+        else:
+            converted[key] = tensor
+    return converted
+
+
+def config_from_released(released: dict) -> dict:
+    """Translates a released `config.json` (Wan's fields) into `SteadyDancerTransformer3DModel` arguments."""
+    missing = [f for f in _REQUIRED_CONFIG_FIELDS if f not in released]
+    if missing:
+        raise ValueError(f"The checkpoint's config.json lacks required fields: {', '.join(missing)}")
+    if released.get("model_type", "i2v") != "i2v":
+        raise ValueError(f"SteadyDancer is an image-to-video model; config.json says model_type={released['model_type']!r}")
+    if tuple(released.get("window_size", (-1, -1))) != (-1, -1):
+        raise ValueError("Windowed attention (window_size != (-1, -1)) is not supported.")
+    if not released.get("qk_norm", True):
+        raise ValueError("Checkpoints without qk_norm are not supported.")
+    unknown = sorted(set(released) - _KNOWN_CONFIG_FIELDS - {k for k in released if k.startswith("_")})
+    if unknown:
+        logger.warning("Ignoring unknown fields in the checkpoint's config.json: %s", ", ".join(unknown))
+
+    dim, heads = released["dim"], released["num_heads"]
+    if dim % heads:
+        raise ValueError(f"dim ({dim}) must be divisible by num_heads ({heads}).")
+    noise_channels = released["out_dim"]
+    return dict(
+        patch_size=tuple(released.get("patch_size", (1, 2, 2))),
+        num_attention_heads=heads,
+        attention_head_dim=dim // heads,
+        in_channels=noise_channels,
+        image_condition_channels=released["in_dim"] - noise_channels,
+        pose_channels=released.get("in_dim_c", 16),
+        out_channels=noise_channels,
+        text_dim=released.get("text_dim", 4096),
+        freq_dim=released.get("freq_dim", 256),
+        ffn_dim=released["ffn_dim"],
+        num_layers=released["num_layers"],
+        cross_attn_norm=released.get("cross_attn_norm", True),
+        eps=released.get("eps", 1e-6),
+        text_len=released.get("text_len", 512),
+    )
+
+
+def resolve_checkpoint_dir(
+    path_or_repo_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    subfolder: str | None = None,
+    cache_dir: str | None = None,
+    token: str | bool | None = None,
+    allow_patterns: list[str] | None = None,
+) -> Path:
+    """A local directory as is, or the needed files of a Hub repo downloaded (cache and HF_HUB_OFFLINE honoured)."""
+    local = Path(path_or_repo_id).expanduser()
+    if local.is_dir():
+        return local / subfolder if subfolder else local
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    patterns = allow_patterns or WEIGHTS_PATTERNS
+    if subfolder:
+        patterns = [f"{subfolder}/{p}" for p in patterns]
+    try:
+        root = snapshot_download(
+            str(path_or_repo_id), revision=revision, allow_patterns=patterns, cache_dir=cache_dir, token=token
+        )
+    except HFValidationError as error:
+        raise FileNotFoundError(f"{path_or_repo_id!s} is neither a local directory nor a Hub repo id.") from error
+    except Exception as error:  # network, auth, offline-without-cache: say what to do
+        raise OSError(
+            f"Could not download {path_or_repo_id} (revision {revision or 'main'}) from the Hugging Face Hub: {error}. "
+            "Check the network, the repo id and revision, HF_TOKEN for gated repos, or pass a local directory; "
+            "with HF_HUB_OFFLINE=1 the files must already be in the cache."
+        ) from error
+    return Path(root) / subfolder if subfolder else Path(root)
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    index = directory / WEIGHTS_INDEX
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [directory / n for n in names]
+    else:
+        files = sorted(directory.glob("diffusion_pytorch_model*.safetensors"))
+    absent = [f.name for f in files if not f.is_file()]
+    if absent:
+        raise FileNotFoundError(f"{directory} lacks weight shards named in its index: {', '.join(absent)}")
+    if not files:
+        pickles = [p.name for p in directory.glob("*") if p.suffix in {".pth", ".bin", ".pt", ".ckpt"}]
+        hint = f" (found {', '.join(pickles)}; pickle files are never loaded)" if pickles else ""
+        raise FileNotFoundError(f"No diffusion_pytorch_model*.safetensors in {directory}{hint}")
+    return files
+
+
+def _keeps_fp32(name: str) -> bool:
+    parts = name.split(".")
+    return any(m in parts for m in SteadyDancerTransformer3DModel._keep_in_fp32_modules)
+
+
+def load_released_transformer(
+    path_or_repo_id: str | os.PathLike = DEFAULT_TRANSFORMER_REPO,
+    *,
+    revision: str | None = None,
+    subfolder: str | None = None,
+    torch_dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    cache_dir: str | None = None,
+    token: str | bool | None = None,
+) -> SteadyDancerTransformer3DModel:
+    """Builds the transformer from a checkpoint in the released layout, refusing any mismatch.
+
+    Every checkpoint tensor must land on a model tensor of the same shape and every model tensor must be set;
+    otherwise `CheckpointMismatchError` lists the offenders. The model is built on the meta device, so no memory is
+    spent before the weights are read. `torch_dtype` applies to all weights except diffusers' fp32-kept modules.
+    """
+    directory = resolve_checkpoint_dir(
+        path_or_repo_id, revision=revision, subfolder=subfolder, cache_dir=cache_dir, token=token
+    )
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"No config.json in {directory}")
+    config = config_from_released(json.loads(config_path.read_text()))
+
+    checkpoint = {}
+    for file in _weight_files(directory):
+        with safe_open(str(file), framework="pt", device="cpu") as reader:
+            for key in reader.keys():
+                checkpoint[key] = reader.get_tensor(key)
+    state_dict = convert_released_state_dict(checkpoint)
+
+    with init_empty_weights(include_buffers=False):
+        model = SteadyDancerTransformer3DModel(**config)
+    expected = dict(model.state_dict())
+    unused = sorted(set(state_dict) - set(expected))
+    unset = sorted(set(expected) - set(state_dict))
+    wrong_shape = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(state_dict) & set(expected)
+        if state_dict[k].shape != expected[k].shape
+    )
+    if unused or unset or wrong_shape:
+        lines = [f"The checkpoint in {directory} does not match SteadyDancerTransformer3DModel({config}):"]
+        for title, items in (("unused checkpoint tensors", unused), ("model tensors not set", unset), ("shape mismatches", wrong_shape)):
+            if items:
+                lines.append(f"  {len(items)} {title}: " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+        raise CheckpointMismatchError("\n".join(lines))
+
+    state_dict = {
+        k: v.to(device=device, dtype=torch.float32 if _keeps_fp32(k) and v.is_floating_point() else torch_dtype)
+        for k, v in state_dict.items()
+    }
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.to(device).eval().requires_grad_(False)

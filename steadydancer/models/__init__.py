@@ -1,0 +1,2 @@
+from .pose_modulation import PoseFeatures, PoseModulation
+from .transformer_steadydancer import SteadyDancerTransformer3DModel

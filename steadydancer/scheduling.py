@@ -1,0 +1,38 @@
+"""The released sampler's schedule on diffusers' UniPC scheduler."""
+
+import numpy as np
+import torch
+from diffusers import UniPCMultistepScheduler
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def make_scheduler(shift: float = 5.0) -> UniPCMultistepScheduler:
+    """UniPC (order 2, bh2) for flow matching with a final sigma of 0, as the released sampler."""
+    return UniPCMultistepScheduler(
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=shift,
+        solver_order=2,
+        solver_type="bh2",
+        final_sigmas_type="zero",
+    )
+
+
+def released_sigmas(num_steps: int) -> np.ndarray:
+    """The unshifted sigmas linspace(1 - 1/1000, 0, N + 1)[:N]; the scheduler applies the shift.
+
+    diffusers' own default sigmas differ from these by about 1e-2 over 8 steps.
+    """
+    return np.linspace(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS, 0.0, num_steps + 1)[:num_steps]
+
+
+def set_released_timesteps(
+    scheduler: UniPCMultistepScheduler, num_steps: int, shift: float, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Sets `shift` and the released sigmas on `scheduler`; returns its timesteps (int(1000 * shifted sigma))."""
+    if scheduler.config.flow_shift != shift:
+        scheduler.register_to_config(flow_shift=shift)
+    scheduler.set_timesteps(sigmas=released_sigmas(num_steps), device=device)
+    return scheduler.timesteps

@@ -1,0 +1,45 @@
+"""Generation size and frame-count rules of the released model."""
+
+import math
+
+VAE_TEMPORAL_STRIDE = 4
+VAE_SPATIAL_STRIDE = 8
+PATCH = 2
+SIZE_MULTIPLE = VAE_SPATIAL_STRIDE * PATCH  # 16
+
+# Pixel budgets (height x width of a landscape frame) offered as presets.
+RESOLUTION_PRESETS = {
+    "480p (832x480)": 832 * 480,
+    "576p (1024x576, paper)": 1024 * 576,
+    "720p (1280x720)": 1280 * 720,
+}
+DEFAULT_MAX_AREA = 1024 * 576
+
+
+def generation_size(image_height: int, image_width: int, max_area: int = DEFAULT_MAX_AREA) -> tuple[int, int]:
+    """(height, width) for a reference of the given size, as the released code computes it.
+
+    Keeps the reference's aspect ratio within a budget of `max_area` pixels; both sides are multiples of 16.
+    """
+    if image_height <= 0 or image_width <= 0 or max_area <= 0:
+        raise ValueError(f"Sizes must be positive, got {image_height}x{image_width} and area {max_area}.")
+    aspect = image_height / image_width
+    lat_h = round(math.sqrt(max_area * aspect) // VAE_SPATIAL_STRIDE // PATCH * PATCH)
+    lat_w = round(math.sqrt(max_area / aspect) // VAE_SPATIAL_STRIDE // PATCH * PATCH)
+    if lat_h == 0 or lat_w == 0:
+        raise ValueError(f"A {image_width}x{image_height} reference is too elongated for a {max_area}-pixel budget.")
+    return lat_h * VAE_SPATIAL_STRIDE, lat_w * VAE_SPATIAL_STRIDE
+
+
+def is_valid_frame_count(num_frames: int) -> bool:
+    """The Wan VAE maps 4n+1 frames to n+1 latent frames."""
+    return num_frames >= 1 and (num_frames - 1) % VAE_TEMPORAL_STRIDE == 0
+
+
+def nearest_valid_frame_count(num_frames: int) -> int:
+    """The largest 4n+1 not above `num_frames` (at least 1)."""
+    return max(1, (num_frames - 1) // VAE_TEMPORAL_STRIDE * VAE_TEMPORAL_STRIDE + 1)
+
+
+def latent_frame_count(num_frames: int) -> int:
+    return (num_frames - 1) // VAE_TEMPORAL_STRIDE + 1
