@@ -77,7 +77,7 @@ def convert_released_state_dict(checkpoint: dict[str, torch.Tensor]) -> dict[str
         packed = _PACKED_QKV.match(key)
         if packed:
             for name, part in zip(("to_q", "to_k", "to_v"), tensor.chunk(3, dim=0)):
-                converted[f"pose_modulation.align.{name}.{packed[1]}"] = part
+                converted[f"pose_modulation.align.{name}.{packed[1]}"] = part.contiguous()
             continue
         for pattern, replacement in _POSE_KEY_RULES:
             new_key, count = re.subn(pattern, replacement, key)
@@ -236,3 +236,123 @@ def load_released_transformer(
     }
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.to(device).eval().requires_grad_(False)
+
+
+# Our names -> released names for the Wan part (the inverse of diffusers' converter).
+_WAN_EXPORT_RULES = [
+    (r"^condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
+    (r"^condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
+    (r"^condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
+    (r"^condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
+    (r"^condition_embedder\.time_proj\.", "time_projection.1."),
+    (r"^condition_embedder\.image_embedder\.norm1\.", "img_emb.proj.0."),
+    (r"^condition_embedder\.image_embedder\.ff\.net\.0\.proj\.", "img_emb.proj.1."),
+    (r"^condition_embedder\.image_embedder\.ff\.net\.2\.", "img_emb.proj.3."),
+    (r"^condition_embedder\.image_embedder\.norm2\.", "img_emb.proj.4."),
+    (r"^scale_shift_table$", "head.modulation"),
+    (r"^proj_out\.", "head.head."),
+    (r"^(blocks\.\d+\.)scale_shift_table$", r"\1modulation"),
+    (r"^(blocks\.\d+\.)norm2\.", r"\1norm3."),
+    (r"^(blocks\.\d+\.)ffn\.net\.0\.proj\.", r"\1ffn.0."),
+    (r"^(blocks\.\d+\.)ffn\.net\.2\.", r"\1ffn.2."),
+    (r"^(blocks\.\d+\.)attn1\.(to_)?", r"\1self_attn."),
+    (r"^(blocks\.\d+\.)attn2\.(to_)?", r"\1cross_attn."),
+]
+_ATTN_EXPORT_RULES = [(r"\.out\.0\.", ".o."), (r"\.add_k_proj\.", ".k_img."), (r"\.add_v_proj\.", ".v_img."), (r"\.norm_added_k\.", ".norm_k_img.")]
+
+
+def _export_key(key: str) -> str:
+    for pattern, replacement in _POSE_EXPORT_RULES + _WAN_EXPORT_RULES:
+        new_key, count = re.subn(pattern, replacement, key)
+        if count:
+            if ".self_attn." in new_key or ".cross_attn." in new_key:
+                for attn_pattern, attn_replacement in _ATTN_EXPORT_RULES:
+                    new_key = re.sub(attn_pattern, attn_replacement, new_key)
+            return new_key
+    return key
+
+
+_POSE_EXPORT_RULES = [
+    (r"^patch_embedding\.", "patch_embedding_fuse."),
+    (r"^reference_patch_embedding\.", "patch_embedding."),
+    (r"^pose_reference_patch_embedding\.", "patch_embedding_ref_c."),
+    (r"^pose_modulation\.temporal\.convs\.(\d+)\.spatial_conv\.", lambda m: f"condition_embedding_temporal.{2 * int(m[1])}.spatial."),
+    (r"^pose_modulation\.temporal\.convs\.(\d+)\.temporal_conv\.", lambda m: f"condition_embedding_temporal.{2 * int(m[1])}.temporal."),
+] + [
+    (r"^" + re.escape(ours.rstrip(".")) + r"\.", released.replace("\\", "").lstrip("^"))
+    for released, ours in [
+        (r"condition_embedding_spatial.conv.", "pose_modulation.spatial.conv_residual."),
+        (r"condition_embedding_spatial.conv_q.", "pose_modulation.spatial.conv_in."),
+        (r"condition_embedding_spatial.conv_p.", "pose_modulation.spatial.conv_out."),
+        (r"condition_embedding_spatial.fc.0.", "pose_modulation.spatial.squeeze."),
+        (r"condition_embedding_spatial.fc.1.fc.0.", "pose_modulation.spatial.squeeze_excite."),
+        (r"condition_embedding_spatial.fc_phi.", "pose_modulation.spatial.to_phi."),
+        (r"condition_embedding_spatial.fc_scale.", "pose_modulation.spatial.to_scale."),
+        (r"condition_embedding_spatial.bn1.", "pose_modulation.spatial.norm_in."),
+        (r"condition_embedding_spatial.bn2.", "pose_modulation.spatial.norm_mix."),
+        (r"condition_embedding_align.proj_p.", "pose_modulation.align.proj_pose."),
+        (r"condition_embedding_align.proj_r.", "pose_modulation.align.proj_latent."),
+        (r"condition_embedding_align.proj_p_back.", "pose_modulation.align.proj_out."),
+        (r"condition_embedding_align.cross_attn.out_proj.", "pose_modulation.align.to_out."),
+        (r"condition_embedding_align.ffn_pose.", "pose_modulation.align.ffn."),
+        (r"condition_embedding_align.norm1.", "pose_modulation.align.norm1."),
+        (r"condition_embedding_align.norm2.", "pose_modulation.align.norm2."),
+    ]
+]
+
+
+def export_released_state_dict(model: SteadyDancerTransformer3DModel) -> dict[str, torch.Tensor]:
+    """The model's weights under the released (original Wan) names: the inverse of `convert_released_state_dict`.
+
+    Useful to hand a fine-tuned model to tools that read the released layout, and to write small test checkpoints.
+    """
+    state = dict(model.state_dict())
+    out = {}
+    align = "pose_modulation.align."
+    for kind in ("weight", "bias"):
+        parts = [state.pop(f"{align}{name}.{kind}") for name in ("to_q", "to_k", "to_v")]
+        out[f"condition_embedding_align.cross_attn.in_proj_{kind}"] = torch.cat(parts)
+    for key, tensor in state.items():
+        out[_export_key(key)] = tensor
+    return out
+
+
+def released_config(model: SteadyDancerTransformer3DModel) -> dict:
+    """The released `config.json` fields describing `model` (the inverse of `config_from_released`)."""
+    c = model.config
+    return {
+        "_class_name": "WanModel",
+        "model_type": "i2v",
+        "patch_size": list(c.patch_size),
+        "text_len": c.text_len,
+        "in_dim": c.in_channels + c.image_condition_channels,
+        "dim": c.num_attention_heads * c.attention_head_dim,
+        "ffn_dim": c.ffn_dim,
+        "freq_dim": c.freq_dim,
+        "text_dim": c.text_dim,
+        "out_dim": c.out_channels,
+        "num_heads": c.num_attention_heads,
+        "num_layers": c.num_layers,
+        "eps": c.eps,
+    }
+
+
+def save_released_layout(model: SteadyDancerTransformer3DModel, directory: str | os.PathLike, num_shards: int = 2) -> Path:
+    """Writes `model` as the Hub repo stores the released one: config.json, N safetensors shards and their index."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in export_released_state_dict(model).items()}
+    keys = sorted(state)
+    chunk = -(-len(keys) // num_shards)
+    weight_map = {}
+    for index in range(num_shards):
+        name = f"diffusion_pytorch_model-{index + 1:05d}-of-{num_shards:05d}.safetensors"
+        shard = {k: state[k] for k in keys[index * chunk : (index + 1) * chunk]}
+        save_file(shard, str(directory / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    (directory / WEIGHTS_INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    (directory / "config.json").write_text(json.dumps(released_config(model), indent=1))
+    return directory

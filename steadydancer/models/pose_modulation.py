@@ -97,9 +97,11 @@ class ChannelLayerNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, keepdim=True, unbiased=False)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        # Statistics in fp32 (the affine parameters may be kept in fp32 too); the result keeps the input's dtype.
+        x32 = x.float()
+        mean = x32.mean(dim=1, keepdim=True)
+        var = x32.var(dim=1, keepdim=True, unbiased=False)
+        return ((x32 - mean) * torch.rsqrt(var + self.eps) * self.weight.float() + self.bias.float()).to(x.dtype)
 
 
 class FrameAlignmentUnit(nn.Module):

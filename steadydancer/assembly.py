@@ -1,0 +1,119 @@
+"""Assembling `SteadyDancerPipeline` from the Hub (or local directories in the same layouts).
+
+The transformer comes from `MCG-NJU/SteadyDancer-14B` (released Wan layout) or from a directory written by
+`save_pretrained` (our own layout); the VAE, encoders, tokenizer and image processor come from the diffusers-format
+Wan2.1 I2V repo. Only the files each component needs are downloaded, revisions can be pinned, HF_HUB_OFFLINE and the
+cache are honoured, and only safetensors weights are read.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan
+from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
+
+from .loading import DEFAULT_TRANSFORMER_REPO, load_released_transformer, resolve_checkpoint_dir
+from .models import SteadyDancerTransformer3DModel
+from .pipeline_steadydancer import SteadyDancerPipeline
+from .scheduling import make_scheduler
+
+DEFAULT_BASE_REPO = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
+
+
+def _image_processor_class():
+    # transformers 5 maps CLIPImageProcessor to a torchvision backend; the PIL one needs no torchvision.
+    try:
+        from transformers import CLIPImageProcessorPil
+
+        return CLIPImageProcessorPil
+    except ImportError:
+        from transformers import CLIPImageProcessor
+
+        return CLIPImageProcessor
+
+
+def load_transformer(
+    path_or_repo_id: str | os.PathLike = DEFAULT_TRANSFORMER_REPO,
+    *,
+    revision: str | None = None,
+    torch_dtype: torch.dtype = torch.bfloat16,
+    cache_dir: str | None = None,
+    token: str | bool | None = None,
+) -> SteadyDancerTransformer3DModel:
+    """The transformer from either layout: our `save_pretrained` output, or the released Wan-named checkpoint."""
+    directory = resolve_checkpoint_dir(path_or_repo_id, revision=revision, cache_dir=cache_dir, token=token)
+    config = json.loads((directory / "config.json").read_text()) if (directory / "config.json").is_file() else {}
+    if config.get("_class_name") == SteadyDancerTransformer3DModel.__name__:
+        return SteadyDancerTransformer3DModel.from_pretrained(directory, torch_dtype=torch_dtype, use_safetensors=True)
+    return load_released_transformer(directory, torch_dtype=torch_dtype)
+
+
+def load_pipeline(
+    transformer: str | os.PathLike = DEFAULT_TRANSFORMER_REPO,
+    base: str | os.PathLike = DEFAULT_BASE_REPO,
+    *,
+    transformer_revision: str | None = None,
+    base_revision: str | None = None,
+    torch_dtype: torch.dtype = torch.bfloat16,
+    vae_dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    enable_model_cpu_offload: bool = False,
+    cache_dir: str | None = None,
+    token: str | bool | None = None,
+    shift: float = 5.0,
+) -> SteadyDancerPipeline:
+    """Builds the full pipeline.
+
+    Args:
+        transformer: Hub repo id or local directory of the SteadyDancer DiT.
+        base: Hub repo id or local directory of a diffusers-format Wan2.1 I2V repo (vae/, text_encoder/, tokenizer/,
+            image_encoder/, image_processor/ subfolders).
+        transformer_revision, base_revision: branch, tag or commit to pin.
+        torch_dtype: dtype of the transformer and encoders (bf16 on GPUs); the VAE uses `vae_dtype` (fp32 advised).
+        device: where to put the pipeline; ignored with `enable_model_cpu_offload`.
+        enable_model_cpu_offload: keep each model on the CPU until it runs (for GPUs with less memory).
+    """
+    base_dir = resolve_checkpoint_dir(
+        base,
+        revision=base_revision,
+        cache_dir=cache_dir,
+        token=token,
+        allow_patterns=[
+            "model_index.json",
+            "vae/*.json", "vae/*.safetensors",
+            "text_encoder/*.json", "text_encoder/*.safetensors",
+            "tokenizer/*",
+            "image_encoder/*.json", "image_encoder/*.safetensors",
+            "image_processor/*",
+        ],
+    )
+    common = dict(use_safetensors=True)
+    pipe = SteadyDancerPipeline(
+        tokenizer=AutoTokenizer.from_pretrained(base_dir / "tokenizer"),
+        text_encoder=UMT5EncoderModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype, **common),
+        image_encoder=CLIPVisionModel.from_pretrained(base_dir / "image_encoder", dtype=torch_dtype, **common),
+        image_processor=_image_processor_class().from_pretrained(base_dir / "image_processor"),
+        transformer=load_transformer(
+            transformer, revision=transformer_revision, torch_dtype=torch_dtype, cache_dir=cache_dir, token=token
+        ),
+        vae=AutoencoderKLWan.from_pretrained(base_dir / "vae", torch_dtype=vae_dtype, **common),
+        scheduler=make_scheduler(shift),
+    )
+    if enable_model_cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    elif device is not None:
+        pipe.to(device)
+    return pipe
+
+
+def save_base_layout(pipe: SteadyDancerPipeline, directory: str | os.PathLike) -> Path:
+    """Writes the pipeline's VAE, encoders, tokenizer and processor in the diffusers Wan repo layout."""
+    directory = Path(directory)
+    pipe.vae.save_pretrained(directory / "vae")
+    pipe.text_encoder.save_pretrained(directory / "text_encoder")
+    pipe.tokenizer.save_pretrained(directory / "tokenizer")
+    pipe.image_encoder.save_pretrained(directory / "image_encoder")
+    pipe.image_processor.save_pretrained(directory / "image_processor")
+    return directory
