@@ -20,14 +20,21 @@ def generation_size(image_height: int, image_width: int, max_area: int = DEFAULT
     """(height, width) for a reference of the given size, as the released code computes it.
 
     Keeps the reference's aspect ratio within a budget of `max_area` pixels; both sides are multiples of 16.
+    The released float arithmetic is kept: an 832x480 reference at an 832*480 budget gives 464x832.
     """
-    if image_height <= 0 or image_width <= 0 or max_area <= 0:
-        raise ValueError(f"Sizes must be positive, got {image_height}x{image_width} and area {max_area}.")
-    aspect = image_height / image_width
+    if image_height <= 0 or image_width <= 0:
+        raise ValueError(f"Image sizes must be positive, got {image_height}x{image_width}.")
+    return generation_size_for_aspect(image_height / image_width, max_area)
+
+
+def generation_size_for_aspect(aspect: float, max_area: int = DEFAULT_MAX_AREA) -> tuple[int, int]:
+    """(height, width) for a height / width ratio `aspect` within `max_area` pixels."""
+    if not (aspect > 0 and math.isfinite(aspect)) or max_area <= 0:
+        raise ValueError(f"Aspect ratio and area must be positive, got {aspect} and {max_area}.")
     lat_h = round(math.sqrt(max_area * aspect) // VAE_SPATIAL_STRIDE // PATCH * PATCH)
     lat_w = round(math.sqrt(max_area / aspect) // VAE_SPATIAL_STRIDE // PATCH * PATCH)
     if lat_h == 0 or lat_w == 0:
-        raise ValueError(f"A {image_width}x{image_height} reference is too elongated for a {max_area}-pixel budget.")
+        raise ValueError(f"An aspect ratio of {aspect:.3g} is too extreme for a {max_area}-pixel budget.")
     return lat_h * VAE_SPATIAL_STRIDE, lat_w * VAE_SPATIAL_STRIDE
 
 

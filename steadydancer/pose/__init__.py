@@ -1,0 +1,68 @@
+"""Pose pipeline: DWPose detection, video reading, alignment, rendering (SPEC.md section 4).
+
+Heavy dependencies load lazily: onnxruntime when a DWPoseDetector is built, PyAV when a
+video is read, huggingface_hub when a model file is fetched.
+"""
+
+from .align import PART_NAMES, align_poses, alignment_ratios
+from .detector import (
+    DETECTOR_FILE,
+    DWPOSE_REPO,
+    POSE_FILE,
+    DWPoseDetector,
+    PoseDetector,
+    default_providers,
+    resolve_model_file,
+)
+from .errors import (
+    DetectorModelError,
+    EmptyVideoError,
+    NoPersonInDrivingError,
+    NoPersonInReferenceError,
+    PoseError,
+    PoseFormatError,
+    VideoReadError,
+)
+from .fixture_check import CheckLine, verify_pose_fixture
+from .image import load_image
+from .keypoints import BODY_NAMES, KEYPOINT_THRESHOLD, Pose, PoseSequence
+from .negative import Perturbation, negative_poses, perturb_pose, sample_perturbations
+from .prepare import PreparedPoses, prepare_poses
+from .render import draw_pose, render_poses
+from ..sizing import DEFAULT_MAX_AREA, generation_size, generation_size_for_aspect
+from .start_gap import choose_start_frame, interpolate_pose, pose_distance, transition_poses
+from .synthetic import SyntheticPoseDetector
+from .video import (
+    DEFAULT_FPS,
+    VideoClip,
+    VideoFrame,
+    VideoInfo,
+    fit_length,
+    is_4n_plus_1,
+    iter_video_frames,
+    next_4n_plus_1,
+    probe_video,
+    read_video,
+    resample_indices,
+)
+
+__all__ = [
+    # keypoints and JSON
+    "BODY_NAMES", "KEYPOINT_THRESHOLD", "Pose", "PoseSequence",
+    # detection
+    "DETECTOR_FILE", "DWPOSE_REPO", "POSE_FILE", "DWPoseDetector", "PoseDetector", "SyntheticPoseDetector",
+    "default_providers", "resolve_model_file", "load_image",
+    # video
+    "DEFAULT_FPS", "VideoClip", "VideoFrame", "VideoInfo", "fit_length", "is_4n_plus_1", "iter_video_frames",
+    "next_4n_plus_1", "probe_video", "read_video", "resample_indices",
+    # alignment, start gap, negatives, rendering
+    "PART_NAMES", "align_poses", "alignment_ratios", "choose_start_frame", "interpolate_pose", "pose_distance",
+    "transition_poses", "Perturbation", "negative_poses", "perturb_pose", "sample_perturbations",
+    "draw_pose", "render_poses",
+    # sizing, high level, checks
+    "DEFAULT_MAX_AREA", "generation_size", "generation_size_for_aspect", "PreparedPoses", "prepare_poses",
+    "CheckLine", "verify_pose_fixture",
+    # errors
+    "PoseError", "PoseFormatError", "NoPersonInReferenceError", "NoPersonInDrivingError", "VideoReadError",
+    "EmptyVideoError", "DetectorModelError",
+]

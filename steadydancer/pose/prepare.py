@@ -1,0 +1,303 @@
+"""From a reference image and a driving video to the pose frames the model is conditioned on.
+
+:func:`prepare_poses` chains the steps of SPEC.md section 4: detect the reference pose on
+the reference resized to the generation size; read the driving video (resampled to 16 fps
+by default) and detect one pose per frame; optionally pick the start frame closest to the
+reference pose; align the driving poses to the reference; optionally prepend a transition
+from the reference pose; trim or pad to 4n+1 frames; draw the positive frames and the
+perturbed negative frames.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .align import align_poses
+from .detector import PoseDetector
+from .errors import NoPersonInDrivingError, NoPersonInReferenceError, PoseError
+from .image import ImageLike, load_image
+from .keypoints import NECK, Pose, PoseSequence
+from .negative import negative_poses
+from .render import render_poses
+from ..sizing import DEFAULT_MAX_AREA, generation_size
+from .start_gap import choose_start_frame, transition_poses
+from .video import DEFAULT_FPS, VideoInfo, fit_length, is_4n_plus_1, iter_video_frames, probe_video, resample_indices
+
+DEFAULT_SEARCH_RANGE = 32  # frames (2 s at 16 fps) examined by the automatic start
+MAX_LOST_FRACTION = 0.5
+
+
+@dataclass
+class PreparedPoses:
+    """Everything the pipeline and the app need from the pose stage.
+
+    Attributes:
+        positive: (N, H, W, 3) uint8 RGB, the aligned poses drawn in the released style
+            (at the canvas size, 2H x 2W, with ``resize_frames=False``).
+        negative: same for the perturbed poses of the pose guidance.
+        poses: the N aligned poses (normalised to the generation frame W x H).
+        negative_poses: the N perturbed poses.
+        reference_pose: the reference's pose (normalised to the generation frame).
+        driving_poses: raw detections of every driving frame read (after resampling,
+            before start selection, alignment and lost-frame filling); save it as JSON to
+            rerun without a detector.
+        lost: (N,) bool, the person was not found in that frame (its pose is held from the
+            nearest frame where it was, or left empty with ``hold_lost_frames=False``).
+        padded: (N,) bool, frames repeating the last one to reach ``num_frames``.
+        transition: (N,) bool, smooth-start frames interpolated from the reference pose.
+        start_index: index in ``driving_poses`` of the first driving frame used.
+        start_time: its time in seconds from the start of the driving video; the audio
+            matching the output starts there (after ``transition.sum() / fps`` s of lead-in).
+        frame_times: (N,) source time in seconds of each frame (NaN for transition frames).
+        align_index: index in ``driving_poses`` of the frame the alignment was measured on.
+        fps: rate the frames play at (the resampling rate; 16 when every frame is used).
+        source_fps: the driving video's (or sequence's) own frame rate, when known.
+        width, height: the generation size.
+        video_info: metadata of the driving video (None for keypoint input).
+    """
+
+    positive: np.ndarray
+    negative: np.ndarray
+    poses: PoseSequence
+    negative_poses: PoseSequence
+    reference_pose: Pose
+    driving_poses: PoseSequence
+    lost: np.ndarray
+    padded: np.ndarray
+    transition: np.ndarray
+    start_index: int
+    start_time: float
+    frame_times: np.ndarray
+    align_index: int
+    fps: float
+    source_fps: float | None
+    width: int
+    height: int
+    video_info: VideoInfo | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.positive.shape[0])
+
+    @property
+    def duration(self) -> float:
+        """Seconds the frames last at ``fps``."""
+        return self.num_frames / self.fps
+
+
+def _check_reference(pose: Pose) -> None:
+    if pose.is_empty:
+        raise NoPersonInReferenceError("no person was found in the reference image; use a photo "
+                                       "where one person is clearly visible")
+    if not pose.body_present[NECK]:
+        raise NoPersonInReferenceError("the person in the reference image has no visible shoulders; "
+                                       "use a photo showing at least the upper body")
+
+
+def _hold_lost(poses: list[Pose], lost: np.ndarray) -> list[Pose]:
+    """Fills each lost frame with the nearest earlier found pose (later one at the start)."""
+    found = np.flatnonzero(~lost)
+    out = []
+    for i, pose in enumerate(poses):
+        if not lost[i]:
+            out.append(pose)
+            continue
+        before = found[found < i]
+        src = before[-1] if len(before) else found[found > i][0]
+        out.append(poses[src])
+    return out
+
+
+def _read_driving(driving, detector: PoseDetector | None, fps: float | None, needed: int | None,
+                  progress: Callable[[int, int | None], None] | None
+                  ) -> tuple[PoseSequence, np.ndarray, np.ndarray, VideoInfo | None, float | None]:
+    """Driving poses, their source times and source indices (resampled), video info, source fps."""
+    if isinstance(driving, PoseSequence):
+        times = driving.frame_times()
+        if fps is not None and driving.fps is not None:
+            idx = resample_indices(times, fps)
+        else:
+            idx = np.arange(len(driving))
+        if needed is not None:
+            idx = idx[:needed]
+        poses = [driving[i] for i in idx]
+        return (PoseSequence(poses, driving.width, driving.height, fps or driving.fps, times[idx]),
+                times[idx], idx, None, driving.fps)
+
+    if not isinstance(driving, (str, os.PathLike)):
+        raise PoseError(f"driving must be a video path or a PoseSequence, got {type(driving).__name__}")
+    if detector is None:
+        raise PoseError("a pose detector is needed to read poses from a driving video")
+    info = probe_video(driving)
+    total = needed
+    if total is None and info.duration > 0:
+        total = int(np.ceil(info.duration * fps)) if fps else (info.num_frames or None)
+    poses, times, idx = [], [], []
+    for frame in iter_video_frames(driving, fps, max_frames=needed):
+        poses.append(detector(frame.image))
+        times.append(frame.time)
+        idx.append(frame.index)
+        if progress is not None:
+            progress(len(poses), total)
+    seq = PoseSequence(poses, info.width, info.height, fps or info.fps, np.asarray(times))
+    return seq, np.asarray(times), np.asarray(idx), info, info.fps
+
+
+def prepare_poses(
+    reference_image: ImageLike,
+    driving: str | os.PathLike | PoseSequence,
+    *,
+    detector: PoseDetector | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    max_area: int = DEFAULT_MAX_AREA,
+    num_frames: int | None = 81,
+    fps: float | None = DEFAULT_FPS,
+    align: bool = True,
+    align_frame: int = 0,
+    smooth_start_frames: int = 0,
+    smooth_start_easing: str = "linear",
+    auto_start: bool = False,
+    search_range: int = DEFAULT_SEARCH_RANGE,
+    negative_seed: int | np.random.Generator | None = 0,
+    reference_pose: Pose | None = None,
+    hold_lost_frames: bool = True,
+    max_lost_fraction: float = MAX_LOST_FRACTION,
+    canvas_scale: int = 2,
+    resize_frames: bool = True,
+    skip_missing: bool = True,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> PreparedPoses:
+    """Turns a reference image and a driving video (or keypoints) into pose frames.
+
+    Args:
+        reference_image: path, PIL image or (H, W, 3) uint8 RGB array.
+        driving: a video path, or a :class:`PoseSequence` (then no detector is needed for
+            it; its poses are resampled by time when both it and ``fps`` have a rate).
+        detector: a :class:`PoseDetector` (``DWPoseDetector`` or ``SyntheticPoseDetector``);
+            needed unless ``driving`` is a PoseSequence and ``reference_pose`` is given.
+        width, height: generation size; default from ``max_area`` and the reference's
+            aspect ratio (:func:`generation_size`).
+        num_frames: output length, 4n+1 (default 81); the clip is trimmed, or padded by
+            repeating its last frame. None: all available frames, padded to the next 4n+1.
+        fps: resample the driving motion to this rate (default 16, the output rate), or
+            None to use every frame as the released code does.
+        align: align the driving poses to the reference pose (SPEC.md section 4).
+        align_frame: driving frame (counted from the start frame) to measure the alignment on.
+        smooth_start_frames: N frames interpolated from the reference's own pose to the
+            first driving pose, prepended to the clip (they count in ``num_frames``).
+        smooth_start_easing: "linear" or "cosine".
+        auto_start: start the clip at the frame within the first ``search_range`` (resampled)
+            frames whose aligned pose is closest to the reference pose.
+        negative_seed: seed (or numpy Generator) of the negative-pose perturbation.
+        reference_pose: skip detection on the reference and use this pose.
+        hold_lost_frames: a frame where the person was lost repeats the nearest found pose
+            (True) or stays empty, i.e. black (False, the released behaviour).
+        max_lost_fraction: more lost frames than this fraction raises NoPersonInDrivingError.
+        canvas_scale: drawing canvas size relative to the output (released: 2).
+        resize_frames: False returns ``positive``/``negative`` at the canvas size
+            (canvas_scale x height, width) for the pipeline to resize in float like the
+            released code (see :func:`render_poses`).
+        skip_missing: see :func:`steadydancer.pose.align.align_poses` (False: released arithmetic).
+        progress: called as progress(frames_done, frames_total_or_None) during detection.
+
+    Raises:
+        NoPersonInReferenceError, NoPersonInDrivingError, VideoReadError, EmptyVideoError,
+        PoseError (bad arguments).
+    """
+    if num_frames is not None and not is_4n_plus_1(int(num_frames)):
+        raise PoseError(f"num_frames must be of the form 4n+1 (e.g. 49, 81), got {num_frames}")
+    if smooth_start_frames < 0 or align_frame < 0:
+        raise PoseError("smooth_start_frames and align_frame must be >= 0")
+    if num_frames is not None and smooth_start_frames >= num_frames:
+        raise PoseError(f"smooth_start_frames ({smooth_start_frames}) must be below num_frames ({num_frames})")
+    if fps is not None and not fps > 0:
+        raise PoseError(f"fps must be positive or None, got {fps}")
+
+    # Reference: resized to the generation size, as the released preprocessing detects it.
+    ref_rgb = load_image(reference_image)
+    if width is None or height is None:
+        height, width = generation_size(ref_rgb.shape[0], ref_rgb.shape[1], max_area)
+    width, height = int(width), int(height)
+    if reference_pose is None:
+        if detector is None:
+            raise PoseError("a pose detector (or reference_pose) is needed for the reference image")
+        ref_resized = cv2.resize(ref_rgb, (width, height), interpolation=cv2.INTER_CUBIC)
+        reference_pose = detector(ref_resized)
+    reference_pose = reference_pose.with_size(width, height)
+    _check_reference(reference_pose)
+
+    # Driving poses: read only as many frames as can be used.
+    needed = None
+    if num_frames is not None:
+        needed = (search_range - 1 if auto_start else 0) + max(num_frames - smooth_start_frames, align_frame + 1)
+    raw, times, _, info, source_fps = _read_driving(driving, detector, fps, needed, progress)
+    if len(raw) == 0:
+        raise PoseError("the driving clip has no frames")
+    lost_all = np.array([p.is_empty for p in raw.poses])
+    if lost_all.mean() > max_lost_fraction:
+        raise NoPersonInDrivingError(
+            f"no person was found in {int(lost_all.sum())} of {len(raw)} driving frames; use a video "
+            "where one person stays visible")
+
+    # Start frame.
+    start = 0
+    if auto_start:
+        candidates = [Pose.empty(p.width, p.height) if lost else p for p, lost in zip(raw.poses, lost_all)]
+        start, _ = choose_start_frame(reference_pose, candidates, search_range, skip_missing=skip_missing)
+    used = list(raw.poses[start:])
+    lost = lost_all[start:]
+    if lost.all():
+        raise NoPersonInDrivingError("the person is not visible in the driving frames used")
+    filled = _hold_lost(used, lost) if hold_lost_frames else used
+
+    # Alignment, measured on the requested frame or the nearest one with a visible neck.
+    align_rel = min(align_frame, len(used) - 1)
+    if align:
+        has_neck = np.array([p.body_present[NECK] for p in filled])
+        if not has_neck.any():
+            raise NoPersonInDrivingError("no driving frame shows the person's shoulders; cannot align")
+        if not has_neck[align_rel]:
+            candidates = np.flatnonzero(has_neck)
+            align_rel = int(candidates[np.argmin(np.abs(candidates - align_rel))])
+        aligned = align_poses(reference_pose, filled, align_rel, skip_missing=skip_missing)
+    else:
+        aligned = [p.with_size(width, height) for p in filled]
+
+    # Smooth start, then the 4n+1 length.
+    lead_in = transition_poses(reference_pose, aligned[0], smooth_start_frames, easing=smooth_start_easing)
+    frames = lead_in + aligned
+    flags = [(False, True, np.nan)] * len(lead_in) + [(bool(l), False, float(t)) for l, t in zip(lost, times[start:])]
+    frames, padded = fit_length(frames, num_frames)
+    flags, _ = fit_length(flags, num_frames)
+    lost_out = np.array([f[0] for f in flags])
+    transition_out = np.array([f[1] for f in flags])
+    frame_times = np.array([f[2] for f in flags], dtype=np.float64)
+
+    negatives = negative_poses(frames, negative_seed)
+    out_fps = float(fps) if fps is not None else DEFAULT_FPS
+    return PreparedPoses(
+        positive=render_poses(frames, height, width, canvas_scale=canvas_scale, resize=resize_frames),
+        negative=render_poses(negatives, height, width, canvas_scale=canvas_scale, resize=resize_frames),
+        poses=PoseSequence(frames, width, height, out_fps),
+        negative_poses=PoseSequence(negatives, width, height, out_fps),
+        reference_pose=reference_pose,
+        driving_poses=raw,
+        lost=lost_out,
+        padded=padded,
+        transition=transition_out,
+        start_index=int(start),
+        start_time=float(times[start]),
+        frame_times=frame_times,
+        align_index=int(start + align_rel),
+        fps=out_fps,
+        source_fps=source_fps,
+        width=width,
+        height=height,
+        video_info=info,
+    )
