@@ -1,0 +1,106 @@
+import shutil
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from steadydancer.validation import (
+    InputError,
+    Limits,
+    check_driving_video,
+    check_keypoint_file,
+    check_number,
+    check_prompt,
+    load_reference_image,
+    sniff,
+)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    image = root / "person.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 64, 3), dtype=np.uint8)).save(image)
+    video = root / "dance.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 64, 96, "yuv420p"
+        for i in range(8):
+            frame = av.VideoFrame.from_ndarray(np.full((96, 64, 3), i * 20, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return root, image, video
+
+
+def test_kind_comes_from_content_not_name(media, tmp_path):
+    _, image, video = media
+    video_as_png = tmp_path / "video.png"
+    shutil.copy(video, video_as_png)
+    image_as_mp4 = tmp_path / "image.mp4"
+    shutil.copy(image, image_as_mp4)
+    assert sniff(video_as_png)[0] == "video"
+    assert sniff(image_as_mp4) == ("image", "PNG")
+    with pytest.raises(InputError, match="actually a video"):
+        load_reference_image(video_as_png)
+    with pytest.raises(InputError, match="actually an image"):
+        check_driving_video(image_as_mp4)
+
+
+def test_valid_inputs_pass(media):
+    _, image, video = media
+    assert load_reference_image(image).shape == (96, 64, 3)
+    info = check_driving_video(video)
+    assert (info.width, info.height) == (64, 96) and not info.has_audio
+    assert abs(info.fps - 16) < 1e-6
+
+
+def test_truncated_and_empty_files(media, tmp_path):
+    _, image, video = media
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(image.read_bytes()[:60])
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        load_reference_image(truncated)
+    cut_video = tmp_path / "cut.mp4"
+    cut_video.write_bytes(video.read_bytes()[:200])
+    with pytest.raises(InputError, match="corrupt|no frames"):
+        check_driving_video(cut_video)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        check_driving_video(empty)
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="not an image"):
+        load_reference_image(text)
+
+
+def test_limits_are_enforced_and_configurable(media, tmp_path, monkeypatch):
+    _, image, video = media
+    with pytest.raises(InputError, match="megapixels"):
+        load_reference_image(image, Limits(max_image_pixels=1000))
+    with pytest.raises(InputError, match="lasts"):
+        check_driving_video(video, Limits(max_video_seconds=0.1))
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (500, 50)).save(wide)
+    with pytest.raises(InputError, match="aspect ratio of 10.0:1"):
+        load_reference_image(wide)
+    monkeypatch.setenv("STEADYDANCER_MAX_FILE_MB", "0.0001")
+    with pytest.raises(InputError, match="the limit is"):
+        load_reference_image(image)
+    monkeypatch.setenv("STEADYDANCER_MAX_FRAMES", "lots")
+    with pytest.raises(ValueError, match="STEADYDANCER_MAX_FRAMES"):
+        Limits.from_env()
+
+
+def test_numbers_prompts_and_keypoints(tmp_path):
+    assert check_number("7", "steps", 1, 60, integer=True) == 7
+    for bad in (float("nan"), float("inf"), -1, 61, "x", None, 2.5):
+        with pytest.raises(InputError, match="steps"):
+            check_number(bad, "steps", 1, 60, integer=True)
+    with pytest.raises(InputError, match="at most 5"):
+        check_prompt("x" * 6, Limits(max_prompt_chars=5))
+    not_json = tmp_path / "poses.json"
+    not_json.write_bytes(b"\x89PNG\r\n\x1a\n....")
+    with pytest.raises(InputError, match="not JSON"):
+        check_keypoint_file(not_json)
