@@ -16,22 +16,10 @@ from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
 
 from .loading import DEFAULT_TRANSFORMER_REPO, load_released_transformer, resolve_checkpoint_dir
 from .models import SteadyDancerTransformer3DModel
-from .pipeline_steadydancer import SteadyDancerPipeline
+from .pipeline_steadydancer import CLIPImageProcessor, SteadyDancerPipeline
 from .scheduling import make_scheduler
 
 DEFAULT_BASE_REPO = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
-
-
-def _image_processor_class():
-    # transformers 5 maps CLIPImageProcessor to a torchvision backend; the PIL one needs no torchvision.
-    try:
-        from transformers import CLIPImageProcessorPil
-
-        return CLIPImageProcessorPil
-    except ImportError:
-        from transformers import CLIPImageProcessor
-
-        return CLIPImageProcessor
 
 
 def load_transformer(
@@ -94,7 +82,7 @@ def load_pipeline(
         tokenizer=AutoTokenizer.from_pretrained(base_dir / "tokenizer"),
         text_encoder=UMT5EncoderModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype, **common),
         image_encoder=CLIPVisionModel.from_pretrained(base_dir / "image_encoder", dtype=torch_dtype, **common),
-        image_processor=_image_processor_class().from_pretrained(base_dir / "image_processor"),
+        image_processor=CLIPImageProcessor.from_pretrained(base_dir / "image_processor"),
         transformer=load_transformer(
             transformer, revision=transformer_revision, torch_dtype=torch_dtype, cache_dir=cache_dir, token=token
         ),

@@ -13,7 +13,12 @@ from diffusers.loaders import WanLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
-from transformers import CLIPImageProcessor, CLIPVisionModel, PreTrainedTokenizerBase, UMT5EncoderModel
+from transformers import CLIPVisionModel, PreTrainedTokenizerBase, UMT5EncoderModel
+
+try:  # transformers 5 maps CLIPImageProcessor to a torchvision backend; the PIL one needs no torchvision.
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+except ImportError:
+    from transformers import CLIPImageProcessor
 
 from .models import PoseFeatures, SteadyDancerTransformer3DModel
 from .scheduling import set_released_timesteps
@@ -68,7 +73,7 @@ def _to_pixel_tensor(image: ImageInput) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"Expected an RGB image array (H, W, 3), got shape {image.shape}.")
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        tensor = torch.tensor(image).permute(2, 0, 1).float()  # a copy: uploads may be read-only arrays
         return tensor / 127.5 - 1.0 if image.dtype == np.uint8 else tensor * 2.0 - 1.0
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] != 3:

@@ -12,9 +12,9 @@ import torch
 from diffusers import AutoencoderKLWan
 from transformers import CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-from .assembly import _image_processor_class
 from .loading import save_released_layout
 from .models import SteadyDancerTransformer3DModel
+from .pipeline_steadydancer import CLIPImageProcessor
 
 TINY_TEXT_DIM = 32
 TINY_IMAGE_SIZE = 28  # CLIP input side: (28 / 14)^2 + 1 = 5 image tokens
@@ -60,7 +60,7 @@ def build_tiny_checkpoints(root: str | os.PathLike, seed: int = 0) -> tuple[Path
                          image_size=TINY_IMAGE_SIZE, patch_size=14)
     )
     image_encoder.save_pretrained(base_dir / "image_encoder")
-    _image_processor_class()(
+    CLIPImageProcessor(
         size={"shortest_edge": TINY_IMAGE_SIZE}, crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
     ).save_pretrained(base_dir / "image_processor")
     return transformer_dir, base_dir

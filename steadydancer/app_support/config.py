@@ -1,0 +1,178 @@
+"""Runtime settings of the app: environment variables first, command-line flags on top.
+
+Stdlib only (with `duration`, itself stdlib only), so `app.py` can read them and set `HF_HUB_OFFLINE` before torch,
+diffusers or huggingface_hub are imported. Host and port are Gradio's own: `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`.
+
+| variable | flag | meaning |
+| --- | --- | --- |
+| STEADYDANCER_TINY=1 | --tiny | tiny random weights + stand-in pose detector: runs on a CPU, output is noise |
+| STEADYDANCER_TRANSFORMER | --transformer | Hub repo id or local directory of the SteadyDancer DiT |
+| STEADYDANCER_TRANSFORMER_REVISION | --transformer-revision | branch, tag or commit to pin |
+| STEADYDANCER_BASE | --base | Hub repo id or local directory of the diffusers Wan2.1 I2V repo (VAE, encoders) |
+| STEADYDANCER_BASE_REVISION | --base-revision | branch, tag or commit to pin |
+| STEADYDANCER_POSE_MODELS | --pose-models | Hub repo id or local directory holding the two DWPose ONNX files |
+| STEADYDANCER_POSE_REVISION | --pose-revision | revision of the DWPose repo |
+| STEADYDANCER_CACHE_DIR | --cache-dir | Hugging Face cache directory |
+| HF_HUB_OFFLINE=1 | --offline | use only local directories and the cache |
+| STEADYDANCER_DTYPE | --dtype | bfloat16 (default), float16 or float32 for the DiT and encoders |
+| STEADYDANCER_VAE_DTYPE | --vae-dtype | float32 (default) or bfloat16 |
+| STEADYDANCER_DEVICE | --device | cuda, cpu, ... (default: cuda when available) |
+| STEADYDANCER_OFFLOAD=1 | --offload | model CPU offload, for GPUs with less memory |
+| STEADYDANCER_MAX_FRAMES | --max-frames | longest video offered (4n+1, default 121) |
+| STEADYDANCER_QUEUE_SIZE | --queue-size | requests waiting at most (default 20) |
+| STEADYDANCER_CONCURRENCY | --concurrency | generations running at once (default 1) |
+| STEADYDANCER_MAX_GPU_SECONDS | --max-gpu-seconds | refuse requests estimated above this (default: no limit) |
+| STEADYDANCER_GPU | --gpu | hardware the time estimate assumes (see `duration.GPU_THROUGHPUT`; default auto) |
+| STEADYDANCER_ZEROGPU_SIZE | --zerogpu-size | ZeroGPU slice to request: large (half an H200) or xlarge (a whole one) |
+| STEADYDANCER_TINY_MAX_AREA | --tiny-max-area | pixel budget every preset is capped to in tiny mode (default 128*96) |
+"""
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, fields, replace
+from typing import Mapping, Sequence
+
+from .duration import GPU_THROUGHPUT
+
+DEFAULT_TRANSFORMER_REPO = "MCG-NJU/SteadyDancer-14B"
+DEFAULT_BASE_REPO = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
+DEFAULT_POSE_REPO = "yzd-v/DWPose"
+DTYPES = ("bfloat16", "float16", "float32")
+GPU_CHOICES = ("auto", *GPU_THROUGHPUT)
+TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    tiny: bool = False
+    transformer: str = DEFAULT_TRANSFORMER_REPO
+    transformer_revision: str | None = None
+    base: str = DEFAULT_BASE_REPO
+    base_revision: str | None = None
+    pose_models: str = DEFAULT_POSE_REPO
+    pose_revision: str | None = None
+    cache_dir: str | None = None
+    offline: bool = False
+    dtype: str = "bfloat16"
+    vae_dtype: str = "float32"
+    device: str | None = None
+    offload: bool = False
+    max_frames: int = 121
+    queue_size: int = 20
+    concurrency: int = 1
+    max_gpu_seconds: float | None = None
+    gpu: str = "auto"
+    zerogpu_size: str | None = None  # None: what `spaces` chooses (xlarge for models above its size threshold)
+    tiny_max_area: int = 128 * 96
+
+    def __post_init__(self):
+        for name in ("dtype", "vae_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"{name} must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}.")
+        if self.max_frames < 5 or (self.max_frames - 1) % 4:
+            raise ValueError(f"max_frames must be 4n+1 and at least 5, got {self.max_frames}.")
+        if self.gpu not in GPU_CHOICES:
+            raise ValueError(f"gpu must be one of {', '.join(GPU_CHOICES)}, got {self.gpu!r}.")
+        if self.zerogpu_size not in (None, "large", "xlarge"):
+            raise ValueError(f"zerogpu_size must be large or xlarge, got {self.zerogpu_size!r}.")
+        if self.queue_size < 1 or self.concurrency < 1 or self.tiny_max_area < 16 * 16:
+            raise ValueError("queue_size and concurrency must be >= 1, tiny_max_area >= 256.")
+
+    @property
+    def mode_key(self) -> str:
+        """Names what produced a result, so cached examples of one model are never served for another."""
+        if self.tiny:
+            return f"tiny-{self.tiny_max_area}"
+        return "-".join(
+            str(v).replace("/", "--") for v in (self.transformer, self.transformer_revision or "main",
+                                               self.base, self.base_revision or "main")
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppConfig":
+        env = os.environ if environ is None else environ
+
+        def get(name, cast=str):
+            value = env.get(f"STEADYDANCER_{name}")
+            if value is None or value == "":
+                return None
+            if cast is bool:
+                return value.strip().lower() in TRUE
+            return cast(value)
+
+        values = dict(
+            tiny=get("TINY", bool),
+            transformer=get("TRANSFORMER"),
+            transformer_revision=get("TRANSFORMER_REVISION"),
+            base=get("BASE"),
+            base_revision=get("BASE_REVISION"),
+            pose_models=get("POSE_MODELS"),
+            pose_revision=get("POSE_REVISION"),
+            cache_dir=get("CACHE_DIR"),
+            dtype=get("DTYPE"),
+            vae_dtype=get("VAE_DTYPE"),
+            device=get("DEVICE"),
+            offload=get("OFFLOAD", bool),
+            max_frames=get("MAX_FRAMES", int),
+            queue_size=get("QUEUE_SIZE", int),
+            concurrency=get("CONCURRENCY", int),
+            max_gpu_seconds=get("MAX_GPU_SECONDS", float),
+            gpu=get("GPU"),
+            zerogpu_size=get("ZEROGPU_SIZE"),
+            tiny_max_area=get("TINY_MAX_AREA", int),
+        )
+        values["offline"] = env.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+
+def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
+    d = defaults or AppConfig()
+    p = argparse.ArgumentParser(
+        prog="app.py",
+        description="SteadyDancer Gradio app. Host and port: GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. "
+        "Every flag has a STEADYDANCER_* environment variable (see steadydancer/app_support/config.py).",
+    )
+    p.add_argument("--tiny", action=argparse.BooleanOptionalAction, default=d.tiny,
+                   help="tiny random weights and a stand-in pose detector: runs on a CPU, the output is noise")
+    p.add_argument("--transformer", default=d.transformer, help="Hub repo id or local directory of the DiT")
+    p.add_argument("--transformer-revision", default=d.transformer_revision)
+    p.add_argument("--base", default=d.base, help="Hub repo id or local directory of the diffusers Wan2.1 I2V repo")
+    p.add_argument("--base-revision", default=d.base_revision)
+    p.add_argument("--pose-models", default=d.pose_models, help="Hub repo id or directory with the DWPose ONNX files")
+    p.add_argument("--pose-revision", default=d.pose_revision)
+    p.add_argument("--cache-dir", default=d.cache_dir)
+    p.add_argument("--offline", action=argparse.BooleanOptionalAction, default=d.offline,
+                   help="no network: local directories and the Hugging Face cache only (sets HF_HUB_OFFLINE=1)")
+    p.add_argument("--dtype", choices=DTYPES, default=d.dtype)
+    p.add_argument("--vae-dtype", choices=DTYPES, default=d.vae_dtype)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=d.offload)
+    p.add_argument("--max-frames", type=int, default=d.max_frames)
+    p.add_argument("--queue-size", type=int, default=d.queue_size)
+    p.add_argument("--concurrency", type=int, default=d.concurrency)
+    p.add_argument("--max-gpu-seconds", type=float, default=d.max_gpu_seconds)
+    p.add_argument("--gpu", choices=GPU_CHOICES, default=d.gpu, help="hardware the GPU-time estimate assumes")
+    p.add_argument("--zerogpu-size", choices=("large", "xlarge"), default=d.zerogpu_size,
+                   help="ZeroGPU slice: large (half an H200) or xlarge (a whole H200, twice the quota)")
+    p.add_argument("--tiny-max-area", type=int, default=d.tiny_max_area)
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> AppConfig:
+    """Environment variables, overridden by flags in `argv`."""
+    base = AppConfig.from_env(environ)
+    args = build_parser(base).parse_args(argv)
+    return replace(base, **{f.name: getattr(args, f.name) for f in fields(AppConfig)})
+
+
+def apply_environment(config: AppConfig) -> None:
+    """Process-wide settings that must be in place before the Hub client is used."""
+    if config.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        # huggingface_hub reads the variable at import; keep an already imported copy in step.
+        constants = sys.modules.get("huggingface_hub.constants")
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = True
+    # Cached example outputs are per model, so tiny-mode noise is never served by the real app (and vice versa).
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", os.path.join(".gradio", "cached_examples", config.mode_key))

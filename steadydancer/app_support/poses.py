@@ -1,0 +1,181 @@
+"""The pose step as the app runs it: inputs from uploaded files, a small cache so that "Extract poses" and "Animate"
+share the work, and warnings written for people (frames where the person was lost, padded endings, fake poses)."""
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from steadydancer.pose import PoseError, PoseSequence, PreparedPoses, load_image, prepare_poses
+from steadydancer.sizing import generation_size
+
+OUTPUT_FPS = 16
+MOTION_REAL_TIME = "Real time (16 fps)"
+MOTION_EVERY_FRAME = "Every frame (released)"
+MOTION_CHOICES = (MOTION_REAL_TIME, MOTION_EVERY_FRAME)
+
+
+@dataclass(frozen=True)
+class PoseSettings:
+    """What the pose step depends on besides the files. `max_area` is the pixel budget generated at; `requested_area`
+    the one the visitor chose (larger in tiny mode, which caps the size; used for GPU-time estimates)."""
+
+    max_area: int
+    num_frames: int = 81
+    real_time: bool = True
+    align: bool = True
+    smooth_start_frames: int = 0
+    auto_start: bool = False
+    requested_area: int | None = None
+
+
+@dataclass
+class PoseStep:
+    reference: np.ndarray  # (H, W, 3) uint8, the reference as uploaded (upright, alpha on white)
+    prepared: PreparedPoses
+    driving_video: str | None  # the video the audio comes from (None for keypoint input)
+    settings: PoseSettings
+    warnings: list[str]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.prepared.height, self.prepared.width
+
+    @property
+    def lead_in_seconds(self) -> float:
+        return float(self.prepared.transition.sum()) / OUTPUT_FPS
+
+
+def load_keypoints(path: str | os.PathLike) -> PoseSequence:
+    """A keypoint JSON written by `PoseSequence.save` (schema in `steadydancer/pose/keypoints.py`)."""
+    return PoseSequence.load(path)
+
+
+def frame_ranges(indices) -> str:
+    """'3-5, 9' for [3, 4, 5, 9] (1-based frame numbers are shown to people)."""
+    indices = [int(i) + 1 for i in indices]
+    parts, start = [], None
+    for k, i in enumerate(indices):
+        if start is None:
+            start = i
+        if k + 1 == len(indices) or indices[k + 1] != i + 1:
+            parts.append(str(start) if start == i else f"{start}-{i}")
+            start = None
+    return ", ".join(parts)
+
+
+def pose_warnings(prepared: PreparedPoses, synthetic: bool) -> list[str]:
+    notes = []
+    if synthetic:
+        notes.append("The poses are FAKE: tiny mode uses a stand-in detector that ignores what the images show.")
+    lost = np.flatnonzero(prepared.lost)
+    if len(lost):
+        notes.append(
+            f"The person was lost in {len(lost)} of {prepared.num_frames} frames ({frame_ranges(lost)}); "
+            "each of them repeats the nearest pose that was found. Check the pose video before animating."
+        )
+    padded = np.flatnonzero(prepared.padded)
+    if len(padded):
+        notes.append(
+            f"The driving clip is shorter than {prepared.num_frames} frames: frames {frame_ranges(padded)} repeat its "
+            "last pose. Choose a shorter length to avoid a frozen ending."
+        )
+    return notes
+
+
+def _digest(path: str | None) -> str | None:
+    if not path:
+        return None
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class PoseStepCache:
+    """The last few pose steps by content, so "Animate" after "Extract poses" reuses the detections."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def run_pose_step(
+    detector,
+    reference_path: str | None,
+    video_path: str | None,
+    keypoints_path: str | None,
+    settings: PoseSettings,
+    *,
+    cache: PoseStepCache | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> PoseStep:
+    """Reference + driving (keypoint JSON when given, else the video) -> aligned pose frames at the generation size.
+
+    Raises `PoseError` (a ValueError) with a message for people when an input is missing or unusable.
+    """
+    if not reference_path:
+        raise PoseError("Add a reference image (a photo of the person to animate).")
+    if not video_path and not keypoints_path:
+        raise PoseError("Add a driving video, or a keypoint JSON file, for the motion.")
+    key = (_digest(reference_path), _digest(keypoints_path) if keypoints_path else _digest(video_path),
+           bool(keypoints_path), settings, id(detector))
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit
+
+    reference = np.array(load_image(reference_path))  # writable: torch warns on read-only arrays
+    height, width = generation_size(reference.shape[0], reference.shape[1], settings.max_area)
+    driving = load_keypoints(keypoints_path) if keypoints_path else video_path
+    prepared = prepare_poses(
+        reference,
+        driving,
+        detector=detector,
+        width=width,
+        height=height,
+        num_frames=settings.num_frames,
+        fps=OUTPUT_FPS if settings.real_time else None,
+        align=settings.align,
+        smooth_start_frames=settings.smooth_start_frames,
+        auto_start=settings.auto_start,
+        progress=progress,
+    )
+    step = PoseStep(
+        reference=reference,
+        prepared=prepared,
+        driving_video=None if keypoints_path else video_path,
+        settings=settings,
+        warnings=pose_warnings(prepared, getattr(detector, "is_synthetic", False)),
+    )
+    if cache is not None:
+        cache.put(key, step)
+    return step
+
+
+def overlay(reference: np.ndarray, pose_frame: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """The reference (resized to the pose frame) with the pose drawn over it: shows how well the alignment fits."""
+    import cv2
+
+    h, w = pose_frame.shape[:2]
+    base = cv2.resize(reference, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    mask = (pose_frame.max(axis=-1, keepdims=True) > 0).astype(np.float32) * alpha
+    return np.clip(base * (1 - mask) + pose_frame.astype(np.float32) * mask, 0, 255).astype(np.uint8)

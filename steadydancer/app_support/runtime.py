@@ -1,0 +1,139 @@
+"""The models of one app process, loaded once at import time (as ZeroGPU expects) and shared by every request.
+
+Real mode: the SteadyDancer pipeline from the Hub (or local directories) and the DWPose ONNX detector.
+Tiny mode: tiny random components of the same classes, built into a temporary directory and loaded through the same
+code path, and `SyntheticPoseDetector`; it runs on any CPU and its videos are noise.
+"""
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .config import AppConfig
+
+TINY_NOTICE = "TINY MODE: random weights and fake poses. The video is noise, not an animation."
+
+RUN_TINY_HINT = (
+    "To try the app without the weights, on any machine (CPU is fine), run it in tiny mode:\n"
+    "    python app.py --tiny          (or STEADYDANCER_TINY=1 python app.py)\n"
+    "Tiny mode loads small random components of the same classes and a stand-in pose detector; every video it makes "
+    "is noise."
+)
+
+
+class ModelLoadError(RuntimeError):
+    """The real model or the pose detector could not be loaded; the message says what to do."""
+
+
+def on_zerogpu() -> bool:
+    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in {"1", "true"}
+
+
+@dataclass
+class Runtime:
+    config: AppConfig
+    pipe: object
+    detector: object
+    device: str
+    load_seconds: float
+    tiny_dir: tempfile.TemporaryDirectory | None = None
+    # One generation at a time per process: the scheduler and the interrupt flag belong to the pipeline.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def tiny(self) -> bool:
+        return self.config.tiny
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def _device(config: AppConfig) -> str:
+    if config.device:
+        return config.device
+    if on_zerogpu():
+        return "cuda"  # `spaces` makes CUDA available at import and moves the weights when a task starts
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _pose_detector(config: AppConfig, device: str):
+    from steadydancer.pose import DETECTOR_FILE, POSE_FILE, DWPoseDetector
+
+    local = os.path.isdir(config.pose_models)
+    det = os.path.join(config.pose_models, DETECTOR_FILE) if local else None
+    pose = os.path.join(config.pose_models, POSE_FILE) if local else None
+    kwargs = {} if local else dict(repo_id=config.pose_models, revision=config.pose_revision)
+    # ONNX Runtime on the CPU unless its GPU build is installed; on ZeroGPU CUDA only exists inside GPU tasks.
+    return DWPoseDetector(det, pose, cache_dir=config.cache_dir, local_files_only=config.offline,
+                          device="cpu" if on_zerogpu() else None, **kwargs)
+
+
+def load_runtime(config: AppConfig) -> Runtime:
+    """Loads everything the app needs; raises `ModelLoadError` with instructions instead of a traceback."""
+    start = time.perf_counter()
+    if config.tiny:
+        return _load_tiny(config, start)
+
+    import torch
+
+    from steadydancer.assembly import load_pipeline
+
+    device = _device(config)
+    if device == "cpu":
+        print("warning: no GPU found; the 14B model on a CPU takes hours per video.", file=sys.stderr)
+    try:
+        pipe = load_pipeline(
+            config.transformer,
+            config.base,
+            transformer_revision=config.transformer_revision,
+            base_revision=config.base_revision,
+            torch_dtype=_torch_dtype(config.dtype),
+            vae_dtype=_torch_dtype(config.vae_dtype),
+            device=device,
+            enable_model_cpu_offload=config.offload,
+            cache_dir=config.cache_dir,
+        )
+    except (OSError, ValueError, ImportError, torch.OutOfMemoryError) as error:
+        raise ModelLoadError(
+            f"Could not load the SteadyDancer model (transformer {config.transformer!r}, base {config.base!r}):\n"
+            f"    {type(error).__name__}: {error}\n\n"
+            "The full model needs tens of GB of weights (downloaded from the Hugging Face Hub on first start, or "
+            "given as local directories with --transformer/--base) and a GPU with about 80 GB of memory "
+            "(or --offload).\n\n" + RUN_TINY_HINT
+        ) from error
+
+    from steadydancer.pose import PoseError
+
+    try:
+        detector = _pose_detector(config, device)
+    except (PoseError, OSError, ImportError) as error:
+        raise ModelLoadError(
+            f"Could not load the DWPose detector from {config.pose_models!r}:\n    {type(error).__name__}: {error}\n\n"
+            "Pass --pose-models with a directory holding yolox_l.onnx and dw-ll_ucoco_384.onnx, or allow the "
+            "download from the Hub.\n\n" + RUN_TINY_HINT
+        ) from error
+    return Runtime(config, pipe, detector, device, time.perf_counter() - start)
+
+
+def _load_tiny(config: AppConfig, start: float) -> Runtime:
+    import torch
+
+    from steadydancer.assembly import load_pipeline
+    from steadydancer.pose import SyntheticPoseDetector
+    from steadydancer.tiny import build_tiny_checkpoints
+
+    tiny_dir = tempfile.TemporaryDirectory(prefix="steadydancer-tiny-")
+    transformer_dir, base_dir = build_tiny_checkpoints(tiny_dir.name)
+    # Same loader as the real model, from the Hub layouts the tiny builder wrote: tiny mode tests the loading path.
+    pipe = load_pipeline(transformer_dir, base_dir, torch_dtype=torch.float32, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    detector = SyntheticPoseDetector(animate=True)
+    return Runtime(config, pipe, detector, "cpu", time.perf_counter() - start, tiny_dir=tiny_dir)

@@ -1,0 +1,329 @@
+"""What the app's buttons do, without Gradio: extract poses, generate frames (with progress and cancellation), write
+the videos. `app.py` only maps UI values to these calls and wraps the GPU part for ZeroGPU."""
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from steadydancer.sizing import RESOLUTION_PRESETS, generation_size
+
+from .duration import GpuEstimate, TransformerSize, detect_gpu, estimate_gpu_seconds, format_seconds
+from .poses import OUTPUT_FPS, PoseSettings, PoseStep, PoseStepCache, overlay, run_pose_step
+from .runtime import TINY_NOTICE, Runtime
+from .video_io import AudioClip, delayed, read_audio, write_mp4
+
+DEFAULT_PROMPT = "A person dancing, smooth natural motion, the same person and clothes as in the photo, high quality."
+OUTPUT_MAX_AGE_SECONDS = 2 * 3600
+
+
+class GenerationCancelled(Exception):
+    """The visitor cancelled; raised from the step callback so the VAE decode of a half-denoised video is skipped."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The sampler's settings (released defaults, SPEC.md section 3)."""
+
+    prompt: str = DEFAULT_PROMPT
+    negative_prompt: str | None = None  # None: the released default negative prompt
+    guidance_scale: float = 5.0
+    pose_guidance_scale: float = 1.0
+    pose_guidance_window: tuple[float, float] = (0.1, 0.4)
+    num_inference_steps: int = 40
+    shift: float = 5.0
+    seed: int = 0
+
+
+@dataclass
+class ExtractResult:
+    step: PoseStep
+    pose_video: str
+    negative_pose_video: str
+    alignment_image: str
+    poses_json: str
+    report: str
+
+
+@dataclass
+class AnimateResult:
+    video: str
+    seed: int
+    report: str
+    has_audio: bool
+    seconds: float
+
+
+class CancelRegistry:
+    """Cancellation of running generations, by job id (a session may have one job running at a time)."""
+
+    def __init__(self):
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, job_id: str) -> threading.Event:
+        with self._lock:
+            event = self._events[job_id] = threading.Event()
+            return event
+
+    def cancel(self, job_id: str) -> bool:
+        with self._lock:
+            event = self._events.get(job_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def cancelled(self, job_id: str) -> bool:
+        with self._lock:
+            event = self._events.get(job_id)
+        return event is not None and event.is_set()
+
+    def finish(self, job_id: str) -> None:
+        with self._lock:
+            self._events.pop(job_id, None)
+
+
+def stamp(frames: np.ndarray, text: str) -> np.ndarray:
+    """Burns `text` into the top of every frame, so a downloaded tiny-mode video says what it is."""
+    import cv2
+
+    frames = frames.copy()
+    h, w = frames.shape[1:3]
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1 if w < 400 else 2
+    (tw, th), base = cv2.getTextSize(text, font, 1.0, thickness)
+    scale = min(1.0, (w - 4) / tw)  # fit the width
+    (tw, th), base = cv2.getTextSize(text, font, scale, thickness)
+    band = th + base + 4
+    for frame in frames:
+        frame[:band] = (frame[:band] * 0.3).astype(np.uint8)
+        cv2.putText(frame, text, (2, th + 2), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return frames
+
+
+class AnimationService:
+    def __init__(self, runtime: Runtime, output_dir: str | None = None):
+        self.runtime = runtime
+        self.config = runtime.config
+        self.pose_cache = PoseStepCache(size=2)
+        self.cancels = CancelRegistry()
+        self.output_dir = output_dir or tempfile.mkdtemp(prefix="steadydancer-outputs-")
+        # Tiny mode runs on the CPU, but its estimates describe the real model on a typical GPU.
+        auto = "h100" if runtime.tiny else detect_gpu(self.config.zerogpu_size)
+        self.gpu = self.config.gpu if self.config.gpu != "auto" else auto
+        self._running_job: str | None = None
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def tiny(self) -> bool:
+        return self.runtime.tiny
+
+    @staticmethod
+    def requested_area(resolution: str) -> int:
+        """The pixel budget of a preset name (or of a number of pixels)."""
+        return RESOLUTION_PRESETS[resolution] if resolution in RESOLUTION_PRESETS else int(resolution)
+
+    def max_area(self, resolution: str) -> int:
+        """The budget generated at: the requested one, capped in tiny mode to keep CPUs quick."""
+        area = self.requested_area(resolution)
+        return min(area, self.config.tiny_max_area) if self.tiny else area
+
+    def transformer_size(self) -> TransformerSize:
+        # The estimate is for the real model even in tiny mode: it is what a visitor would pay on the Space.
+        return TransformerSize() if self.tiny else TransformerSize.from_config(self.runtime.pipe.transformer.config)
+
+    def estimate(self, num_frames: int, height: int, width: int, settings: GenerationSettings) -> GpuEstimate:
+        return estimate_gpu_seconds(
+            num_frames, height, width, settings.num_inference_steps, settings.guidance_scale,
+            settings.pose_guidance_scale, tuple(settings.pose_guidance_window), gpu=self.gpu,
+            size=self.transformer_size(),
+        )
+
+    def check(self, settings: GenerationSettings, num_frames: int, height: int, width: int) -> None:
+        """Raises ValueError naming the first bad setting, before any GPU time is spent."""
+        self.runtime.pipe.check_inputs(
+            height=height, width=width, num_frames=num_frames, num_inference_steps=int(settings.num_inference_steps),
+            guidance_scale=settings.guidance_scale, pose_guidance_scale=settings.pose_guidance_scale,
+            pose_guidance_window=tuple(settings.pose_guidance_window), shift=settings.shift, has_negative_pose=True,
+        )
+        if self.config.max_gpu_seconds is not None:
+            estimate = self.estimate(num_frames, height, width, settings)
+            if estimate.seconds > self.config.max_gpu_seconds:
+                raise ValueError(
+                    f"This request needs about {format_seconds(estimate.seconds)} of GPU time; this app allows "
+                    f"{format_seconds(self.config.max_gpu_seconds)}. Choose fewer frames, fewer steps or a lower "
+                    "resolution."
+                )
+
+    # ------------------------------------------------------------------ files
+    def new_output_dir(self) -> str:
+        self._prune_outputs()
+        path = os.path.join(self.output_dir, uuid.uuid4().hex[:12])
+        os.makedirs(path)
+        return path
+
+    def _prune_outputs(self) -> None:
+        cutoff = time.time() - OUTPUT_MAX_AGE_SECONDS
+        for entry in os.scandir(self.output_dir):
+            if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+    # ------------------------------------------------------------------ pose step
+    def poses(self, reference: str | None, video: str | None, keypoints: str | None, settings: PoseSettings,
+              progress: Callable[[int, int | None], None] | None = None) -> PoseStep:
+        return run_pose_step(self.runtime.detector, reference, video, keypoints, settings, cache=self.pose_cache,
+                             progress=progress)
+
+    def extract(self, reference: str | None, video: str | None, keypoints: str | None, settings: PoseSettings,
+                generation: GenerationSettings | None = None,
+                progress: Callable[[int, int | None], None] | None = None) -> ExtractResult:
+        import PIL.Image
+
+        step = self.poses(reference, video, keypoints, settings, progress)
+        prepared = step.prepared
+        out = self.new_output_dir()
+        positive, negative = prepared.positive, prepared.negative
+        if self.tiny:
+            positive, negative = stamp(positive, "TINY MODE - FAKE POSES"), stamp(negative, "TINY MODE - FAKE POSES")
+        pose_video = write_mp4(os.path.join(out, "poses.mp4"), positive, OUTPUT_FPS, preset="veryfast")
+        negative_video = write_mp4(os.path.join(out, "negative_poses.mp4"), negative, OUTPUT_FPS, preset="veryfast")
+        alignment = os.path.join(out, "alignment.png")
+        PIL.Image.fromarray(overlay(step.reference, prepared.positive[0])).save(alignment)
+        poses_json = os.path.join(out, "driving_poses.json")
+        with open(poses_json, "w", encoding="utf-8") as f:
+            json.dump(prepared.driving_poses.to_dict(), f)
+        report = self.pose_report(step, generation)
+        return ExtractResult(step, pose_video, negative_video, alignment, poses_json, report)
+
+    def pose_report(self, step: PoseStep, generation: GenerationSettings | None = None) -> str:
+        p = step.prepared
+        lines = []
+        if self.tiny:
+            lines.append(f"**{TINY_NOTICE}**")
+        source = "keypoint JSON" if step.driving_video is None else "driving video"
+        lines.append(
+            f"**{p.num_frames} pose frames** at {p.width}x{p.height} ({p.num_frames / OUTPUT_FPS:.2f} s at "
+            f"{OUTPUT_FPS} fps) from the {source}"
+            + (f" ({p.source_fps:.3g} fps source)" if p.source_fps else "")
+            + f"; the clip starts at {p.start_time:.2f} s (frame {p.start_index + 1}), aligned on frame "
+            f"{p.align_index + 1}."
+        )
+        if p.transition.any():
+            lines.append(f"The first {int(p.transition.sum())} frames move smoothly from the reference's own pose.")
+        if step.driving_video and p.video_info is not None and p.video_info.has_audio:
+            note = self.audio_note(step)
+            lines.append(note or "The driving video's audio will be added to the result, aligned to the clip.")
+        if generation is not None:
+            # Tiny mode caps the size; the estimate is for the real model at the size the visitor asked for.
+            area = step.settings.requested_area or step.settings.max_area
+            height, width = generation_size(*step.reference.shape[:2], area)
+            estimate = self.estimate(p.num_frames, height, width, generation)
+            lines.append(f"Generation estimate for {width}x{height}: {estimate.describe()}.")
+        lines += [f"Warning: {w}" for w in step.warnings]
+        return "\n\n".join(lines)
+
+    # ------------------------------------------------------------------ generation
+    def generate_frames(self, reference: np.ndarray, positive: np.ndarray, negative: np.ndarray,
+                        settings: GenerationSettings, job_id: str | None = None,
+                        progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
+        """Runs the pipeline; returns (N, H, W, 3) uint8. Raises GenerationCancelled when the job is cancelled.
+
+        This is the GPU part: its arguments are plain arrays and settings, so ZeroGPU can send them to its worker.
+        """
+        import torch
+
+        pipe = self.runtime.pipe
+        steps = int(settings.num_inference_steps)
+        height, width = positive.shape[1:3]
+
+        def on_step(pipeline, i, t, tensors):
+            if progress is not None:
+                progress(i + 1, steps, f"Denoising: step {i + 1} of {steps}")
+            if job_id is not None and self.cancels.cancelled(job_id):
+                pipeline.interrupt_generation()
+                print(f"steadydancer: job {job_id} cancelled after step {i + 1} of {steps}", flush=True)
+                raise GenerationCancelled()
+            return tensors
+
+        with self.runtime.lock:  # one generation at a time: a cancelled one may still be finishing its step
+            self._running_job = job_id
+            try:
+                if job_id is not None and self.cancels.cancelled(job_id):
+                    raise GenerationCancelled()
+                if progress is not None:
+                    progress(0, steps, "Encoding the reference, the prompt and the poses")
+                # Noise drawn on the CPU: the same seed gives the same video on any device.
+                generator = torch.Generator("cpu").manual_seed(int(settings.seed))
+                output = pipe(
+                    image=reference,
+                    pose_video=positive,
+                    negative_pose_video=negative,
+                    prompt=settings.prompt,
+                    negative_prompt=settings.negative_prompt or None,
+                    height=height,
+                    width=width,
+                    num_frames=positive.shape[0],
+                    num_inference_steps=steps,
+                    guidance_scale=float(settings.guidance_scale),
+                    pose_guidance_scale=float(settings.pose_guidance_scale),
+                    pose_guidance_window=tuple(float(v) for v in settings.pose_guidance_window),
+                    shift=float(settings.shift),
+                    generator=generator,
+                    output_type="np",
+                    callback_on_step_end=on_step,
+                )
+            finally:
+                self._running_job = None
+                pipe.maybe_free_model_hooks()
+        if job_id is not None and self.cancels.cancelled(job_id):  # interrupted between two steps
+            raise GenerationCancelled()
+        frames = np.clip(np.rint(output.frames[0] * 255.0), 0, 255).astype(np.uint8)
+        return frames
+
+    def interrupt(self, job_id: str) -> bool:
+        """Cancels `job_id`; stops the pipeline after its current step when that job is the one running."""
+        known = self.cancels.cancel(job_id)
+        if known and self._running_job == job_id:
+            self.runtime.pipe.interrupt_generation()
+        return known
+
+    # ------------------------------------------------------------------ outputs
+    def audio_note(self, step: PoseStep) -> str | None:
+        """Why the audio is left out, or None when it is used."""
+        p = step.prepared
+        if not step.settings.real_time and p.source_fps and abs(p.source_fps - OUTPUT_FPS) > 0.05:
+            return (f"The audio is left out: 'every frame' plays the {p.source_fps:.3g} fps clip at 16 fps, "
+                    f"{p.source_fps / OUTPUT_FPS:.2f}x slower than its sound.")
+        return None
+
+    def output_audio(self, step: PoseStep, num_frames: int) -> AudioClip | None:
+        p = step.prepared
+        if step.driving_video is None or p.video_info is None or not p.video_info.has_audio:
+            return None
+        if self.audio_note(step) is not None:
+            return None
+        lead_in = step.lead_in_seconds
+        clip = read_audio(step.driving_video, start=p.start_time, duration=num_frames / OUTPUT_FPS - lead_in)
+        return delayed(clip, lead_in) if clip is not None else None
+
+    def finish(self, step: PoseStep, frames: np.ndarray, settings: GenerationSettings, seconds: float) -> AnimateResult:
+        out = self.new_output_dir()
+        audio = self.output_audio(step, len(frames))
+        if self.tiny:
+            frames = stamp(frames, "TINY MODE - NOISE")
+        video = write_mp4(os.path.join(out, f"steadydancer_seed{settings.seed}.mp4"), frames, OUTPUT_FPS, audio=audio)
+        lines = [f"**{TINY_NOTICE}**"] if self.tiny else []
+        lines.append(
+            f"{len(frames)} frames at {frames.shape[2]}x{frames.shape[1]}, {OUTPUT_FPS} fps "
+            f"({len(frames) / OUTPUT_FPS:.2f} s), seed {settings.seed}, {settings.num_inference_steps} steps, "
+            f"generated in {format_seconds(seconds)}" + (", with the driving video's audio." if audio else ".")
+        )
+        lines += [f"Warning: {w}" for w in step.warnings]
+        return AnimateResult(video, int(settings.seed), "\n\n".join(lines), audio is not None, seconds)

@@ -1,0 +1,82 @@
+"""The page in a real browser: headless Chromium (Playwright) loads `app.py --tiny`, runs an example end to end and the
+pose step, checks that the result video plays, and saves screenshots under test-output/.
+
+Needs `pip install playwright` and a Chromium binary (Debian: `apt-get install -y chromium`; or set
+STEADYDANCER_CHROMIUM). Skips, saying which is missing, when either is absent.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from steadydancer.app_support.launch import start_app
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT = Path(os.environ.get("STEADYDANCER_TEST_OUTPUT", REPO / "test-output"))
+CHROMIUM = os.environ.get("STEADYDANCER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set STEADYDANCER_CHROMIUM)",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser-app")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    env = {"GRADIO_EXAMPLES_CACHE": str(tmp / "examples-cache"), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+    process = start_app(["--tiny"], env=env, log_path=OUTPUT / "app_browser.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def page(app):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(app.url, wait_until="networkidle", timeout=60_000)
+        page.errors = errors
+        yield page
+        browser.close()
+
+
+def _video_state(page, label: str) -> dict:
+    """readyState and size of the <video> inside the block labelled `label` (waits for it to load)."""
+    block = page.locator(".block").filter(has=page.get_by_text(label, exact=True)).last
+    video = block.locator("video").first
+    video.wait_for(state="attached", timeout=120_000)
+    page.wait_for_function("v => v.readyState >= 2", arg=video.element_handle(), timeout=60_000)
+    return video.evaluate("v => ({ready: v.readyState, width: v.videoWidth, height: v.videoHeight, src: v.src})")
+
+
+def test_page_says_tiny_mode(page):
+    assert page.get_by_text("TINY MODE", exact=False).first.is_visible()
+    assert page.get_by_role("button", name="Animate").is_visible()
+    assert page.get_by_role("button", name="Extract poses").is_visible()
+
+
+def test_example_runs_end_to_end(page):
+    page.get_by_text("Blue hoodie + groove (video with a beat)").click()
+    state = _video_state(page, "Result (TINY MODE: noise)")
+    page.get_by_text("Seed used").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(OUTPUT / "app_example.png"), full_page=True)
+    assert state["src"].endswith(".mp4")
+    assert (state["width"], state["height"]) == (80, 128)  # the browser decoded our H.264
+    assert not page.errors, page.errors
+
+
+def test_extract_poses_button(page):
+    page.get_by_role("button", name="Extract poses").click()
+    page.get_by_text("pose frames", exact=False).first.wait_for(timeout=120_000)
+    state = _video_state(page, "Pose video (TINY MODE: noise)")
+    page.screenshot(path=str(OUTPUT / "app_poses.png"), full_page=True)
+    assert (state["width"], state["height"]) == (80, 128)
+    assert page.get_by_text("The poses are FAKE", exact=False).first.is_visible()

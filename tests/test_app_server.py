@@ -1,0 +1,152 @@
+"""The real app, launched as `python app.py --tiny` on a free localhost port and driven with gradio_client: the
+named endpoints, the mp4 a visitor receives (checked with PyAV), progress, cancellation, errors, and the message
+printed when the real model cannot be loaded. Tiny mode runs on a CPU; its output is noise."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+pytest.importorskip("gradio_client")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from steadydancer.app_support.launch import start_app  # noqa: E402
+from steadydancer.app_support.video_io import probe_mp4  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+OUTPUT = Path(os.environ.get("STEADYDANCER_TEST_OUTPUT", REPO / "test-output"))
+PAPER = "576p (1024x576, paper)"
+REAL_TIME = "Real time (16 fps)"
+
+
+def animate_args(reference, video=None, keypoints=None, *, frames=17, steps=4, seed=7, randomize=False,
+                 smooth_start=False, smooth_frames=4, prompt="a person dancing"):
+    """Positional inputs of /animate in order (see the API section of the README)."""
+    return [handle_file(str(reference)), handle_file(str(video)) if video else None,
+            handle_file(str(keypoints)) if keypoints else None, prompt, "", PAPER, frames, REAL_TIME, True,
+            smooth_start, smooth_frames, False, 5.0, 1.0, 0.1, 0.4, steps, 5.0, seed, randomize]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    env = {"GRADIO_EXAMPLES_CACHE": str(tmp / "examples-cache"), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+    process = start_app(["--tiny"], env=env, log_path=OUTPUT / "app_server.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app.url, verbose=False, download_files=str(OUTPUT / "downloads"))
+
+
+def test_startup_time_and_memory(app):
+    metrics = {"startup_seconds": round(app.startup_seconds, 2), "rss_mb_after_start": round(app.rss() / 2**20, 1)}
+    (OUTPUT / "app_metrics.json").write_text(json.dumps(metrics, indent=1))
+    assert app.startup_seconds < 120
+    assert 0 < app.rss() < 3 * 2**30
+
+
+def test_api_names(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/extract_poses", "/animate", "/estimate"} <= names
+
+
+def test_extract_poses_shows_the_aligned_poses(client):
+    pose_video, alignment, report, negative_video, keypoints = client.predict(
+        handle_file(str(EXAMPLES / "ref_red_dress.png")), None, handle_file(str(EXAMPLES / "dance_wave.json")),
+        PAPER, 17, REAL_TIME, True, False, 8, False, api_name="/extract_poses")
+    for path in (pose_video, negative_video):
+        probe = probe_mp4(path)
+        assert (probe.num_frames, probe.width, probe.height, probe.fps, probe.codec) == (17, 80, 128, 16.0, "h264")
+    assert Path(alignment).is_file()
+    assert json.loads(Path(keypoints).read_text())["format"] == "steadydancer.pose_sequence"
+    assert "TINY MODE" in report and "17 pose frames" in report and "FAKE" in report
+
+
+def test_animate_video_with_audio(client):
+    job = client.submit(*animate_args(EXAMPLES / "ref_blue_hoodie.png", EXAMPLES / "drive_groove_beat.mp4",
+                                      smooth_start=True, seed=1234), api_name="/animate")
+    seen_steps = set()
+    while not job.done():
+        status = job.status()
+        for unit in status.progress_data or []:
+            if unit.desc and unit.desc.startswith("Denoising"):
+                seen_steps.add(unit.index)
+        time.sleep(0.05)
+    video, pose_video, seed, report = job.result()
+    probe = probe_mp4(video)
+    assert (probe.num_frames, probe.width, probe.height, probe.fps) == (17, 80, 128, 16.0)
+    assert (probe.codec, probe.pix_fmt) == ("h264", "yuv420p")
+    assert probe.audio_codec == "aac" and abs(probe.audio_duration - 17 / 16) < 0.06
+    assert probe_mp4(pose_video).num_frames == 17
+    assert seed == 1234 and "TINY MODE" in report and "audio" in report
+    assert seen_steps, "no denoising progress was reported"
+
+
+def test_animate_keypoints_random_seed(client):
+    video, _, seed, report = client.predict(
+        *animate_args(EXAMPLES / "ref_green_suit.png", keypoints=EXAMPLES / "dance_sway.json", frames=9,
+                      randomize=True), api_name="/animate")
+    probe = probe_mp4(video)
+    assert (probe.num_frames, probe.audio_codec) == (9, None)
+    assert isinstance(seed, int) and 0 <= seed < 2**31 and f"seed {seed}" in report
+
+
+def test_cancel_stops_the_generation(app, client):
+    job = client.submit(*animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json",
+                                      frames=81, steps=80), api_name="/animate")
+    deadline = time.time() + 120
+    while time.time() < deadline and not job.done():
+        progress = job.status().progress_data or []
+        if any(u.desc and u.desc.startswith("Denoising") for u in progress):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the long job never started denoising")
+    assert job.cancel()
+    deadline = time.time() + 60
+    while "cancelled after step" not in app.log() and time.time() < deadline:
+        time.sleep(0.2)
+    assert "cancelled after step" in app.log()
+    # The GPU slot is free again: a short job runs to the end.
+    video, *_ = client.predict(*animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json",
+                                             frames=5, steps=2), api_name="/animate")
+    assert probe_mp4(video).num_frames == 5
+
+
+def test_errors_reach_the_visitor(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="reference image"):
+        client.predict(None, None, handle_file(str(EXAMPLES / "dance_wave.json")), PAPER, 17, REAL_TIME, True,
+                       False, 8, False, api_name="/extract_poses")
+    bad_window = animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json")
+    bad_window[14], bad_window[15] = 0.6, 0.2  # window start after its end
+    with pytest.raises(AppError, match="pose_guidance_window"):
+        client.predict(*bad_window, api_name="/animate")
+
+
+def test_estimate_endpoint(client):
+    text = client.predict(handle_file(str(EXAMPLES / "ref_red_dress.png")), PAPER, 81, 40, 5.0, 1.0, 0.1, 0.4,
+                          api_name="/estimate")
+    assert "GPU time" in text and "91 transformer passes" in text
+
+
+def test_missing_model_prints_how_to_run_tiny(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "STEADYDANCER_TRANSFORMER": "nobody/no-such-steadydancer", "STEADYDANCER_TINY": "0"}
+    done = subprocess.run([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0
+    assert "--tiny" in done.stderr and "Could not load the SteadyDancer model" in done.stderr
+    assert "Traceback" not in done.stderr

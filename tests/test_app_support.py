@@ -1,0 +1,169 @@
+"""App-side logic without a server: configuration, GPU-time estimates, mp4 writing with audio, the pose step's
+warnings and cache, the example files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from steadydancer.app_support import duration
+from steadydancer.app_support.config import AppConfig, parse_config
+from steadydancer.app_support.video_io import AudioClip, delayed, probe_mp4, read_audio, write_mp4
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------- config
+def test_config_env_then_flags():
+    env = {"STEADYDANCER_TINY": "1", "STEADYDANCER_TRANSFORMER": "/weights/dit", "STEADYDANCER_DTYPE": "float16",
+           "STEADYDANCER_MAX_FRAMES": "161", "HF_HUB_OFFLINE": "1", "STEADYDANCER_OFFLOAD": "true"}
+    config = AppConfig.from_env(env)
+    assert config.tiny and config.offline and config.offload
+    assert (config.transformer, config.dtype, config.max_frames) == ("/weights/dit", "float16", 161)
+    flagged = parse_config(["--no-tiny", "--base", "me/base", "--base-revision", "abc123", "--concurrency", "2"], env)
+    assert not flagged.tiny and flagged.base == "me/base" and flagged.base_revision == "abc123"
+    assert flagged.concurrency == 2 and flagged.transformer == "/weights/dit"  # env kept where no flag
+    assert AppConfig.from_env({}) == AppConfig()
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="4n\\+1"):
+        AppConfig(max_frames=80)
+    with pytest.raises(ValueError, match="dtype"):
+        AppConfig.from_env({"STEADYDANCER_DTYPE": "int8"})
+    with pytest.raises(ValueError, match="gpu must be one of"):
+        AppConfig.from_env({"STEADYDANCER_GPU": "tpu"})
+
+
+def test_mode_key_separates_example_caches():
+    assert AppConfig(tiny=True).mode_key != AppConfig().mode_key
+    assert AppConfig(transformer_revision="v2").mode_key != AppConfig().mode_key
+
+
+# ---------------------------------------------------------------------- GPU time
+def test_passes_follow_the_released_window():
+    # 40 steps, window (0.1, 0.4) strict: steps 5..15 add the negative-pose pass.
+    assert duration.pose_guidance_steps(40, (0.1, 0.4)) == 11
+    assert duration.transformer_passes(40, 5.0, 1.0, (0.1, 0.4)) == 91
+    assert duration.transformer_passes(40, 1.0, 0.0, (0.1, 0.4)) == 40
+
+
+def test_estimate_grows_with_the_request():
+    base = duration.estimate_gpu_seconds(81, 576, 1024, gpu="h100")
+    assert duration.estimate_gpu_seconds(49, 576, 1024, gpu="h100").seconds < base.seconds
+    assert duration.estimate_gpu_seconds(81, 720, 1280, gpu="h100").seconds > base.seconds
+    assert duration.estimate_gpu_seconds(81, 576, 1024, 20, gpu="h100").seconds < base.seconds
+    assert duration.estimate_gpu_seconds(81, 576, 1024, gpu="zerogpu-large").seconds > base.seconds
+    assert base.seconds % 10 == 0 and base.tokens == 23 * 36 * 64
+    with pytest.raises(ValueError, match="Unknown GPU"):
+        duration.estimate_gpu_seconds(81, 576, 1024, gpu="tpu")
+
+
+# ---------------------------------------------------------------------- video
+def _tone(seconds, freq=440.0, rate=44100):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)[None]
+
+
+def test_write_mp4_plays_everywhere(tmp_path):
+    frames = np.random.default_rng(0).random((9, 45, 63, 3), dtype=np.float32)  # odd sizes, float frames
+    path = write_mp4(tmp_path / "v.mp4", frames, 16)
+    probe = probe_mp4(path)
+    assert (probe.num_frames, probe.width, probe.height, probe.fps) == (9, 64, 46, 16.0)
+    assert (probe.codec, probe.pix_fmt, probe.audio_codec) == ("h264", "yuv420p", None)
+
+
+def test_audio_is_cut_to_the_video_and_delayed(tmp_path):
+    # Source: 1 s of silence, then a tone; the output takes 0.5 s of lead-in silence then the source from 1.0 s.
+    samples = np.concatenate([np.zeros((1, 44100), np.float32), _tone(2.0)], axis=1)
+    source = write_mp4(tmp_path / "src.mp4", np.zeros((48, 32, 32, 3), np.uint8), 16, audio=AudioClip(samples))
+    clip = read_audio(source, start=1.0, duration=1.0)
+    assert clip is not None and abs(clip.duration - 1.0) < 1e-3
+    assert np.abs(clip.samples[:, 2000:]).mean() > 0.2  # the tone, not the silence before it
+    out = write_mp4(tmp_path / "out.mp4", np.zeros((25, 32, 32, 3), np.uint8), 16, audio=delayed(clip, 0.5))
+    probe = probe_mp4(out)
+    assert probe.audio_codec == "aac" and abs(probe.audio_duration - 1.5) < 0.05  # lead-in + clip
+    back = read_audio(out)
+    quiet, loud = np.abs(back.samples[:, 2000:20000]).mean(), np.abs(back.samples[:, 26000:60000]).mean()
+    assert quiet < 0.02 < 0.2 < loud
+    assert read_audio(write_mp4(tmp_path / "mute.mp4", np.zeros((5, 32, 32, 3), np.uint8))) is None
+
+
+# ---------------------------------------------------------------------- pose step
+def test_frame_ranges_and_warnings():
+    from types import SimpleNamespace
+
+    from steadydancer.app_support.poses import frame_ranges, pose_warnings
+
+    assert frame_ranges([2, 3, 4, 8]) == "3-5, 9"
+    prepared = SimpleNamespace(lost=np.array([0, 1, 1, 0, 1], bool), padded=np.array([0, 0, 0, 1, 1], bool),
+                               num_frames=5)
+    notes = pose_warnings(prepared, synthetic=True)
+    assert "FAKE" in notes[0] and "lost in 3 of 5 frames (2-3, 5)" in notes[1] and "4-5 repeat" in notes[2]
+
+
+def test_pose_step_cache_and_errors(tmp_path):
+    from steadydancer.app_support.poses import PoseSettings, PoseStepCache, run_pose_step
+    from steadydancer.pose import PoseError, SyntheticPoseDetector
+
+    detector, cache = SyntheticPoseDetector(animate=True), PoseStepCache()
+    settings = PoseSettings(max_area=128 * 96, num_frames=9, smooth_start_frames=2)
+    ref, dance = str(REPO / "examples/ref_red_dress.png"), str(REPO / "examples/dance_wave.json")
+    step = run_pose_step(detector, ref, None, dance, settings, cache=cache)
+    assert step.prepared.positive.shape == (9, 128, 80, 3) and step.driving_video is None
+    assert step.lead_in_seconds == 2 / 16
+    assert run_pose_step(detector, ref, None, dance, settings, cache=cache) is step
+    with pytest.raises(PoseError, match="reference image"):
+        run_pose_step(detector, None, None, dance, settings)
+    with pytest.raises(PoseError, match="driving video"):
+        run_pose_step(detector, ref, None, None, settings)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(PoseError, match="format"):
+        run_pose_step(detector, ref, None, str(bad), settings)
+
+
+# ---------------------------------------------------------------------- examples
+def test_committed_examples_are_small_and_valid():
+    from steadydancer.app_support.examples import EXAMPLES
+    from steadydancer.pose import PoseSequence, probe_video
+
+    for example in EXAMPLES:
+        for name in (example.reference, example.video, example.keypoints):
+            if name:
+                path = REPO / "examples" / name
+                assert path.is_file(), f"{path} missing: run python examples/make_examples.py"
+                assert path.stat().st_size < 200 * 1024
+        if example.keypoints:
+            sequence = PoseSequence.load(REPO / "examples" / example.keypoints)
+            assert len(sequence) >= 81 and sequence.fps == 16
+        if example.video:
+            info = probe_video(REPO / "examples" / example.video)
+            assert info.has_audio and info.fps == 16
+        assert (example.num_frames - 1) % 4 == 0
+
+
+def _decoded(path):
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(np.float32)
+
+
+def test_committed_examples_match_the_script(tmp_path):
+    """The committed files are what examples/make_examples.py makes (content, not bytes: encoders and zlib differ
+    between library versions)."""
+    from PIL import Image
+
+    from steadydancer.app_support.examples import make_examples
+
+    for path in map(Path, make_examples(tmp_path)):
+        committed = REPO / "examples" / path.name
+        if path.suffix == ".json":
+            assert json.loads(committed.read_text()) == json.loads(path.read_text()), path.name
+        elif path.suffix == ".png":
+            assert np.array_equal(np.asarray(Image.open(committed)), np.asarray(Image.open(path))), path.name
+        else:
+            ours, theirs = _decoded(path), _decoded(committed)
+            assert ours.shape == theirs.shape and np.abs(ours - theirs).mean() < 2.0, path.name
