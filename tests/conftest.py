@@ -21,3 +21,20 @@ def tiny_checkpoints(tmp_path_factory):
     from steadydancer.tiny import build_tiny_checkpoints
 
     return build_tiny_checkpoints(tmp_path_factory.mktemp("tiny"))
+
+
+TEST_OUTPUT = Path(os.environ.get("STEADYDANCER_TEST_OUTPUT", REPO / "test-output"))
+
+
+def launch_tiny_app(tmp_path_factory, name: str):
+    """Starts `python app.py --tiny` on a free port with its own caches; yields the process, stops it after."""
+    from steadydancer.app_support.launch import start_app
+
+    tmp = tmp_path_factory.mktemp(name)
+    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+    env = {"GRADIO_EXAMPLES_CACHE": str(tmp / "examples-cache"), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+    process = start_app(["--tiny"], env=env, log_path=TEST_OUTPUT / f"{name}.log")
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -10,11 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
 
-from steadydancer.app_support.launch import start_app
 
-REPO = Path(__file__).resolve().parents[1]
-OUTPUT = Path(os.environ.get("STEADYDANCER_TEST_OUTPUT", REPO / "test-output"))
+OUTPUT = TEST_OUTPUT
 CHROMIUM = os.environ.get("STEADYDANCER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -27,12 +26,7 @@ if not os.path.exists(CHROMIUM):
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("browser-app")
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    env = {"GRADIO_EXAMPLES_CACHE": str(tmp / "examples-cache"), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
-    process = start_app(["--tiny"], env=env, log_path=OUTPUT / "app_browser.log")
-    yield process
-    process.stop()
+    yield from launch_tiny_app(tmp_path_factory, "app_browser")
 
 
 @pytest.fixture(scope="module")

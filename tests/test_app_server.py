@@ -16,12 +16,11 @@ pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from steadydancer.app_support.launch import start_app  # noqa: E402
 from steadydancer.app_support.video_io import probe_mp4  # noqa: E402
+from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-OUTPUT = Path(os.environ.get("STEADYDANCER_TEST_OUTPUT", REPO / "test-output"))
+OUTPUT = TEST_OUTPUT
 PAPER = "576p (1024x576, paper)"
 REAL_TIME = "Real time (16 fps)"
 
@@ -36,12 +35,7 @@ def animate_args(reference, video=None, keypoints=None, *, frames=17, steps=4, s
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("app")
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    env = {"GRADIO_EXAMPLES_CACHE": str(tmp / "examples-cache"), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
-    process = start_app(["--tiny"], env=env, log_path=OUTPUT / "app_server.log")
-    yield process
-    process.stop()
+    yield from launch_tiny_app(tmp_path_factory, "app_server")
 
 
 @pytest.fixture(scope="module")
