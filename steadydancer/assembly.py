@@ -79,7 +79,7 @@ def load_pipeline(
     )
     common = dict(use_safetensors=True)
     pipe = SteadyDancerPipeline(
-        tokenizer=AutoTokenizer.from_pretrained(base_dir / "tokenizer"),
+        tokenizer=AutoTokenizer.from_pretrained(base_dir / "tokenizer", trust_remote_code=False),
         text_encoder=UMT5EncoderModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype, **common),
         image_encoder=CLIPVisionModel.from_pretrained(base_dir / "image_encoder", dtype=torch_dtype, **common),
         image_processor=CLIPImageProcessor.from_pretrained(base_dir / "image_processor"),

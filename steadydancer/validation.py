@@ -1,19 +1,31 @@
 """Checks on what a visitor uploads, before any decoding or GPU work.
 
 A file's kind is read from its first bytes, never from its name, so a video renamed `.png` (or an image renamed
-`.mp4`) is recognised for what it is. Limits come from environment variables so a Space can tighten them; the
-defaults keep one ZeroGPU call within its time budget.
+`.mp4`) is recognised for what it is. Limits come from environment variables so a Space can tighten them. They bound
+what one request may upload and decode; the GPU time a request may take is bounded separately, from the estimate of
+`steadydancer.app_support.duration` (STEADYDANCER_MAX_GPU_SECONDS).
+
+Every check raises `InputError` (a ValueError) with a message written for the person who uploaded the file; the
+messages never contain server paths.
 """
 
+import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from steadydancer.pose.errors import PoseFormatError
+
 
 class InputError(ValueError):
     """An input a visitor can fix; the message says what is wrong and what is accepted."""
+
+
+class KeypointFileError(InputError, PoseFormatError):
+    """A keypoint JSON that cannot be used: both an `InputError` and the pose package's `PoseFormatError`."""
 
 
 def _env_number(name: str, default: float, kind=float):
@@ -36,9 +48,10 @@ class Limits:
     max_video_seconds: float = 60.0  # STEADYDANCER_MAX_VIDEO_SECONDS
     max_aspect_ratio: float = 4.0  # STEADYDANCER_MAX_ASPECT (long side / short side)
     max_prompt_chars: int = 2000  # STEADYDANCER_MAX_PROMPT_CHARS
-    max_frames: int = 161  # STEADYDANCER_MAX_FRAMES (4n+1)
-    max_steps: int = 60  # STEADYDANCER_MAX_STEPS
+    max_frames: int = 121  # STEADYDANCER_MAX_FRAMES (4n+1; the app's --max-frames reads the same variable)
+    max_steps: int = 80  # STEADYDANCER_MAX_STEPS
     max_keypoint_bytes: int = 20 * 2**20  # STEADYDANCER_MAX_KEYPOINT_MB
+    max_keypoint_frames: int = 10_000  # STEADYDANCER_MAX_KEYPOINT_FRAMES
 
     @classmethod
     def from_env(cls) -> "Limits":
@@ -53,6 +66,7 @@ class Limits:
             max_frames=_env_number("STEADYDANCER_MAX_FRAMES", d.max_frames, int),
             max_steps=_env_number("STEADYDANCER_MAX_STEPS", d.max_steps, int),
             max_keypoint_bytes=int(_env_number("STEADYDANCER_MAX_KEYPOINT_MB", d.max_keypoint_bytes / 2**20) * 2**20),
+            max_keypoint_frames=_env_number("STEADYDANCER_MAX_KEYPOINT_FRAMES", d.max_keypoint_frames, int),
         )
 
 
@@ -65,6 +79,8 @@ _SIGNATURES = [
     (0, b"BM", "image", "BMP"),
     (4, b"ftypavif", "image", "AVIF"),
     (4, b"ftypheic", "image", "HEIC"),
+    (4, b"ftypheix", "image", "HEIC"),
+    (4, b"ftypmif1", "image", "HEIF"),
     (4, b"ftyp", "video", "MP4/MOV"),
     (0, b"\x1a\x45\xdf\xa3", "video", "WebM/Matroska"),
     (0, b"OggS", "video", "Ogg"),
@@ -86,35 +102,43 @@ def sniff(path: str | os.PathLike) -> tuple[str, str]:
             return kind, name
     if len(head) > _TS_PACKET and head[0] == head[_TS_PACKET] == 0x47:
         return "video", "MPEG-TS"
-    if head.lstrip()[:1] in (b"{", b"["):
+    if head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"{", b"["):  # a UTF-8 BOM is allowed
         return "json", "JSON"
     return "unknown", "unknown"
 
 
-def _check_file(path: str | os.PathLike | None, what: str, limits: Limits) -> Path:
+def _size(n: float) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"
+
+
+def _check_file(path: str | os.PathLike | None, what: str, limits: Limits, max_bytes: int | None = None) -> Path:
     if path is None or str(path) == "":
         raise InputError(f"No {what} was given.")
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"The {what} could not be found.")
+        raise InputError(f"The {what} could not be found on the server (uploads are deleted after a while); upload it again.")
     size = path.stat().st_size
     if size == 0:
         raise InputError(f"The {what} is empty (0 bytes).")
-    if size > limits.max_file_bytes:
-        raise InputError(f"The {what} is {size / 2**20:.0f} MB; the limit is {limits.max_file_bytes / 2**20:.0f} MB.")
+    limit = limits.max_file_bytes if max_bytes is None else min(max_bytes, limits.max_file_bytes)
+    if size > limit:
+        raise InputError(f"The {what} is {_size(size)}; the limit is {_size(limit)}.")
     return path
 
 
 def _check_aspect(width: int, height: int, what: str, limits: Limits) -> None:
-    ratio = max(width, height) / max(1, min(width, height))
+    if width <= 0 or height <= 0:
+        raise InputError(f"The {what} has no pixels ({width}x{height}).")
+    ratio = max(width, height) / min(width, height)
     if ratio > limits.max_aspect_ratio:
         raise InputError(
-            f"The {what} is {width}x{height}, an aspect ratio of {ratio:.1f}:1; at most {limits.max_aspect_ratio:g}:1 is supported."
+            f"The {what} is {width}x{height}, an aspect ratio of {ratio:.1f}:1; at most {limits.max_aspect_ratio:g}:1 is "
+            "supported. Crop it first."
         )
 
 
-def load_reference_image(path: str | os.PathLike | None, limits: Limits | None = None) -> np.ndarray:
-    """A validated reference photo as RGB uint8 (H, W, 3)."""
+def check_reference_image(path: str | os.PathLike | None, limits: Limits | None = None) -> tuple[int, int]:
+    """(width, height) of a reference photo, from its header only: kind, file size, pixel count and aspect ratio."""
     from PIL import Image, UnidentifiedImageError
 
     limits = limits or Limits.from_env()
@@ -127,17 +151,45 @@ def load_reference_image(path: str | os.PathLike | None, limits: Limits | None =
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if width * height > limits.max_image_pixels:
-                raise InputError(
-                    f"The reference image is {width}x{height}; at most {limits.max_image_pixels / 1e6:.0f} megapixels are accepted."
-                )
-            _check_aspect(width, height, "reference image", limits)
+    except Image.DecompressionBombError as error:  # PIL's own ceiling (about 179 megapixels)
+        raise InputError(f"The reference image has far too many pixels; at most "
+                         f"{limits.max_image_pixels / 1e6:.1f} megapixels are accepted.") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise InputError(_unreadable_image(name)) from error
+    if width * height > limits.max_image_pixels:
+        raise InputError(
+            f"The reference image is {width}x{height}; at most {limits.max_image_pixels / 1e6:.1f} megapixels are "
+            "accepted. Resize it first."
+        )
+    _check_aspect(width, height, "reference image", limits)
+    return width, height
+
+
+def _unreadable_image(name: str) -> str:
+    unsupported = f", or its format ({name}) is not supported" if name in ("HEIC", "HEIF", "AVIF") else ""
+    return f"The reference image is corrupt or truncated{unsupported} and cannot be read; upload a PNG, JPEG or WebP."
+
+
+def load_reference_image(path: str | os.PathLike | None, limits: Limits | None = None) -> np.ndarray:
+    """A validated reference photo as upright RGB uint8 (H, W, 3): EXIF orientation applied, transparency on white
+    (as `steadydancer.pose.load_image` does)."""
+    from PIL import Image, ImageOps
+
+    limits = limits or Limits.from_env()
+    check_reference_image(path, limits)
+    _, name = sniff(path)
+    try:
+        with Image.open(path) as image:
             image.load()
-            return np.asarray(image.convert("RGB"))
-    except InputError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise InputError(f"The reference image is corrupt or truncated and cannot be read ({name}).") from error
+            upright = ImageOps.exif_transpose(image)
+            mode = "RGBA" if upright.mode in ("RGBA", "LA", "P", "PA") else "RGB"
+            rgb = np.array(upright.convert(mode))
+    except Exception as error:  # PIL raises many kinds of errors for broken files
+        raise InputError(_unreadable_image(name)) from error
+    if rgb.shape[-1] == 4:
+        alpha = rgb[..., 3:4].astype(np.float32) / 255.0
+        rgb = np.clip(rgb[..., :3] * alpha + 255.0 * (1.0 - alpha), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb)
 
 
 @dataclass
@@ -159,61 +211,164 @@ def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = 
     kind, name = sniff(path)
     if kind == "image" and name != "GIF":
         raise InputError(f"The driving video is actually an image ({name}); upload a video (MP4, MOV, WebM, AVI or GIF).")
-    if kind in ("json",):
-        raise InputError("The driving video is a JSON file; upload it as keypoints instead.")
+    if kind == "json":
+        raise InputError("The driving video is a JSON file; give it as the keypoint file instead.")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise InputError("The driving video has no video stream.")
+                raise InputError("The driving video has no video stream (an audio-only or zero-length file).")
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             fps = float(stream.average_rate or stream.guessed_rate or 0)
-            duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
+            if stream.duration and stream.time_base:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = (container.duration or 0) / 1e6
             has_audio = bool(container.streams.audio)
+            if width * height > limits.max_video_pixels:  # before decoding anything
+                raise InputError(
+                    f"The driving video is {width}x{height}; at most {limits.max_video_pixels / 1e6:.1f} megapixels "
+                    "per frame are accepted."
+                )
             first = next(container.decode(video=0), None)
     except InputError:
         raise
     except Exception as error:  # PyAV raises many kinds of errors for broken files
-        raise InputError(f"The driving video is corrupt or in a format that cannot be read ({error.__class__.__name__}).") from error
+        raise InputError(
+            f"The driving video is corrupt, truncated or in a format that cannot be read ({error.__class__.__name__}); "
+            "upload an MP4, MOV, WebM or AVI."
+        ) from error
     if first is None:
         raise InputError("The driving video has no frames (zero length).")
-    if width * height > limits.max_video_pixels:
-        raise InputError(f"The driving video is {width}x{height}; at most {limits.max_video_pixels / 1e6:.1f} megapixels per frame are accepted.")
-    if duration > limits.max_video_seconds:
-        raise InputError(f"The driving video lasts {duration:.0f} s; at most {limits.max_video_seconds:g} s are accepted. Trim it first.")
+    if not math.isfinite(duration) or duration > limits.max_video_seconds:
+        raise InputError(
+            f"The driving video lasts {duration:.0f} s; at most {limits.max_video_seconds:g} s are accepted. Trim it first."
+        )
     _check_aspect(width, height, "driving video", limits)
     return VideoCheck(width=width, height=height, fps=fps, duration=duration, has_audio=has_audio)
 
 
 def check_keypoint_file(path: str | os.PathLike | None, limits: Limits | None = None) -> Path:
     limits = limits or Limits.from_env()
-    path = _check_file(path, "keypoint file", limits)
-    if path.stat().st_size > limits.max_keypoint_bytes:
-        raise InputError(f"The keypoint file is larger than {limits.max_keypoint_bytes / 2**20:.0f} MB.")
-    kind, _ = sniff(path)
+    path = _check_file(path, "keypoint file", limits, limits.max_keypoint_bytes)
+    kind, name = sniff(path)
+    if kind in ("image", "video"):
+        raise KeypointFileError(f"The keypoint file is not JSON: it is {'an image' if kind == 'image' else 'a video'} ({name}). "
+                         "Give a keypoint JSON (schema in steadydancer/pose/keypoints.py), or the video as the driving "
+                         "video.")
     if kind != "json":
-        raise InputError("The keypoint file is not JSON; see the README for the keypoint schema.")
+        raise KeypointFileError("The keypoint file is not JSON; see the schema in steadydancer/pose/keypoints.py.")
     return path
+
+
+# Keypoints are normalised to their frame (0..1, -1 for a missing point); far outside it they are not a pose.
+MAX_KEYPOINT_COORDINATE = 100.0
+MAX_KEYPOINT_FRAME_SIDE = 16384
+
+
+def _reject_constant(name: str):
+    raise KeypointFileError(f"The keypoint file contains {name}; JSON numbers must be finite (use -1 for missing points).")
+
+
+def load_keypoints(path: str | os.PathLike | None, limits: Limits | None = None):
+    """A validated keypoint JSON file as a `steadydancer.pose.PoseSequence`; `InputError` naming the problem."""
+    limits = limits or Limits.from_env()
+    path = check_keypoint_file(path, limits)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise KeypointFileError("The keypoint file is not UTF-8 text, so it is not a keypoint JSON.") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise KeypointFileError(f"The keypoint file is not valid JSON (line {error.lineno}, column {error.colno}: "
+                         f"{error.msg}).") from None
+    except RecursionError:
+        raise KeypointFileError("The keypoint file is nested too deeply to be a keypoint JSON.") from None
+    return keypoints_from_data(data, limits)
+
+
+def keypoints_from_data(data, limits: Limits | None = None):
+    """`PoseSequence.from_dict` for data nobody checked: every failure becomes an `InputError` naming the field."""
+    from steadydancer.pose import PoseSequence
+
+    limits = limits or Limits.from_env()
+    where = "keypoint file"
+    if not isinstance(data, dict):
+        raise KeypointFileError(f"The {where} must hold one JSON object with \"format\": \"steadydancer.pose_sequence\"; "
+                         f"it holds a {type(data).__name__}.")
+    for key in ("width", "height"):
+        value = data.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or value > MAX_KEYPOINT_FRAME_SIDE:
+                raise KeypointFileError(f"{where}.{key}: expected the frame size in pixels (1 to {MAX_KEYPOINT_FRAME_SIDE}), "
+                                 f"got {value!r}.")
+    frames = data.get("frames")
+    if isinstance(frames, list):
+        if not frames:
+            raise KeypointFileError(f"The {where} has no frames.")
+        if len(frames) > limits.max_keypoint_frames:
+            raise KeypointFileError(f"The {where} has {len(frames)} frames; at most {limits.max_keypoint_frames} are accepted.")
+    try:
+        sequence = PoseSequence.from_dict(data, where=where)
+    except PoseFormatError as error:  # its messages name the field ("keypoint file.frames[3].body: ...")
+        raise KeypointFileError(f"{error}.".replace("..", ".")) from None
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as error:
+        raise KeypointFileError(f"The {where} does not match the schema ({type(error).__name__}); see "
+                         "steadydancer/pose/keypoints.py.") from None
+    for index, pose in enumerate(sequence.poses):
+        for part, values in (("body", pose.body), ("hands", pose.hands), ("face", pose.face)):
+            worst = float(np.abs(values).max()) if values.size else 0.0
+            if worst > MAX_KEYPOINT_COORDINATE:
+                raise KeypointFileError(
+                    f"{where}.frames[{index}].{part}: coordinates are fractions of the frame (about 0 to 1, -1 for a "
+                    f"missing point); got {worst:g}."
+                )
+    return sequence
 
 
 def check_prompt(prompt: str | None, limits: Limits | None = None, what: str = "prompt") -> str:
     limits = limits or Limits.from_env()
-    prompt = "" if prompt is None else str(prompt)
+    if prompt is not None and not isinstance(prompt, str):
+        raise InputError(f"The {what} must be text, got {type(prompt).__name__}.")
+    prompt = "" if prompt is None else prompt
     if len(prompt) > limits.max_prompt_chars:
         raise InputError(f"The {what} has {len(prompt)} characters; at most {limits.max_prompt_chars} are accepted.")
+    if "\x00" in prompt:
+        raise InputError(f"The {what} contains a NUL character.")
     return prompt
 
 
 def check_number(value, name: str, low: float, high: float, integer: bool = False) -> float | int:
     """A finite number within [low, high] (an integer when asked), or `InputError` naming the field."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)) and not str(value).strip():
+        raise InputError(f"{name} must be a number, got {_short(value)}.")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name} must be a number, got {_short(value)}.") from None
     if not np.isfinite(number) or not (low <= number <= high):
-        raise InputError(f"{name} must be between {low:g} and {high:g}, got {value!r}.")
+        raise InputError(f"{name} must be between {_number(low)} and {_number(high)}, got {_short(value)}.")
     if integer:
         if number != int(number):
-            raise InputError(f"{name} must be a whole number, got {value!r}.")
+            raise InputError(f"{name} must be a whole number, got {_short(value)}.")
         return int(number)
     return number
+
+
+def check_flag(value, name: str) -> bool:
+    """A checkbox value: true/false (or 0/1), or `InputError` naming the field."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise InputError(f"{name} must be true or false, got {_short(value)}.")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

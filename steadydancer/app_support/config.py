@@ -19,12 +19,16 @@ diffusers or huggingface_hub are imported. Host and port are Gradio's own: `GRAD
 | STEADYDANCER_DEVICE | --device | cuda, cpu, ... (default: cuda when available) |
 | STEADYDANCER_OFFLOAD=1 | --offload | model CPU offload, for GPUs with less memory |
 | STEADYDANCER_MAX_FRAMES | --max-frames | longest video offered (4n+1, default 121) |
-| STEADYDANCER_QUEUE_SIZE | --queue-size | requests waiting at most (default 20) |
+| STEADYDANCER_QUEUE_SIZE | --queue-size | requests waiting at most (default 20); more are refused ("Queue is full") |
 | STEADYDANCER_CONCURRENCY | --concurrency | generations running at once (default 1) |
-| STEADYDANCER_MAX_GPU_SECONDS | --max-gpu-seconds | refuse requests estimated above this (default: no limit) |
+| STEADYDANCER_MAX_GPU_SECONDS | --max-gpu-seconds | refuse requests estimated above this (default: 300 on ZeroGPU, else none) |
+| STEADYDANCER_FILE_TTL | --file-ttl | seconds uploads and outputs are kept on the server (default 3600) |
 | STEADYDANCER_GPU | --gpu | hardware the time estimate assumes (see `duration.GPU_THROUGHPUT`; default auto) |
 | STEADYDANCER_ZEROGPU_SIZE | --zerogpu-size | ZeroGPU slice to request: large (half an H200) or xlarge (a whole one) |
 | STEADYDANCER_TINY_MAX_AREA | --tiny-max-area | pixel budget every preset is capped to in tiny mode (default 128*96) |
+
+Upload limits (file size, pixels, video length, aspect ratio, prompt length, steps) are `steadydancer.validation.Limits`
+(STEADYDANCER_MAX_*); STEADYDANCER_FAULT injects faults in tiny mode (`faults.py`).
 """
 
 import argparse
@@ -65,6 +69,7 @@ class AppConfig:
     gpu: str = "auto"
     zerogpu_size: str | None = None  # None: what `spaces` chooses (xlarge for models above its size threshold)
     tiny_max_area: int = 128 * 96
+    file_ttl: int = 3600
 
     def __post_init__(self):
         for name in ("dtype", "vae_dtype"):
@@ -78,6 +83,15 @@ class AppConfig:
             raise ValueError(f"zerogpu_size must be large or xlarge, got {self.zerogpu_size!r}.")
         if self.queue_size < 1 or self.concurrency < 1 or self.tiny_max_area < 16 * 16:
             raise ValueError("queue_size and concurrency must be >= 1, tiny_max_area >= 256.")
+        if self.file_ttl < 60:
+            raise ValueError(f"file_ttl must be at least 60 seconds, got {self.file_ttl}.")
+        if self.max_gpu_seconds is not None and not self.max_gpu_seconds > 0:
+            raise ValueError(f"max_gpu_seconds must be positive, got {self.max_gpu_seconds}.")
+
+    @property
+    def delete_cache(self) -> tuple[int, int]:
+        """Gradio's `delete_cache` (frequency, age): files older than `file_ttl` go within a quarter of it."""
+        return max(60, self.file_ttl // 4), self.file_ttl
 
     @property
     def mode_key(self) -> str:
@@ -121,6 +135,7 @@ class AppConfig:
             gpu=get("GPU"),
             zerogpu_size=get("ZEROGPU_SIZE"),
             tiny_max_area=get("TINY_MAX_AREA", int),
+            file_ttl=get("FILE_TTL", int),
         )
         values["offline"] = env.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE
         return cls(**{k: v for k, v in values.items() if v is not None})
@@ -156,6 +171,8 @@ def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
     p.add_argument("--zerogpu-size", choices=("large", "xlarge"), default=d.zerogpu_size,
                    help="ZeroGPU slice: large (half an H200) or xlarge (a whole H200, twice the quota)")
     p.add_argument("--tiny-max-area", type=int, default=d.tiny_max_area)
+    p.add_argument("--file-ttl", type=int, default=d.file_ttl,
+                   help="seconds uploads and outputs are kept on the server before they are deleted")
     return p
 
 

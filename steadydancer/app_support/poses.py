@@ -1,6 +1,8 @@
-"""The pose step as the app runs it: inputs from uploaded files, a small cache so that "Extract poses" and "Animate"
-share the work, and warnings written for people (frames where the person was lost, padded endings, fake poses)."""
+"""The pose step as the app runs it: inputs from uploaded files (validated by `steadydancer.validation` from their
+content), a small cache so that "Extract poses" and "Animate" share the work, and warnings written for people (frames
+where the person was lost, several people in a frame, padded endings, fake poses)."""
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -10,13 +12,17 @@ from typing import Callable
 
 import numpy as np
 
-from steadydancer.pose import PoseError, PoseSequence, PreparedPoses, load_image, prepare_poses
+from steadydancer.pose import Pose, PoseError, PoseSequence, PreparedPoses, load_image, prepare_poses
 from steadydancer.sizing import generation_size
+from steadydancer.validation import Limits, check_driving_video, check_keypoint_file, check_reference_image
+from steadydancer.validation import load_keypoints as _load_keypoints
+from steadydancer.validation import load_reference_image
 
 OUTPUT_FPS = 16
 MOTION_REAL_TIME = "Real time (16 fps)"
 MOTION_EVERY_FRAME = "Every frame (released)"
 MOTION_CHOICES = (MOTION_REAL_TIME, MOTION_EVERY_FRAME)
+FAKE_POSES_NOTE = "The poses are FAKE: tiny mode uses a stand-in detector that ignores what the images show."
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,84 @@ class PoseStep:
         return float(self.prepared.transition.sum()) / OUTPUT_FPS
 
 
-def load_keypoints(path: str | os.PathLike) -> PoseSequence:
-    """A keypoint JSON written by `PoseSequence.save` (schema in `steadydancer/pose/keypoints.py`)."""
-    return PoseSequence.load(path)
+def load_keypoints(path: str | os.PathLike, limits: Limits | None = None) -> PoseSequence:
+    """A keypoint JSON written by `PoseSequence.save` (schema in `steadydancer/pose/keypoints.py`), validated:
+    `KeypointFileError` (an `InputError` and a `PoseFormatError`) names what does not match the schema."""
+    return _load_keypoints(path, limits)
+
+
+# ---------------------------------------------------------------------- how many people each detection saw
+_seen = threading.local()
+
+
+def note_people(count: int) -> None:
+    """Called once per detection with the number of people found; recorded inside `counting_people()`."""
+    log = getattr(_seen, "log", None)
+    if log is not None:
+        log.append(int(count))
+
+
+@contextlib.contextmanager
+def counting_people():
+    """Collects, in this thread, the people count of every detection made inside the block (in call order)."""
+    _seen.log = []
+    try:
+        yield _seen.log
+    finally:
+        _seen.log = None
+
+
+def watch_people(detector):
+    """Hooks a DWPose-style detector (one with `detect_people`, which `__call__` uses) so that every detection
+    reports how many people it found; the detector still keeps the most prominent one. Returns the detector."""
+    find = getattr(detector, "detect_people", None)
+    if find is None or getattr(find, "counts_people", False):
+        return detector
+
+    def detect_people(image_bgr):
+        people = find(image_bgr)
+        note_people(len(people))
+        return people
+
+    detect_people.counts_people = True
+    detector.detect_people = detect_people  # an instance attribute, seen by `DWPoseDetector.__call__`
+    return detector
+
+
+def count_figures(rgb: np.ndarray, threshold: int = 48) -> int:
+    """Distinct figures on a plain background (tiny mode's stand-in for a person detector): pixels far from their
+    row's background (taken from the left and right edges), closed into blobs; blobs of at least 1% of the image."""
+    import cv2
+
+    image = np.asarray(rgb).astype(np.int16)
+    h, w = image.shape[:2]
+    background = (image[:, :1] + image[:, -1:]) // 2
+    mask = (np.abs(image - background).max(axis=-1) > threshold).astype(np.uint8)
+    k = max(3, int(round(min(h, w) * 0.03)) | 1)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return int((stats[1:, cv2.CC_STAT_AREA] >= 0.01 * h * w).sum())
+
+
+class StandInPeopleDetector:
+    """Tiny mode's detector: the FAKE skeleton of `SyntheticPoseDetector`, but only where the image shows a figure.
+
+    It counts distinct figures on a plain background (`count_figures`): none gives an empty pose (so a blank photo or
+    video is refused as in real mode), several are reported like DWPose's several people. Never for real poses.
+    """
+
+    is_synthetic = True
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, image) -> Pose:
+        rgb = load_image(image)
+        count = count_figures(rgb)
+        note_people(count)
+        if count == 0:
+            return Pose.empty(rgb.shape[1], rgb.shape[0])
+        return self.base(rgb)
 
 
 def frame_ranges(indices) -> str:
@@ -68,10 +149,23 @@ def frame_ranges(indices) -> str:
     return ", ".join(parts)
 
 
-def pose_warnings(prepared: PreparedPoses, synthetic: bool) -> list[str]:
+def pose_warnings(prepared: PreparedPoses, synthetic: bool, reference_people: int | None = None,
+                  driving_people: list[int] | None = None) -> list[str]:
     notes = []
     if synthetic:
-        notes.append("The poses are FAKE: tiny mode uses a stand-in detector that ignores what the images show.")
+        notes.append(FAKE_POSES_NOTE)
+    if reference_people is not None and reference_people > 1:
+        notes.append(
+            f"The reference image shows {reference_people} people; only the most prominent one is animated. Crop the "
+            "photo to one person for a reliable result."
+        )
+    crowded = np.flatnonzero(np.asarray(driving_people or [], dtype=int) > 1)
+    if len(crowded):
+        notes.append(
+            f"{len(crowded)} of {len(driving_people)} driving frames show several people ({frame_ranges(crowded)}); "
+            "the most prominent person of each frame drives the motion, which may jump between people. Use a video "
+            "of one person."
+        )
     lost = np.flatnonzero(prepared.lost)
     if len(lost):
         notes.append(
@@ -129,42 +223,55 @@ def run_pose_step(
     *,
     cache: PoseStepCache | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    limits: Limits | None = None,
 ) -> PoseStep:
     """Reference + driving (keypoint JSON when given, else the video) -> aligned pose frames at the generation size.
 
-    Raises `PoseError` (a ValueError) with a message for people when an input is missing or unusable.
+    The files are checked from their content (`steadydancer.validation`, with `limits`) before anything is decoded.
+    Raises `PoseError` or `InputError` (both ValueErrors) with a message for people when an input is missing or
+    unusable.
     """
     if not reference_path:
         raise PoseError("Add a reference image (a photo of the person to animate).")
     if not video_path and not keypoints_path:
         raise PoseError("Add a driving video, or a keypoint JSON file, for the motion.")
+    limits = limits or Limits.from_env()
+    # Headers first (kind from the content, file size, pixels, duration, aspect), before hashing or decoding.
+    check_reference_image(reference_path, limits)
+    if keypoints_path:
+        check_keypoint_file(keypoints_path, limits)
+    else:
+        check_driving_video(video_path, limits)
     key = (_digest(reference_path), _digest(keypoints_path) if keypoints_path else _digest(video_path),
            bool(keypoints_path), settings, id(detector))
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
 
-    reference = np.array(load_image(reference_path))  # writable: torch warns on read-only arrays
+    reference = load_reference_image(reference_path, limits)  # writable: torch warns on read-only arrays
     height, width = generation_size(reference.shape[0], reference.shape[1], settings.max_area)
-    driving = load_keypoints(keypoints_path) if keypoints_path else video_path
-    prepared = prepare_poses(
-        reference,
-        driving,
-        detector=detector,
-        width=width,
-        height=height,
-        num_frames=settings.num_frames,
-        fps=OUTPUT_FPS if settings.real_time else None,
-        align=settings.align,
-        smooth_start_frames=settings.smooth_start_frames,
-        auto_start=settings.auto_start,
-        progress=progress,
-    )
+    driving = load_keypoints(keypoints_path, limits) if keypoints_path else video_path
+    with counting_people() as people:
+        prepared = prepare_poses(
+            reference,
+            driving,
+            detector=detector,
+            width=width,
+            height=height,
+            num_frames=settings.num_frames,
+            fps=OUTPUT_FPS if settings.real_time else None,
+            align=settings.align,
+            smooth_start_frames=settings.smooth_start_frames,
+            auto_start=settings.auto_start,
+            progress=progress,
+        )
+    reference_people = people[0] if people else None
+    driving_people = people[1:] if not keypoints_path and len(people) > 1 else None
     step = PoseStep(
         reference=reference,
         prepared=prepared,
         driving_video=None if keypoints_path else video_path,
         settings=settings,
-        warnings=pose_warnings(prepared, getattr(detector, "is_synthetic", False)),
+        warnings=pose_warnings(prepared, getattr(detector, "is_synthetic", False), reference_people, driving_people),
     )
     if cache is not None:
         cache.put(key, step)

@@ -82,8 +82,6 @@ def load_runtime(config: AppConfig) -> Runtime:
     if config.tiny:
         return _load_tiny(config, start)
 
-    import torch
-
     from steadydancer.assembly import load_pipeline
 
     device = _device(config)
@@ -101,7 +99,7 @@ def load_runtime(config: AppConfig) -> Runtime:
             enable_model_cpu_offload=config.offload,
             cache_dir=config.cache_dir,
         )
-    except (OSError, ValueError, ImportError, torch.OutOfMemoryError) as error:
+    except Exception as error:  # OSError (Hub, files), ValueError (layouts), OOM, ...: one actionable message
         raise ModelLoadError(
             f"Could not load the SteadyDancer model (transformer {config.transformer!r}, base {config.base!r}):\n"
             f"    {type(error).__name__}: {error}\n\n"
@@ -110,11 +108,11 @@ def load_runtime(config: AppConfig) -> Runtime:
             "(or --offload).\n\n" + RUN_TINY_HINT
         ) from error
 
-    from steadydancer.pose import PoseError
+    from .poses import watch_people
 
     try:
-        detector = _pose_detector(config, device)
-    except (PoseError, OSError, ImportError) as error:
+        detector = watch_people(_pose_detector(config, device))  # counts people, for the several-people warning
+    except Exception as error:  # PoseError (download, model files), OSError, ImportError (onnxruntime)
         raise ModelLoadError(
             f"Could not load the DWPose detector from {config.pose_models!r}:\n    {type(error).__name__}: {error}\n\n"
             "Pass --pose-models with a directory holding yolox_l.onnx and dw-ll_ucoco_384.onnx, or allow the "
@@ -130,10 +128,13 @@ def _load_tiny(config: AppConfig, start: float) -> Runtime:
     from steadydancer.pose import SyntheticPoseDetector
     from steadydancer.tiny import build_tiny_checkpoints
 
+    from .poses import StandInPeopleDetector
+
     tiny_dir = tempfile.TemporaryDirectory(prefix="steadydancer-tiny-")
     transformer_dir, base_dir = build_tiny_checkpoints(tiny_dir.name)
     # Same loader as the real model, from the Hub layouts the tiny builder wrote: tiny mode tests the loading path.
     pipe = load_pipeline(transformer_dir, base_dir, torch_dtype=torch.float32, device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    detector = SyntheticPoseDetector(animate=True)
+    # Fake skeletons, but only where the image shows a figure: the no-person and several-people paths work in tiny mode.
+    detector = StandInPeopleDetector(SyntheticPoseDetector(animate=True))
     return Runtime(config, pipe, detector, "cpu", time.perf_counter() - start, tiny_dir=tiny_dir)

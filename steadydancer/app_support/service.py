@@ -1,6 +1,7 @@
 """What the app's buttons do, without Gradio: extract poses, generate frames (with progress and cancellation), write
 the videos. `app.py` only maps UI values to these calls and wraps the GPU part for ZeroGPU."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,18 +15,20 @@ from typing import Callable
 import numpy as np
 
 from steadydancer.sizing import RESOLUTION_PRESETS, generation_size
+from steadydancer.validation import InputError, Limits
 
 from .duration import GpuEstimate, TransformerSize, detect_gpu, estimate_gpu_seconds, format_seconds
+from .faults import FaultPlan, GpuStats
+from .guard import GenerationCancelled, free_accelerator_memory
 from .poses import OUTPUT_FPS, PoseSettings, PoseStep, PoseStepCache, overlay, run_pose_step
-from .runtime import TINY_NOTICE, Runtime
+from .runtime import TINY_NOTICE, Runtime, on_zerogpu
 from .video_io import AudioClip, delayed, read_audio, write_mp4
 
 DEFAULT_PROMPT = "A person dancing, smooth natural motion, the same person and clothes as in the photo, high quality."
-OUTPUT_MAX_AGE_SECONDS = 2 * 3600
-
-
-class GenerationCancelled(Exception):
-    """The visitor cancelled; raised from the step callback so the VAE decode of a half-denoised video is skipped."""
+OUTPUT_MAX_AGE_SECONDS = 2 * 3600  # leftovers of requests that never finished (a crash) are deleted after this
+# ZeroGPU refuses a task that asks for more than a few minutes (about 5 for logged-in visitors at the time of writing;
+# not documented). Without STEADYDANCER_MAX_GPU_SECONDS, requests estimated above this are refused before any work.
+ZEROGPU_MAX_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -109,12 +112,17 @@ def stamp(frames: np.ndarray, text: str) -> np.ndarray:
 
 
 class AnimationService:
-    def __init__(self, runtime: Runtime, output_dir: str | None = None):
+    def __init__(self, runtime: Runtime, output_dir: str | None = None, limits: Limits | None = None,
+                 faults: FaultPlan | None = None, output_max_age: float = OUTPUT_MAX_AGE_SECONDS):
         self.runtime = runtime
         self.config = runtime.config
+        self.limits = limits or Limits.from_env()
+        self.faults = faults or FaultPlan.from_env(runtime.tiny)
+        self.stats = GpuStats()
         self.pose_cache = PoseStepCache(size=2)
         self.cancels = CancelRegistry()
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="steadydancer-outputs-")
+        self.output_max_age = output_max_age
         # Tiny mode runs on the CPU, but its estimates describe the real model on a typical GPU.
         auto = "h100" if runtime.tiny else detect_gpu(self.config.zerogpu_size)
         self.gpu = self.config.gpu if self.config.gpu != "auto" else auto
@@ -146,49 +154,86 @@ class AnimationService:
             size=self.transformer_size(),
         )
 
-    def check(self, settings: GenerationSettings, num_frames: int, height: int, width: int) -> None:
-        """Raises ValueError naming the first bad setting, before any GPU time is spent."""
-        self.runtime.pipe.check_inputs(
-            height=height, width=width, num_frames=num_frames, num_inference_steps=int(settings.num_inference_steps),
-            guidance_scale=settings.guidance_scale, pose_guidance_scale=settings.pose_guidance_scale,
-            pose_guidance_window=tuple(settings.pose_guidance_window), shift=settings.shift, has_negative_pose=True,
-        )
+    @property
+    def max_gpu_seconds(self) -> float | None:
+        """The GPU time one request may ask for: STEADYDANCER_MAX_GPU_SECONDS, else ZeroGPU's ceiling on ZeroGPU."""
         if self.config.max_gpu_seconds is not None:
+            return self.config.max_gpu_seconds
+        return ZEROGPU_MAX_SECONDS if on_zerogpu() else None
+
+    def check(self, settings: GenerationSettings, num_frames: int, height: int, width: int) -> None:
+        """Raises `InputError` naming the first bad setting, before any GPU time is spent (the pipeline's own
+        `check_inputs`, whose ValueErrors name the argument, then the GPU-time limit)."""
+        try:
+            self.runtime.pipe.check_inputs(
+                height=height, width=width, num_frames=num_frames,
+                num_inference_steps=int(settings.num_inference_steps), guidance_scale=settings.guidance_scale,
+                pose_guidance_scale=settings.pose_guidance_scale,
+                pose_guidance_window=tuple(settings.pose_guidance_window), shift=settings.shift,
+                has_negative_pose=True,
+            )
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        limit = self.max_gpu_seconds
+        if limit is not None:
             estimate = self.estimate(num_frames, height, width, settings)
-            if estimate.seconds > self.config.max_gpu_seconds:
-                raise ValueError(
+            if estimate.seconds > limit:
+                raise InputError(
                     f"This request needs about {format_seconds(estimate.seconds)} of GPU time; this app allows "
-                    f"{format_seconds(self.config.max_gpu_seconds)}. Choose fewer frames, fewer steps or a lower "
-                    "resolution."
+                    f"{format_seconds(limit)}. Choose fewer frames, fewer steps or a lower resolution."
                 )
 
     # ------------------------------------------------------------------ files
     def new_output_dir(self) -> str:
+        """A fresh directory for one request's files (its name is random; nothing from the visitor is in it)."""
         self._prune_outputs()
         path = os.path.join(self.output_dir, uuid.uuid4().hex[:12])
         os.makedirs(path)
         return path
 
+    @contextlib.contextmanager
+    def workspace(self):
+        """A per-request working directory, deleted when the request ends, whatever the outcome. The app hands the
+        outputs over to Gradio's cache (`guard.publish`) before leaving the block."""
+        path = self.new_output_dir()
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def live_workspaces(self) -> int:
+        try:
+            return sum(1 for entry in os.scandir(self.output_dir) if entry.is_dir())
+        except OSError:
+            return 0
+
     def _prune_outputs(self) -> None:
-        cutoff = time.time() - OUTPUT_MAX_AGE_SECONDS
-        for entry in os.scandir(self.output_dir):
-            if entry.is_dir() and entry.stat().st_mtime < cutoff:
-                shutil.rmtree(entry.path, ignore_errors=True)
+        cutoff = time.time() - self.output_max_age
+        try:
+            entries = list(os.scandir(self.output_dir))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except OSError:
+                continue
 
     # ------------------------------------------------------------------ pose step
     def poses(self, reference: str | None, video: str | None, keypoints: str | None, settings: PoseSettings,
               progress: Callable[[int, int | None], None] | None = None) -> PoseStep:
         return run_pose_step(self.runtime.detector, reference, video, keypoints, settings, cache=self.pose_cache,
-                             progress=progress)
+                             progress=progress, limits=self.limits)
 
     def extract(self, reference: str | None, video: str | None, keypoints: str | None, settings: PoseSettings,
                 generation: GenerationSettings | None = None,
-                progress: Callable[[int, int | None], None] | None = None) -> ExtractResult:
+                progress: Callable[[int, int | None], None] | None = None, out_dir: str | None = None) -> ExtractResult:
         import PIL.Image
 
         step = self.poses(reference, video, keypoints, settings, progress)
         prepared = step.prepared
-        out = self.new_output_dir()
+        out = out_dir or self.new_output_dir()
         positive, negative = prepared.positive, prepared.negative
         if self.tiny:
             positive, negative = stamp(positive, "TINY MODE - FAKE POSES"), stamp(negative, "TINY MODE - FAKE POSES")
@@ -242,8 +287,12 @@ class AnimationService:
         pipe = self.runtime.pipe
         steps = int(settings.num_inference_steps)
         height, width = positive.shape[1:3]
+        inject_oom = self.faults.take_oom(settings.seed)
 
         def on_step(pipeline, i, t, tensors):
+            if inject_oom:  # tiny-mode fault injection (STEADYDANCER_FAULT): fail as CUDA would, inside the loop
+                raise torch.OutOfMemoryError(
+                    f"CUDA out of memory after denoising step {i + 1} of {steps} (injected by STEADYDANCER_FAULT)")
             if progress is not None:
                 progress(i + 1, steps, f"Denoising: step {i + 1} of {steps}")
             if job_id is not None and self.cancels.cancelled(job_id):
@@ -252,8 +301,10 @@ class AnimationService:
                 raise GenerationCancelled()
             return tensors
 
-        with self.runtime.lock:  # one generation at a time: a cancelled one may still be finishing its step
+        # One generation at a time: a cancelled one may still be finishing its step.
+        with self.runtime.lock, self.stats.track():
             self._running_job = job_id
+            failure = None
             try:
                 if job_id is not None and self.cancels.cancelled(job_id):
                     raise GenerationCancelled()
@@ -279,11 +330,20 @@ class AnimationService:
                     output_type="np",
                     callback_on_step_end=on_step,
                 )
+            except (GenerationCancelled, torch.OutOfMemoryError) as error:
+                # The traceback holds the frames of the failed step and their tensors: drop it, so the memory can
+                # be released below, before the error is passed on (and shown by `guard.to_user_error`).
+                failure = error.with_traceback(None)
             finally:
                 self._running_job = None
                 pipe.maybe_free_model_hooks()
-        if job_id is not None and self.cancels.cancelled(job_id):  # interrupted between two steps
-            raise GenerationCancelled()
+            if failure is not None:
+                free_accelerator_memory()
+                raise failure
+            if job_id is not None and self.cancels.cancelled(job_id):  # interrupted between two steps
+                del output
+                free_accelerator_memory()
+                raise GenerationCancelled()
         frames = np.clip(np.rint(output.frames[0] * 255.0), 0, 255).astype(np.uint8)
         return frames
 
@@ -310,12 +370,21 @@ class AnimationService:
         if self.audio_note(step) is not None:
             return None
         lead_in = step.lead_in_seconds
-        clip = read_audio(step.driving_video, start=p.start_time, duration=num_frames / OUTPUT_FPS - lead_in)
+        try:
+            clip = read_audio(step.driving_video, start=p.start_time, duration=num_frames / OUTPUT_FPS - lead_in)
+        except Exception as error:  # a broken audio track costs the sound, not the video
+            print(f"steadydancer: the driving video's audio cannot be read ({type(error).__name__}); the result "
+                  "will be silent.", flush=True)
+            return None
         return delayed(clip, lead_in) if clip is not None else None
 
-    def finish(self, step: PoseStep, frames: np.ndarray, settings: GenerationSettings, seconds: float) -> AnimateResult:
-        out = self.new_output_dir()
-        audio = self.output_audio(step, len(frames))
+    def finish(self, step: PoseStep, frames: np.ndarray, settings: GenerationSettings, seconds: float,
+               out_dir: str | None = None, audio: AudioClip | None | bool = True) -> AnimateResult:
+        """Writes the result. `audio`: True reads it from the driving video now; or the clip `output_audio` read
+        before the generation (the app does that, so a long generation never needs the upload again)."""
+        out = out_dir or self.new_output_dir()
+        if audio is True:
+            audio = self.output_audio(step, len(frames))
         if self.tiny:
             frames = stamp(frames, "TINY MODE - NOISE")
         video = write_mp4(os.path.join(out, f"steadydancer_seed{settings.seed}.mp4"), frames, OUTPUT_FPS, audio=audio)

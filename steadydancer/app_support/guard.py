@@ -1,0 +1,238 @@
+"""What stands between a visitor and the library: the ONE place where exceptions become the messages people see, the
+hardening of Gradio's input components, GPU-memory release after a failure, and the hand-over of output files.
+
+- `user_errors` (a decorator for the app's handlers, sync or async) and `to_user_error` map library exceptions to
+  `gr.Error`: `InputError` / `PoseError` (and the pipeline's `check_inputs` ValueErrors, which the service re-raises
+  as `InputError`) keep their message; out-of-memory and cancellation get fixed messages; anything else is logged
+  with a reference and answered with a generic message, so no traceback or server path ever reaches the client.
+- `harden_inputs` wraps the `preprocess` of input components, so what Gradio itself does with an upload or an API
+  value (opening an image, range-checking a slider) fails with a message naming the field instead of an internal
+  error (Gradio's own messages for these name neither the field nor the problem).
+- `publish` copies an output into Gradio's upload cache (which `delete_cache` empties on a schedule), so the request's
+  own working directory can be deleted before the response is sent.
+"""
+
+import functools
+import gc
+import inspect
+import os
+import re
+import sys
+import traceback
+import uuid
+from dataclasses import dataclass
+
+from steadydancer.pose.errors import PoseError
+from steadydancer.validation import InputError, check_flag, check_number, check_reference_image
+
+OOM_MESSAGE = (
+    "Out of memory: this request needs more GPU memory than is free. Choose fewer frames or a lower resolution "
+    "(whoever runs the app can also start it with --offload). The memory has been released; the app is ready for "
+    "the next request."
+)
+CANCELLED_MESSAGE = "Cancelled."
+INTERNAL_MESSAGE = (
+    "Something went wrong on the server (reference {ref}). Please try again; if it happens again, report the "
+    "reference."
+)
+MAX_MESSAGE_CHARS = 600
+
+# An absolute path, POSIX (/a/b/c) or Windows (C:\a\b): replaced by its last component.
+_SEGMENT = r"[^\s'\"()\[\]{}<>,;:|\\/]+"
+_PATH = re.compile(rf"(?<![\w.:/\\])/(?:{_SEGMENT}/)*({_SEGMENT})|\b[A-Za-z]:\\(?:{_SEGMENT}\\)*({_SEGMENT})")
+
+
+class GenerationCancelled(Exception):
+    """The visitor cancelled; raised from the step callback so the VAE decode of a half-denoised video is skipped."""
+
+
+def sanitize(message: str) -> str:
+    """A message fit for a visitor: no server paths, no traceback, one paragraph of bounded length."""
+    text = str(message)
+    if "Traceback (most recent call last)" in text:
+        text = text.split("Traceback (most recent call last)")[0].strip() or "The request failed."
+    text = _PATH.sub(lambda m: m.group(1) or m.group(2), text).strip()
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 3] + "..."
+    return text or "The request failed."
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def free_accelerator_memory() -> None:
+    """Drops unreachable tensors and returns cached GPU blocks to the driver (after an OOM or an interruption)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.ipc_collect()
+    except Exception as error:  # a broken CUDA context must not hide the original failure
+        print(f"steadydancer: could not empty the CUDA cache: {error}", file=sys.stderr, flush=True)
+
+
+def to_user_error(error: BaseException):
+    """The `gr.Error` a visitor sees for `error` (logging the traceback of unexpected errors with a reference)."""
+    import gradio as gr
+
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, GenerationCancelled):
+        return gr.Error(CANCELLED_MESSAGE, print_exception=False)
+    if is_out_of_memory(error):
+        free_accelerator_memory()
+        print(f"steadydancer: out of memory: {sanitize(str(error))}", file=sys.stderr, flush=True)
+        return gr.Error(OOM_MESSAGE, print_exception=False)
+    if isinstance(error, (InputError, PoseError)):
+        text = sanitize(str(error))
+        first = text.split(" ", 1)[0]
+        if isinstance(error, PoseError) and first.isalpha() and first.islower():  # the pose package writes "no person
+            text = text[0].upper() + text[1:]  # was found ...": a sentence here (API names like num_frames are kept)
+        return gr.Error(text, print_exception=False)
+    ref = uuid.uuid4().hex[:8]
+    print(f"steadydancer: unexpected error (reference {ref}):", file=sys.stderr, flush=True)
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    sys.stderr.flush()
+    return gr.Error(INTERNAL_MESSAGE.format(ref=ref), print_exception=False)
+
+
+def user_errors(fn):
+    """Decorates a Gradio handler (sync or async) so every exception reaches the client as a clear `gr.Error`.
+
+    The signature is kept (`functools.wraps`), so Gradio still finds `gr.Request` and `gr.Progress` parameters.
+    `asyncio.CancelledError` (Gradio's cancel) passes through untouched.
+    """
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as error:
+                raise to_user_error(error) from None
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise to_user_error(error) from None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------- input components
+@dataclass(frozen=True)
+class NumberField:
+    """A numeric input: its API name and the range the server accepts (the UI's slider uses the same range)."""
+
+    name: str
+    minimum: float
+    maximum: float
+    integer: bool = False
+    optional: bool = False  # None passes the component (the handler decides; e.g. a seed that is randomised)
+
+    def check(self, value) -> float | int:
+        return check_number(value, self.name, self.minimum, self.maximum, integer=self.integer)
+
+    def check_payload(self, value):
+        return None if value is None and self.optional else self.check(value)
+
+
+def _wrap_preprocess(component, name: str, before=None, replace=None) -> None:
+    original = component.preprocess
+
+    def preprocess(payload):
+        try:
+            if replace is not None:
+                return replace(payload)
+            if before is not None:
+                payload = before(payload)
+            return original(payload)
+        except (InputError, PoseError) as error:
+            raise to_user_error(error) from None
+        except Exception as error:
+            import gradio as gr
+
+            if isinstance(error, gr.Error):  # Gradio's own message ("Value 5 is greater than ...") names no field
+                raise gr.Error(f"{name}: {sanitize(error.message)}", print_exception=False) from None
+            raise to_user_error(InputError(f"{name}: this value cannot be used ({type(error).__name__}).")) from None
+
+    component.preprocess = preprocess  # an instance attribute: Gradio calls `block.preprocess(...)`
+
+
+def _payload_path(payload):
+    path = getattr(payload, "path", None)
+    if path is None and isinstance(payload, dict):
+        path = payload.get("path")
+    return path
+
+
+def harden_inputs(fields: dict, limits) -> None:
+    """Wraps the `preprocess` of each input component (a dict component -> API name, or -> `NumberField`).
+
+    Numbers (sliders, number boxes) are checked against the field's range by `check_number`; checkboxes must be
+    booleans; the reference image is checked from its content (not its name) before Gradio opens it; the keypoint
+    file is passed on as a path without Gradio's extension check (its content is checked by the handler, and Gradio's
+    check leaves an empty temporary file behind per request); anything else keeps Gradio's preprocessing with its
+    errors named.
+    """
+    import gradio as gr
+
+    for component, spec in fields.items():
+        name = spec.name if isinstance(spec, NumberField) else str(spec)
+        if isinstance(spec, NumberField):
+            _wrap_preprocess(component, name, before=spec.check_payload)
+        elif isinstance(component, gr.Checkbox):
+            _wrap_preprocess(component, name, before=lambda payload, name=name: check_flag(payload, name))
+        elif isinstance(component, gr.Image):
+
+            def check_image(payload):
+                path = _payload_path(payload)
+                if path:
+                    check_reference_image(path, limits)
+                return payload
+
+            _wrap_preprocess(component, name, before=check_image)
+        elif isinstance(component, gr.File):
+
+            def as_path(payload):
+                if payload is None:
+                    return None
+                path = _payload_path(payload)
+                if not path:
+                    raise InputError("The keypoint file was not received; upload it again.")
+                return str(path)
+
+            _wrap_preprocess(component, name, replace=as_path)
+        else:
+            _wrap_preprocess(component, name)
+
+
+# ---------------------------------------------------------------------- output files
+def publish(path: str | None) -> str | None:
+    """Copies an output file into Gradio's upload cache (removed by the app's `delete_cache` schedule) and returns
+    the copy, so the request's working directory can be deleted at once. Gradio finds the copy already cached when
+    it post-processes the response."""
+    if path is None:
+        return None
+    from gradio import processing_utils
+    from gradio.utils import get_upload_folder
+
+    return processing_utils.save_file_to_cache(path, cache_dir=get_upload_folder())
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
