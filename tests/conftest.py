@@ -38,3 +38,34 @@ def launch_tiny_app(tmp_path_factory, name: str):
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def make_tiny_pipe(tiny_checkpoints):
+    """A factory of fresh tiny pipelines (fp32, progress bar off), loaded through the Hub assembly code."""
+    import torch
+
+    from steadydancer.assembly import load_pipeline
+
+    transformer_dir, base_dir = tiny_checkpoints
+
+    def make():
+        pipe = load_pipeline(transformer_dir, base_dir, torch_dtype=torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    return make
+
+
+def random_video_inputs(height: int, width: int, frames: int) -> dict:
+    """A random reference, pose and negative-pose video (uint8) and a prompt, seeded."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return dict(
+        image=rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+        pose_video=rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8),
+        negative_pose_video=rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8),
+        prompt="a person dancing in the studio",
+        max_area=height * width,
+    )

@@ -2,30 +2,21 @@ import numpy as np
 import pytest
 import torch
 
-from steadydancer.assembly import load_pipeline, load_transformer
+from conftest import random_video_inputs
+from steadydancer.assembly import load_transformer
 from steadydancer.pipeline_steadydancer import SteadyDancerConditions, guidance_window_steps
 
 HEIGHT, WIDTH, FRAMES = 96, 64, 9
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_checkpoints):
-    transformer_dir, base_dir = tiny_checkpoints
-    pipe = load_pipeline(transformer_dir, base_dir, torch_dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(make_tiny_pipe):
+    return make_tiny_pipe()
 
 
 @pytest.fixture(scope="module")
 def inputs():
-    rng = np.random.default_rng(0)
-    return dict(
-        image=rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8),
-        pose_video=rng.integers(0, 256, (FRAMES, HEIGHT, WIDTH, 3), dtype=np.uint8),
-        negative_pose_video=rng.integers(0, 256, (FRAMES, HEIGHT, WIDTH, 3), dtype=np.uint8),
-        prompt="a person dancing in the studio",
-        max_area=HEIGHT * WIDTH,
-    )
+    return random_video_inputs(HEIGHT, WIDTH, FRAMES)
 
 
 class CallCounter:

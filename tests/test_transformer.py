@@ -95,7 +95,7 @@ def test_alignment_unit_matches_sequence_first_multihead_attention():
             r = align.proj_latent(latents[0].transpose(0, 1)).flatten(2).transpose(1, 2)
             out = mha(r, p, p, need_weights=False)[0].transpose(1, 2).reshape(frames, 128, height, width)
             out = align.norm1(out)
-            out = align.proj_out(align.norm2(out + align.ffn(out)))
+            out = align.proj_back(align.norm2(out + align.ffn(out)))
         torch.testing.assert_close(ours[0], out.transpose(0, 1), atol=1e-5, rtol=1e-5)
 
 

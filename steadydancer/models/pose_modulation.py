@@ -128,7 +128,7 @@ class FrameAlignmentUnit(nn.Module):
             nn.Conv2d(hidden_dim, hidden_dim, kernel_size=1),
         )
         self.norm2 = ChannelLayerNorm2d(hidden_dim)
-        self.proj_out = nn.Conv2d(hidden_dim, channels, kernel_size=1)
+        self.proj_back = nn.Conv2d(hidden_dim, channels, kernel_size=1)  # not "proj_out": LoRAs target the head by that suffix
 
     def forward(self, pose: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         # pose, latents: (B, C, F, h, w) -> (B, C, F, h, w)
@@ -149,7 +149,7 @@ class FrameAlignmentUnit(nn.Module):
         out = out.permute(0, 2, 3, 1).flatten(0, 1).unflatten(2, (height, width))  # (B*F, D, h, w)
         out = self.norm1(out)
         out = self.norm2(out + self.ffn(out))
-        out = self.proj_out(out)
+        out = self.proj_back(out)
         return out.unflatten(0, (batch, frames)).transpose(1, 2)
 
 

@@ -1,0 +1,412 @@
+"""Speed and memory switches for `SteadyDancerPipeline`, each built on a diffusers feature and each optional.
+
+`apply_fast_paths` turns them on:
+
+- ``attention_backend``: diffusers' attention dispatcher (`ModelMixin.set_attention_backend`) for the 40 x 2 Wan
+  attentions (self-attention over ~53k tokens dominates a pass). ``"auto"`` picks `best_attention_backend()`, which
+  only returns a backend that is installed *and* ran a probe on the device.
+- ``compile_blocks``: regional compilation (`ModelMixin.compile_repeated_blocks`, `_repeated_blocks` =
+  ``WanTransformerBlock``): one compiled graph reused by all 40 blocks, so compiling costs seconds, not minutes.
+- ``vae_tiling``: `AutoencoderKLWan.enable_tiling` (spatial tiles with blended seams; lowers the VAE's peak memory,
+  an approximation of the untiled decode).
+- ``group_offload``: diffusers group offloading (block level, CUDA streams when on a GPU) of the transformer and the
+  text encoder; weights live on the CPU and each block is uploaded just before it runs.
+- ``fp8_weights``: layerwise casting (`ModelMixin.enable_layerwise_casting`): transformer weights stored in
+  float8_e4m3fn and upcast per layer to the compute dtype (halves weight memory; small numeric change). The model's
+  `_skip_layerwise_casting_patterns` keep the patch embeddings, norms, condition embedder and pose modules exact.
+
+What is *not* here, on purpose: the released pose alignment unit (FAAU) attends across the latent *frames* of each
+pixel (sequence-first `nn.MultiheadAttention`), so its attention is tiny (21 x 21 per pixel at 81 frames) and
+`FrameAlignmentUnit` already runs it through fused SDPA; there is no large unfused attention to replace.
+
+Order: load LoRAs (`steadydancer.lora`) before calling `apply_fast_paths`; compilation, fp8 casting and offloading
+wrap the modules that exist when they are applied.
+
+Multi-GPU: `steadydancer_cp_plan` / `enable_context_parallel` describe how diffusers' context parallelism
+(`ContextParallelConfig`, `ModelMixin.enable_parallelism`) applies to this transformer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+logger = logging.getLogger(__name__)
+
+# Lossless backends, fastest first. Hub backends download a prebuilt kernel (`pip install kernels`) on first use.
+ATTENTION_BACKEND_PREFERENCE: tuple[str, ...] = (
+    "_flash_3",  # FlashAttention 3 built from source (Hopper)
+    "_flash_3_hub",  # FlashAttention 3 from the Hub `kernels` package (Hopper)
+    "flash",  # flash-attn 2 package
+    "flash_hub",  # FlashAttention 2 from the Hub `kernels` package
+    "_native_cudnn",  # PyTorch SDPA restricted to cuDNN attention
+    "_native_flash",  # PyTorch SDPA restricted to its flash kernel
+    "native",  # PyTorch SDPA, whatever kernel it picks
+)
+# Quantised attention (INT8 Q/K): faster on Hopper but not bit-faithful; only chosen with allow_lossy=True.
+LOSSY_ATTENTION_BACKENDS: tuple[str, ...] = ("sage", "sage_hub")
+_HUB_BACKENDS = {"_flash_3_hub", "flash_hub", "sage_hub", "flash_4_hub", "sage_blackwell_hub", "aiter_fa2_hub"}
+_HOPPER_ONLY = {"_flash_3", "_flash_3_hub"}
+
+
+# --------------------------------------------------------------------------------------------- attention backend
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+
+
+def _backend_installed(name: str, device: torch.device) -> bool:
+    """Cheap checks (packages, GPU generation) before a backend is probed."""
+    if name in _HOPPER_ONLY and (device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9):
+        return False
+    if name in _HUB_BACKENDS:
+        return device.type == "cuda" and _module_available("kernels") and not _offline()
+    if name in {"flash"}:
+        return device.type == "cuda" and _module_available("flash_attn")
+    if name == "_flash_3":
+        return _module_available("flash_attn_interface")
+    if name in {"sage"}:
+        return device.type == "cuda" and _module_available("sageattention")
+    if name == "_native_cudnn":
+        return device.type == "cuda" and torch.backends.cudnn.is_available()
+    if name == "_native_flash":
+        return device.type in {"cuda", "cpu"}
+    return name == "native"
+
+
+def attention_backend_works(name: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> bool:
+    """Runs diffusers' dispatcher once with `name` on small tensors of the given device and dtype.
+
+    Catches what a name check cannot: missing kernels for this GPU or dtype, a failed Hub download, a PyTorch build
+    without the requested SDPA kernel (e.g. ``_native_cudnn`` on a CPU).
+    """
+    from diffusers.models.attention_dispatch import attention_backend, dispatch_attention_fn
+
+    device = torch.device(device)
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    try:
+        q, k, v = (torch.randn(1, 64, 2, 128, device=device, dtype=dtype) for _ in range(3))  # (B, S, heads, dim)
+        with attention_backend(name):
+            out = dispatch_attention_fn(q, k, v)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        expected = torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2).float() for t in (q, k, v)))
+        return bool(torch.allclose(out.float(), expected.transpose(1, 2), atol=5e-2, rtol=5e-2))
+    except Exception as error:  # any failure means "not usable here"
+        logger.info("Attention backend %r is not usable on %s/%s: %s", name, device, dtype, error)
+        return False
+
+
+def attention_backend_candidates(device: str | torch.device | None = None, *, allow_lossy: bool = False) -> list[str]:
+    """Backends worth probing on `device`, best first (installed packages and GPU generation only; no probing)."""
+    device = torch.device(device) if device is not None else _default_device()
+    order = (LOSSY_ATTENTION_BACKENDS if allow_lossy else ()) + ATTENTION_BACKEND_PREFERENCE
+    return [name for name in order if _backend_installed(name, device)]
+
+
+def best_attention_backend(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None, *, allow_lossy: bool = False
+) -> str:
+    """The fastest attention backend that is installed and passes a probe on `device`; ``"native"`` at worst.
+
+    On ZeroGPU call it inside the `@spaces.GPU` function: the GPU does not exist in the main process.
+    """
+    device = torch.device(device) if device is not None else _default_device()
+    for name in attention_backend_candidates(device, allow_lossy=allow_lossy):
+        if name == "native" or attention_backend_works(name, device, dtype):
+            return name
+    return "native"
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+# --------------------------------------------------------------------------------------------- fast paths
+@dataclass
+class FastPathReport:
+    """What `apply_fast_paths` turned on (and what it could not)."""
+
+    attention_backend: str | None = None
+    compiled_blocks: bool = False
+    vae_tiling: bool = False
+    group_offload: bool = False
+    fp8_weights: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def apply_fast_paths(
+    pipe,
+    *,
+    attention_backend: str | None = None,
+    compile_blocks: bool = False,
+    vae_tiling: bool = False,
+    group_offload: bool = False,
+    fp8_weights: bool = False,
+    device: str | torch.device | None = None,
+    compile_kwargs: dict[str, Any] | None = None,
+    vae_tile_size: int | None = None,
+    vae_tile_stride: int | None = None,
+    num_blocks_per_group: int = 1,
+    compute_dtype: torch.dtype | None = None,
+    allow_lossy_attention: bool = False,
+) -> FastPathReport:
+    """Turns on the chosen speed/memory features of `pipe` (a `SteadyDancerPipeline`) in place.
+
+    Args:
+        attention_backend: a diffusers backend name (``"_flash_3_hub"``, ``"flash_hub"``, ``"flash"``, ``"_flash_3"``,
+            ``"sage"``, ``"_native_cudnn"``, ``"native"``, ``"_native_math"``, ...), ``"auto"`` for
+            `best_attention_backend`, or None to leave it. A named backend that fails its probe falls back to the
+            best working one, with a note in the report.
+        compile_blocks: regional ``torch.compile`` of the transformer blocks (``fullgraph=True`` unless
+            `compile_kwargs` says otherwise). The first call of each input shape compiles.
+        vae_tiling: tiled VAE encode/decode; `vae_tile_size` / `vae_tile_stride` in pixels (diffusers' defaults
+            256 / 192 when None).
+        group_offload: block-level group offloading of the transformer and text encoder between the CPU and
+            `device` (CUDA streams on a GPU); the image encoder and VAE are moved to `device`.
+        fp8_weights: float8_e4m3fn weight storage for the transformer, computing in `compute_dtype` (default: the
+            transformer's dtype).
+        device: where computation runs (default: CUDA if available, else the CPU).
+    """
+    report = FastPathReport()
+    device = torch.device(device) if device is not None else _default_device()
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is None and (attention_backend or compile_blocks or fp8_weights):
+        raise ValueError("attention_backend, compile_blocks and fp8_weights need a pipeline with a transformer")
+
+    # 1. fp8 storage first: offloading then moves the fp8 weights, and compile traces the casting hooks.
+    if fp8_weights:
+        dtype = compute_dtype or transformer.dtype
+        transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+        report.fp8_weights = True
+
+    # 2. Group offloading (or nothing: the caller places the pipeline).
+    if group_offload:
+        use_stream = device.type == "cuda"
+        pipe.enable_group_offload(
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=num_blocks_per_group,
+            use_stream=use_stream,
+            record_stream=use_stream,
+            exclude_modules=[name for name in ("vae", "image_encoder") if getattr(pipe, name, None) is not None],
+        )
+        report.group_offload = True
+
+    # 3. Attention backend.
+    if attention_backend is not None:
+        report.attention_backend = _set_attention_backend(
+            transformer, attention_backend, device, compute_dtype or transformer.dtype, allow_lossy_attention, report
+        )
+
+    # 4. VAE tiling.
+    if vae_tiling and getattr(pipe, "vae", None) is not None:
+        stride = vae_tile_stride or (vae_tile_size * 3 // 4 if vae_tile_size else None)
+        pipe.vae.enable_tiling(
+            tile_sample_min_height=vae_tile_size,
+            tile_sample_min_width=vae_tile_size,
+            tile_sample_stride_height=stride,
+            tile_sample_stride_width=stride,
+        )
+        report.vae_tiling = True
+
+    # 5. Regional compilation last, so it sees the final modules and hooks.
+    if compile_blocks:
+        kwargs = {"fullgraph": True, **(compile_kwargs or {})}
+        hooked = [name for name, on in (("group_offload", group_offload), ("fp8_weights", fp8_weights)) if on]
+        if hooked and kwargs.get("fullgraph"):
+            # Offloading and layerwise casting run forward hooks inside each block that move or re-cast weights
+            # (`module.to(...)` builds new Parameters), which Dynamo cannot put in one graph.
+            kwargs["fullgraph"] = False
+            report.notes.append(f"compile_blocks with {' + '.join(hooked)}: fullgraph=False (their hooks break the graph)")
+        if len(hooked) == 2:
+            # Seen on CPU: with both, the broken graphs re-specialise on strides until Dynamo's recompile limit, after
+            # which those frames run eagerly. Correct, but little is gained.
+            report.notes.append("compile_blocks + group_offload + fp8_weights: expect recompile-limit fallbacks to eager")
+        transformer.compile_repeated_blocks(**kwargs)
+        report.compiled_blocks = True
+    return report
+
+
+def _set_attention_backend(transformer, name, device, dtype, allow_lossy, report) -> str:
+    if name == "auto":
+        chosen = best_attention_backend(device, dtype, allow_lossy=allow_lossy)
+    elif attention_backend_works(name, device, dtype):
+        chosen = name
+    else:
+        chosen = best_attention_backend(device, dtype, allow_lossy=allow_lossy)
+        report.notes.append(f"attention backend {name!r} is not usable on {device}; using {chosen!r}")
+        logger.warning(report.notes[-1])
+    transformer.set_attention_backend(chosen)
+    return chosen
+
+
+def reset_attention_backend(transformer) -> None:
+    """Back to the default (native SDPA) for `transformer` and for diffusers' process-wide active backend."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    transformer.reset_attention_backend()
+    _AttentionBackendRegistry.set_active_backend(AttentionBackendName(os.environ.get("DIFFUSERS_ATTN_BACKEND", "native")))
+
+
+# --------------------------------------------------------------------------------------------- fast preset
+# A 4-step preset for a step-distillation LoRA of Wan2.1 I2V 14B (lightx2v). guidance_scale 1.0: the LoRA was
+# CFG-distilled, and the pipeline then skips the negative-text pass. shift 5.0: lightx2v's `sample_shift` for its
+# 4-step I2V models, and the released SteadyDancer shift at 1024x576. Pose guidance: the released scale and window.
+# With 4 steps the strict rule start < i/4 < end selects only step 1 (i/N = 0.25) for both (0.1, 0.4) and
+# (0.0, 0.5): the released window already covers the same quarter of the trajectory (11 of 40 steps released), so
+# it is kept as is and stays meaningful if the step count changes (8 steps -> steps 1-3). Passes per job: 4 cond +
+# 1 negative-pose = 5, against 91 for the released 40-step schedule.
+FAST_PRESET: dict[str, Any] = dict(
+    num_inference_steps=4,
+    guidance_scale=1.0,
+    shift=5.0,
+    pose_guidance_scale=1.0,
+    pose_guidance_window=(0.1, 0.4),
+)
+
+# lightx2v's official 4-step LoRA for Wan2.1 I2V 14B (rank 64). Kijai's ComfyUI extractions
+# (Kijai/WanVideo_comfy, "Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors") load the same way.
+DEFAULT_FAST_LORA_REPO = "lightx2v/Wan2.1-Distill-Loras"
+DEFAULT_FAST_LORA_WEIGHT = "wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"
+FAST_LORA_ADAPTER = "step_distill"
+
+
+class StepDistillScheduler(FlowMatchEulerDiscreteScheduler):
+    """The sampler lightx2v trains its step-distilled Wan models for: at each step predict x0 = x - sigma * v, then
+    re-noise it to the next sigma with fresh Gaussian noise (the last step returns x0).
+
+    It is diffusers' `FlowMatchEulerDiscreteScheduler` with ``stochastic_sampling=True``, made a drop-in for
+    `SteadyDancerPipeline.denoise`: it answers to ``config.flow_shift`` (what `set_released_timesteps` sets) and
+    draws its noise from `noise_generator` (set it, or pass `seed`, for reproducible runs).
+    """
+
+    def __init__(self, flow_shift: float = 5.0, seed: int | None = None, num_train_timesteps: int = 1000):
+        super().__init__(num_train_timesteps=num_train_timesteps, shift=flow_shift, stochastic_sampling=True)
+        self.register_to_config(flow_shift=flow_shift)
+        self.noise_generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None, timesteps=None):
+        self.set_shift(self.config.flow_shift)
+        if sigmas is not None:
+            sigmas = np.asarray(sigmas, dtype=np.float32)
+        super().set_timesteps(num_inference_steps, device=device, sigmas=sigmas, mu=mu, timesteps=timesteps)
+
+    def step(self, model_output, timestep, sample, *args, generator=None, **kwargs):
+        if generator is None:
+            # A CPU generator is fine on a GPU: diffusers' randn_tensor draws on the CPU and moves the noise.
+            generator = self.noise_generator
+        return super().step(model_output, timestep, sample, *args, generator=generator, **kwargs)
+
+
+def enable_fast_preset(
+    pipe,
+    lora: str | os.PathLike | dict | None = DEFAULT_FAST_LORA_REPO,
+    weight_name: str | None = DEFAULT_FAST_LORA_WEIGHT,
+    adapter_scale: float = 1.0,
+    *,
+    adapter_name: str = FAST_LORA_ADAPTER,
+    sampler: str = "unipc",
+    seed: int | None = None,
+    apply_diffs: bool = True,
+    **hub_kwargs,
+) -> dict[str, Any]:
+    """Loads a step-distillation LoRA and returns the `__call__` keyword arguments of the 4-step preset.
+
+    Usage: ``pipe(image=..., pose_video=..., **enable_fast_preset(pipe))``. `lora` is a Hub repo id, a local file or
+    directory, or a state dict (None: only return the preset, e.g. for a transformer that is already distilled).
+
+    sampler: ``"unipc"`` keeps the pipeline's UniPC solver (what diffusers' Wan examples use with these LoRAs);
+    ``"lightx2v"`` swaps in `StepDistillScheduler` (x0 prediction + fresh noise, the sampler lightx2v distilled for;
+    `seed` seeds its noise). Which looks better on SteadyDancer has to be judged on a GPU; see BENCHMARKS.md.
+    """
+    from .lora import load_wan_lora
+
+    if lora is not None:
+        load_wan_lora(
+            pipe, lora, weight_name=weight_name, adapter_name=adapter_name, adapter_scale=adapter_scale,
+            apply_diffs=apply_diffs, **hub_kwargs,
+        )
+    if sampler == "lightx2v":
+        pipe.scheduler = StepDistillScheduler(flow_shift=FAST_PRESET["shift"], seed=seed)
+    elif sampler != "unipc":
+        raise ValueError(f"sampler must be 'unipc' or 'lightx2v', got {sampler!r}")
+    return dict(FAST_PRESET)
+
+
+# --------------------------------------------------------------------------------------------- context parallel
+def steadydancer_cp_plan(transformer) -> dict[str, Any]:
+    """diffusers' context-parallel plan for `SteadyDancerTransformer3DModel` (pass it to `enable_parallelism`).
+
+    Like Wan's plan, the token sequence is split along its length after the patch embedding (at the input of the
+    first block) and the RoPE tables are split the same way. Unlike Wan's, the tokens are gathered at the output of
+    the *last block*, not of `proj_out`: SteadyDancer drops the two reference frames (the tail of the sequence)
+    before the output head, which needs the whole sequence. The pose branch, the patch embeddings and the condition
+    embedder run unsplit on every rank (they are cheap); cross-attention needs no communication (each rank's queries
+    see the whole 257 + 512 context). The sequence (F + 2) * h/2 * w/2 must divide by the degree (52992 tokens at
+    81 x 576 x 1024: fine for 2, 4, 8), and Ulysses needs the head count (40) to divide by it (2, 4, 5, 8).
+    """
+    from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
+
+    last = len(transformer.blocks) - 1
+    return {
+        "rope": {
+            0: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
+            1: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
+        },
+        "blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
+        f"blocks.{last}": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
+
+
+def enable_context_parallel(transformer, *, ulysses_degree: int | None = None, ring_degree: int | None = None, mesh=None):
+    """Context parallelism across the ranks of an initialised `torch.distributed` group (launch with ``torchrun``).
+
+    Every rank runs the whole pipeline on the same inputs (same seed); only the transformer blocks split the
+    sequence. Ulysses (all-to-all over heads) suits one NVLink node; ring attention needs a backend that returns
+    the log-sum-exp (flash / cuDNN / sage), not ``native``. Set a context-parallel-capable attention backend first.
+    """
+    from diffusers import ContextParallelConfig
+
+    config = ContextParallelConfig(ulysses_degree=ulysses_degree, ring_degree=ring_degree, mesh=mesh)
+    transformer.enable_parallelism(config=config, cp_plan=steadydancer_cp_plan(transformer))
+    return config
+
+
+# --------------------------------------------------------------------------------------------- ZeroGPU
+def zerogpu_aoti_hints() -> list[str]:
+    """How ahead-of-time compilation would apply on a ZeroGPU Space (empty when the `spaces` package is absent).
+
+    Advice only; nothing is compiled here.
+    """
+    if not _module_available("spaces"):
+        return []
+    return [
+        "ZeroGPU forks a fresh process per call, so torch.compile's JIT work is lost between calls; compile ahead "
+        "of time instead (torch.export + AOTInductor), once, inside a @spaces.GPU function at start-up.",
+        "Capture the real call signature with `spaces.aoti_capture(pipe.transformer)` around one short pipeline "
+        "run, `torch.export.export` the transformer with those args/kwargs (dynamic shapes for the frame count if "
+        "several lengths are served), `spaces.aoti_compile(exported)` and `spaces.aoti_apply(compiled, "
+        "pipe.transformer)`.",
+        "Export the transformer after loading any LoRA and fusing it (`pipe.fuse_lora()`), and with the final "
+        "attention backend: AOTI freezes both. fp8 layerwise casting and group offloading use forward hooks and do "
+        "not export; use them only without AOTI.",
+        "The pose branch (`encode_pose`) is a separate call from the pipeline and stays eager; it is cheap.",
+    ]
