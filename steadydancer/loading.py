@@ -32,29 +32,42 @@ _KNOWN_CONFIG_FIELDS = {
 }
 _REQUIRED_CONFIG_FIELDS = ("dim", "num_heads", "num_layers", "ffn_dim", "in_dim", "out_dim")
 
-# Released names of the SteadyDancer additions -> ours (regex, replacement), applied to the full key.
-_POSE_KEY_RULES = [
-    (r"^patch_embedding\.", "reference_patch_embedding."),
-    (r"^patch_embedding_fuse\.", "patch_embedding."),
-    (r"^patch_embedding_ref_c\.", "pose_reference_patch_embedding."),
-    (r"^condition_embedding_temporal\.(\d+)\.spatial\.", lambda m: f"pose_modulation.temporal.convs.{int(m[1]) // 2}.spatial_conv."),
-    (r"^condition_embedding_temporal\.(\d+)\.temporal\.", lambda m: f"pose_modulation.temporal.convs.{int(m[1]) // 2}.temporal_conv."),
-    (r"^condition_embedding_spatial\.conv\.", "pose_modulation.spatial.conv_residual."),
-    (r"^condition_embedding_spatial\.conv_q\.", "pose_modulation.spatial.conv_in."),
-    (r"^condition_embedding_spatial\.conv_p\.", "pose_modulation.spatial.conv_out."),
-    (r"^condition_embedding_spatial\.fc\.0\.", "pose_modulation.spatial.squeeze."),
-    (r"^condition_embedding_spatial\.fc\.1\.fc\.0\.", "pose_modulation.spatial.squeeze_excite."),
-    (r"^condition_embedding_spatial\.fc_phi\.", "pose_modulation.spatial.to_phi."),
-    (r"^condition_embedding_spatial\.fc_scale\.", "pose_modulation.spatial.to_scale."),
-    (r"^condition_embedding_spatial\.bn1\.", "pose_modulation.spatial.norm_in."),
-    (r"^condition_embedding_spatial\.bn2\.", "pose_modulation.spatial.norm_mix."),
-    (r"^condition_embedding_align\.proj_p\.", "pose_modulation.align.proj_pose."),
-    (r"^condition_embedding_align\.proj_r\.", "pose_modulation.align.proj_latent."),
-    (r"^condition_embedding_align\.proj_p_back\.", "pose_modulation.align.proj_back."),
-    (r"^condition_embedding_align\.cross_attn\.out_proj\.", "pose_modulation.align.to_out."),
-    (r"^condition_embedding_align\.ffn_pose\.", "pose_modulation.align.ffn."),
-    (r"^condition_embedding_align\.(norm[12])\.", r"pose_modulation.align.\1."),
-]
+# Released name prefix -> ours, for the SteadyDancer additions (used in both directions).
+_POSE_RENAMES = {
+    "patch_embedding.": "reference_patch_embedding.",
+    "patch_embedding_fuse.": "patch_embedding.",
+    "patch_embedding_ref_c.": "pose_reference_patch_embedding.",
+    "condition_embedding_spatial.conv.": "pose_modulation.spatial.conv_residual.",
+    "condition_embedding_spatial.conv_q.": "pose_modulation.spatial.conv_in.",
+    "condition_embedding_spatial.conv_p.": "pose_modulation.spatial.conv_out.",
+    "condition_embedding_spatial.fc.0.": "pose_modulation.spatial.squeeze.",
+    "condition_embedding_spatial.fc.1.fc.0.": "pose_modulation.spatial.squeeze_excite.",
+    "condition_embedding_spatial.fc_phi.": "pose_modulation.spatial.to_phi.",
+    "condition_embedding_spatial.fc_scale.": "pose_modulation.spatial.to_scale.",
+    "condition_embedding_spatial.bn1.": "pose_modulation.spatial.norm_in.",
+    "condition_embedding_spatial.bn2.": "pose_modulation.spatial.norm_mix.",
+    "condition_embedding_align.proj_p.": "pose_modulation.align.proj_pose.",
+    "condition_embedding_align.proj_r.": "pose_modulation.align.proj_latent.",
+    "condition_embedding_align.proj_p_back.": "pose_modulation.align.proj_back.",
+    "condition_embedding_align.cross_attn.out_proj.": "pose_modulation.align.to_out.",
+    "condition_embedding_align.ffn_pose.": "pose_modulation.align.ffn.",
+    "condition_embedding_align.norm1.": "pose_modulation.align.norm1.",
+    "condition_embedding_align.norm2.": "pose_modulation.align.norm2.",
+}
+# The temporal module's Sequential interleaves SiLUs: released layers 0, 2, 4 are our convs 0, 1, 2.
+_RELEASED_TEMPORAL = re.compile(r"^condition_embedding_temporal\.(\d+)\.(spatial|temporal)\.")
+_OUR_TEMPORAL = re.compile(r"^pose_modulation\.temporal\.convs\.(\d+)\.(spatial|temporal)_conv\.")
+
+
+def _rename_pose_key(key: str, renames: dict[str, str]) -> str | None:
+    """`key` with its longest matching prefix renamed, or None when no prefix matches."""
+    matches = [prefix for prefix in renames if key.startswith(prefix)]
+    if not matches:
+        return None
+    prefix = max(matches, key=len)
+    return renames[prefix] + key[len(prefix) :]
+
+
 _PACKED_QKV = re.compile(r"^condition_embedding_align\.cross_attn\.in_proj_(weight|bias)$")
 _POSE_PREFIXES = ("patch_embedding", "condition_embedding_")
 
@@ -79,13 +92,14 @@ def convert_released_state_dict(checkpoint: dict[str, torch.Tensor]) -> dict[str
             for name, part in zip(("to_q", "to_k", "to_v"), tensor.chunk(3, dim=0)):
                 converted[f"pose_modulation.align.{name}.{packed[1]}"] = part.contiguous()
             continue
-        for pattern, replacement in _POSE_KEY_RULES:
-            new_key, count = re.subn(pattern, replacement, key)
-            if count:
-                converted[new_key] = tensor
-                break
+        temporal = _RELEASED_TEMPORAL.match(key)
+        if temporal:
+            new_key = _RELEASED_TEMPORAL.sub(
+                f"pose_modulation.temporal.convs.{int(temporal[1]) // 2}.{temporal[2]}_conv.", key
+            )
         else:
-            converted[key] = tensor
+            new_key = _rename_pose_key(key, _POSE_RENAMES)
+        converted[new_key or key] = tensor
     return converted
 
 
@@ -262,7 +276,13 @@ _ATTN_EXPORT_RULES = [(r"\.out\.0\.", ".o."), (r"\.add_k_proj\.", ".k_img."), (r
 
 
 def _export_key(key: str) -> str:
-    for pattern, replacement in _POSE_EXPORT_RULES + _WAN_EXPORT_RULES:
+    temporal = _OUR_TEMPORAL.match(key)
+    if temporal:
+        return _OUR_TEMPORAL.sub(f"condition_embedding_temporal.{2 * int(temporal[1])}.{temporal[2]}.", key)
+    pose_key = _rename_pose_key(key, _OUR_POSE_RENAMES)
+    if pose_key is not None:
+        return pose_key
+    for pattern, replacement in _WAN_EXPORT_RULES:
         new_key, count = re.subn(pattern, replacement, key)
         if count:
             if ".self_attn." in new_key or ".cross_attn." in new_key:
@@ -272,33 +292,7 @@ def _export_key(key: str) -> str:
     return key
 
 
-_POSE_EXPORT_RULES = [
-    (r"^patch_embedding\.", "patch_embedding_fuse."),
-    (r"^reference_patch_embedding\.", "patch_embedding."),
-    (r"^pose_reference_patch_embedding\.", "patch_embedding_ref_c."),
-    (r"^pose_modulation\.temporal\.convs\.(\d+)\.spatial_conv\.", lambda m: f"condition_embedding_temporal.{2 * int(m[1])}.spatial."),
-    (r"^pose_modulation\.temporal\.convs\.(\d+)\.temporal_conv\.", lambda m: f"condition_embedding_temporal.{2 * int(m[1])}.temporal."),
-] + [
-    (r"^" + re.escape(ours.rstrip(".")) + r"\.", released.replace("\\", "").lstrip("^"))
-    for released, ours in [
-        (r"condition_embedding_spatial.conv.", "pose_modulation.spatial.conv_residual."),
-        (r"condition_embedding_spatial.conv_q.", "pose_modulation.spatial.conv_in."),
-        (r"condition_embedding_spatial.conv_p.", "pose_modulation.spatial.conv_out."),
-        (r"condition_embedding_spatial.fc.0.", "pose_modulation.spatial.squeeze."),
-        (r"condition_embedding_spatial.fc.1.fc.0.", "pose_modulation.spatial.squeeze_excite."),
-        (r"condition_embedding_spatial.fc_phi.", "pose_modulation.spatial.to_phi."),
-        (r"condition_embedding_spatial.fc_scale.", "pose_modulation.spatial.to_scale."),
-        (r"condition_embedding_spatial.bn1.", "pose_modulation.spatial.norm_in."),
-        (r"condition_embedding_spatial.bn2.", "pose_modulation.spatial.norm_mix."),
-        (r"condition_embedding_align.proj_p.", "pose_modulation.align.proj_pose."),
-        (r"condition_embedding_align.proj_r.", "pose_modulation.align.proj_latent."),
-        (r"condition_embedding_align.proj_p_back.", "pose_modulation.align.proj_back."),
-        (r"condition_embedding_align.cross_attn.out_proj.", "pose_modulation.align.to_out."),
-        (r"condition_embedding_align.ffn_pose.", "pose_modulation.align.ffn."),
-        (r"condition_embedding_align.norm1.", "pose_modulation.align.norm1."),
-        (r"condition_embedding_align.norm2.", "pose_modulation.align.norm2."),
-    ]
-]
+_OUR_POSE_RENAMES = {ours: released for released, ours in _POSE_RENAMES.items()}
 
 
 def export_released_state_dict(model: SteadyDancerTransformer3DModel) -> dict[str, torch.Tensor]:

@@ -227,7 +227,6 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         # that frame by itself: the reference and first-pose-frame latents come for free.
         image_latent, pose_latents = latents[0], latents[1]
         reference_latent = image_latent[:, :, :1]
-        lat_frames = image_latent.shape[2]
         mask = torch.zeros_like(image_latent[:, :4])
         mask[:, :, 0] = 1.0  # the first latent frame is given; it stands for 4 mask frames folded into 4 channels
         ones = torch.ones_like(reference_latent[:, :4])
@@ -235,7 +234,7 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             image_condition=torch.cat([mask, image_latent], dim=1),
             reference_latents=torch.cat([reference_latent, ones, reference_latent], dim=1),
             pose_reference_latents=pose_latents[:, :, :1],
-            pose_latents=pose_latents[:, :, :lat_frames],
+            pose_latents=pose_latents,
             negative_pose_latents=latents[2] if len(latents) > 2 else None,
         )
 
