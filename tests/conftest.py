@@ -26,14 +26,18 @@ def tiny_checkpoints(tmp_path_factory):
 TEST_OUTPUT = Path(os.environ.get("STEADYDANCER_TEST_OUTPUT", REPO / "test-output"))
 
 
-def launch_tiny_app(tmp_path_factory, name: str):
-    """Starts `python app.py --tiny` on a free port with its own caches; yields the process, stops it after."""
+def launch_tiny_app(tmp_path_factory, name: str, env: dict | None = None):
+    """Starts `python app.py --tiny` on a free port with its own caches and temp dir (`process.tmp / "tmp"`);
+    yields the process and stops it after. `env` adds environment variables."""
     from steadydancer.app_support.launch import start_app
 
     tmp = tmp_path_factory.mktemp(name)
+    (tmp / "tmp").mkdir()
     TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-    env = {"GRADIO_EXAMPLES_CACHE": str(tmp / "examples-cache"), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+    env = {**(env or {}), "GRADIO_EXAMPLES_CACHE": str(tmp / "examples-cache"), "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+           "TMPDIR": str(tmp / "tmp")}
     process = start_app(["--tiny"], env=env, log_path=TEST_OUTPUT / f"{name}.log")
+    process.tmp = tmp
     try:
         yield process
     finally:

@@ -29,7 +29,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import REPO, TEST_OUTPUT  # noqa: E402
+from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
 from steadydancer.app_support.video_io import probe_mp4, write_mp4  # noqa: E402
 
 EXAMPLES = REPO / "examples"
@@ -215,19 +215,7 @@ def test_people_counting():
 # ---------------------------------------------------------------------- the launched app
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from steadydancer.app_support.launch import start_app
-
-    tmp = tmp_path_factory.mktemp("reliability")
-    (tmp / "tmp").mkdir()
-    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-    env = {**APP_ENV, "GRADIO_EXAMPLES_CACHE": str(tmp / "examples-cache"), "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "TMPDIR": str(tmp / "tmp")}
-    process = start_app(["--tiny"], env=env, log_path=TEST_OUTPUT / "reliability.log")
-    process.tmp = tmp
-    try:
-        yield process
-    finally:
-        process.stop()
+    yield from launch_tiny_app(tmp_path_factory, "reliability", env=APP_ENV)
 
 
 @pytest.fixture(scope="module")
