@@ -34,8 +34,9 @@ def launch_tiny_app(tmp_path_factory, name: str, env: dict | None = None):
     tmp = tmp_path_factory.mktemp(name)
     (tmp / "tmp").mkdir()
     TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-    env = {**(env or {}), "GRADIO_EXAMPLES_CACHE": str(tmp / "examples-cache"), "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "TMPDIR": str(tmp / "tmp")}
+    # Gradio serves only files under the working directory or the temp dir, so its caches live in the temp dir.
+    env = {**(env or {}), "GRADIO_EXAMPLES_CACHE": str(tmp / "tmp" / "examples-cache"),
+           "GRADIO_TEMP_DIR": str(tmp / "tmp" / "gradio"), "TMPDIR": str(tmp / "tmp")}
     process = start_app(["--tiny"], env=env, log_path=TEST_OUTPUT / f"{name}.log")
     process.tmp = tmp
     try:
