@@ -17,7 +17,7 @@ try:  # ZeroGPU: `spaces` must come before torch. Elsewhere its decorator is a n
 except ImportError:
     spaces = None
 
-from steadydancer.app_support.config import AppConfig, apply_environment, parse_config
+from steadydancer_space.config import AppConfig, apply_environment, parse_config
 
 CONFIG = parse_config(sys.argv[1:]) if __name__ == "__main__" else AppConfig.from_env()
 apply_environment(CONFIG)
@@ -32,15 +32,15 @@ import uuid  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from steadydancer.app_support.duration import format_seconds  # noqa: E402
-from steadydancer.app_support.examples import EXAMPLES  # noqa: E402
-from steadydancer.app_support.guard import NumberField, harden_inputs, publish, user_errors  # noqa: E402
-from steadydancer.app_support.poses import FAKE_POSES_NOTE, MOTION_CHOICES, MOTION_REAL_TIME, PoseSettings  # noqa: E402
-from steadydancer.app_support.runtime import TINY_NOTICE, ModelLoadError, load_runtime  # noqa: E402
-from steadydancer.app_support.service import DEFAULT_PROMPT, AnimationService, GenerationSettings  # noqa: E402
+from steadydancer_space.estimate import format_seconds  # noqa: E402
+from steadydancer_space.examples import EXAMPLES  # noqa: E402
+from steadydancer_space.guard import NumberField, harden_inputs, publish, user_errors  # noqa: E402
+from steadydancer_space.poses import FAKE_POSES_NOTE, MOTION_CHOICES, MOTION_REAL_TIME, PoseSettings  # noqa: E402
+from steadydancer_space.runtime import TINY_NOTICE, ModelLoadError, load_runtime  # noqa: E402
+from steadydancer_space.service import DEFAULT_PROMPT, AnimationService, GenerationSettings  # noqa: E402
 from steadydancer.pipeline_steadydancer import DEFAULT_NEGATIVE_PROMPT  # noqa: E402
 from steadydancer.sizing import RESOLUTION_PRESETS, generation_size, nearest_valid_frame_count  # noqa: E402
-from steadydancer.validation import InputError, check_flag, check_prompt, check_reference_image  # noqa: E402
+from steadydancer_space.uploads import InputError, check_flag, check_prompt, check_reference_image  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES_DIR = os.path.join(HERE, "examples")

@@ -56,7 +56,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 import numpy as np
 import torch
 
-from bench.flops import CONFIG_14B, transformer_pass_flops
+from steadydancer.flops import CONFIG_14B, transformer_pass_flops
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(num_attention_heads=2, attention_head_dim=12, ffn_dim=48, num_layers=2, text_dim=32),
@@ -385,7 +385,7 @@ def vae_cases(ctx: Context, variant: str) -> list[Case]:
 def job_case(ctx: Context, variant: str, preset: str) -> Case:
     """A whole job through `SteadyDancerPipeline.__call__` (VAE encodes, sampling, decode to frames)."""
     from steadydancer.acceleration import FAST_PRESET
-    from steadydancer.pipeline_steadydancer import guidance_window_steps
+    from steadydancer.scheduling import pose_guidance_steps
 
     a = ctx.args
     if a.job_components == "tiny":
@@ -430,7 +430,7 @@ def job_case(ctx: Context, variant: str, preset: str) -> Case:
     steps = settings["num_inference_steps"]
     window = settings.get("pose_guidance_window", (0.1, 0.4))
     text_passes = 1 if settings.get("guidance_scale", 5.0) == 1.0 else 2
-    passes = steps * text_passes + sum(guidance_window_steps(steps, window))
+    passes = steps * text_passes + sum(pose_guidance_steps(steps, window))
     config = CONFIGS["tiny" if a.job_components == "tiny" else a.config]
     flops = passes * transformer_pass_flops(config, a.frames, a.height, a.width)["total"]
     return Case("job_fast" if preset == "fast" else "job", job, warm, flops, dict(steps=steps, passes=passes))
@@ -537,10 +537,10 @@ def projection(ctx: Context) -> dict[str, Any]:
     """Whole-job times assembled from the measured rows (for when a real job is too long to run):
     released 40 steps = 29 two-pass steps + 11 three-pass steps; fast preset = 3 one-pass steps + 1 two-pass step
     (cond + negative pose); both plus 3 VAE encodes (reference, pose, negative pose) and 1 decode."""
-    from steadydancer.pipeline_steadydancer import guidance_window_steps
+    from steadydancer.scheduling import pose_guidance_steps
 
     out = {}
-    pose_steps = sum(guidance_window_steps(40, (0.1, 0.4)))
+    pose_steps = sum(pose_guidance_steps(40, (0.1, 0.4)))
     for variant in ("reference", "fast"):
         rows = {r["benchmark"]: r["median_s"] for r in ctx.rows if r["variant"] == variant}
         vae = 3 * rows["vae_encode"] + rows["vae_decode"] if {"vae_encode", "vae_decode"} <= set(rows) else None

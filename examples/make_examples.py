@@ -1,18 +1,275 @@
-"""Writes the example gallery's files into this directory (drawn characters, keypoint dances, one driving video
-with a synthesized beat). Everything is generated here; no third-party media. Run from the repository root:
+"""Writes the example gallery's files into this directory: drawn characters (PIL), dances written as keypoint JSON,
+and one driving video of a drawn dancer with a synthesized beat (so the audio path has an example). Everything is
+generated here; no third-party media. The dances are forward kinematics of a simple skeleton in the OpenPose-18
+layout with parametric joint angles, at the output rate. Run from the repository root:
 
     python examples/make_examples.py
 
-The drawing and the dances live in `steadydancer/app_support/examples.py`.
+The app's example table (which file goes with which prompt) is `steadydancer_space/examples.py`.
 """
 
+import json
+import math
 import os
 import sys
+from dataclasses import dataclass
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run as a script from anywhere
 
-from steadydancer.app_support.examples import make_examples  # noqa: E402
+from steadydancer.video_io import AudioClip, write_mp4  # noqa: E402
+from steadydancer.defaults import OUTPUT_FPS as FPS  # noqa: E402
+
+DANCE_FRAMES = 96  # 6 s: room for the 81-frame default and the automatic start search
+
+# Person proportions in units of the figure's height (head top at 0, soles at 1).
+NOSE_Y, NECK_Y, HIP_Y = 0.07, 0.17, 0.50
+SHOULDER_HALF, HIP_HALF = 0.09, 0.055
+UPPER_ARM, FOREARM, THIGH, SHIN = 0.15, 0.14, 0.23, 0.24
+HAND = 0.06
+
+
+# ---------------------------------------------------------------------- skeleton
+def _limb(start: np.ndarray, angle: float, length: float, side: float) -> np.ndarray:
+    """End of a limb hanging `angle` radians outward from straight down (side -1: image left, +1: image right)."""
+    return start + length * np.array([side * math.sin(angle), math.cos(angle)])
+
+
+def _hand(wrist: np.ndarray, direction: np.ndarray, size: float) -> np.ndarray:
+    base = math.atan2(direction[1], direction[0])
+    points = [wrist]
+    for finger, spread in enumerate(np.linspace(-0.6, 0.6, 5)):
+        unit = np.array([math.cos(base + spread), math.sin(base + spread)])
+        for joint in range(1, 5):
+            points.append(wrist + unit * size * (0.35 + 0.18 * joint) * (0.8 if finger == 0 else 1.0))
+    return np.array(points)
+
+
+def skeleton(arms: tuple[float, float, float, float], legs: tuple[float, float, float, float],
+             lean: float = 0.0, bounce: float = 0.0, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Body (18, 2) and hands (2, 21, 2) in figure units, centred on x = 0.
+
+    arms: (right upper, right fore, left upper, left fore) outward angles from hanging down, radians.
+    legs: (right thigh, right shin, left thigh, left shin) outward angles.
+    lean: torso tilt (radians, positive leans to image right); bounce: hips lowered by this much; shift: sideways.
+    """
+    hip_centre = np.array([shift, HIP_Y + bounce])
+    up = np.array([math.sin(lean), -math.cos(lean)])
+    across = np.array([math.cos(lean), math.sin(lean)])
+    neck = hip_centre + up * (HIP_Y - NECK_Y)
+    nose = neck + up * (NECK_Y - NOSE_Y)
+    body = np.zeros((18, 2))
+    body[0], body[1] = nose, neck
+    body[2], body[5] = neck - across * SHOULDER_HALF, neck + across * SHOULDER_HALF
+    body[8], body[11] = hip_centre - across * HIP_HALF, hip_centre + across * HIP_HALF
+    for shoulder, elbow, wrist, (upper, fore), side in ((2, 3, 4, arms[:2], -1.0), (5, 6, 7, arms[2:], 1.0)):
+        body[elbow] = _limb(body[shoulder], upper, UPPER_ARM, side)
+        body[wrist] = _limb(body[elbow], fore, FOREARM, side)
+    for hip, knee, ankle, (thigh, shin), side in ((8, 9, 10, legs[:2], -1.0), (11, 12, 13, legs[2:], 1.0)):
+        body[knee] = _limb(body[hip], thigh, THIGH, side)
+        body[ankle] = _limb(body[knee], shin, SHIN, side)
+    body[14], body[15] = nose + up * 0.015 - across * 0.02, nose + up * 0.015 + across * 0.02  # eyes
+    body[16], body[17] = nose - across * 0.042, nose + across * 0.042  # ears
+    hands = np.stack([_hand(body[7], body[7] - body[6], HAND), _hand(body[4], body[4] - body[3], HAND)])
+    return body, hands
+
+
+REST_ARMS = (0.18, 0.1, 0.18, 0.1)
+REST_LEGS = (0.05, 0.02, 0.05, 0.02)
+
+
+def dance_pose(kind: str, t: float) -> dict:
+    """Skeleton arguments of dance `kind` at time `t` seconds (smooth, periodic)."""
+    beat = 2 * math.pi * t  # one cycle a second
+    if kind == "rest":
+        return dict(arms=REST_ARMS, legs=REST_LEGS)
+    if kind == "wave":  # arms rise overhead in turn and wave, hips sway
+        right = 1.6 + 1.1 * math.sin(beat * 0.5)
+        left = 1.6 + 1.1 * math.sin(beat * 0.5 + math.pi)
+        return dict(arms=(right, right + 0.5 * math.sin(beat * 1.5), left, left + 0.5 * math.sin(beat * 1.5 + 1.0)),
+                    legs=(0.08, 0.03, 0.08, 0.03), lean=0.08 * math.sin(beat * 0.5), shift=0.03 * math.sin(beat * 0.5))
+    if kind == "sway":  # side steps, arms swinging across, a bounce on each step
+        s = math.sin(beat * 0.5)
+        return dict(arms=(0.6 + 0.5 * s, 0.9 + 0.6 * s, 0.6 - 0.5 * s, 0.9 - 0.6 * s),
+                    legs=(0.12 + 0.12 * max(s, 0), 0.05, 0.12 + 0.12 * max(-s, 0), 0.05),
+                    lean=-0.06 * s, bounce=0.02 * abs(math.sin(beat)), shift=0.06 * s)
+    if kind == "groove":  # bounce on every beat (120 bpm), elbows pumping, knees out
+        b = math.sin(beat * 2)
+        return dict(arms=(0.9 + 0.4 * b, 2.3 - 0.4 * b, 0.9 - 0.4 * b, 2.3 + 0.4 * b),
+                    legs=(0.2, 0.02 - 0.1 * abs(b), 0.2, 0.02 - 0.1 * abs(b)),
+                    lean=0.05 * math.sin(beat), bounce=0.03 * abs(b), shift=0.02 * math.sin(beat))
+    raise ValueError(f"Unknown dance {kind!r}.")
+
+
+def figure_points(kind: str, t: float, width: int, height: int, figure_height: float = 0.8, top: float = 0.1):
+    """Body (18, 2) and hands (2, 21, 2) in pixels for a figure `figure_height` of the frame tall."""
+    body, hands = skeleton(**dance_pose(kind, t))
+    scale = figure_height * height
+    offset = np.array([width / 2, top * height])
+    return body * scale + offset, hands * scale + offset
+
+
+def dance_json(kind: str, num_frames: int = DANCE_FRAMES, width: int = 512, height: int = 768) -> dict:
+    """A `steadydancer.pose_sequence` document (hands included, face left out), coordinates rounded to 4 decimals."""
+    frames = []
+    for i in range(num_frames):
+        body, hands = figure_points(kind, i / FPS, width, height)
+        norm = np.array([width, height], dtype=np.float64)
+        frames.append({"body": np.round(body / norm, 4).tolist(), "hands": np.round(hands / norm, 4).tolist()})
+    return {"format": "steadydancer.pose_sequence", "version": 1, "width": width, "height": height, "fps": FPS,
+            "frames": frames}
+
+
+# ---------------------------------------------------------------------- drawing
+@dataclass(frozen=True)
+class Style:
+    skin: tuple
+    hair: tuple
+    top: tuple
+    bottom: tuple
+    shoes: tuple
+    background: tuple
+    floor: tuple
+    dress: bool = False
+    hood: bool = False
+
+
+STYLES = {
+    "red_dress": Style((236, 188, 150), (60, 35, 20), (200, 30, 45), (200, 30, 45), (40, 30, 30),
+                       (225, 230, 240), (190, 195, 205), dress=True),
+    "blue_hoodie": Style((190, 140, 100), (25, 20, 20), (40, 80, 170), (50, 50, 60), (240, 240, 240),
+                         (235, 228, 215), (200, 190, 175), hood=True),
+    "green_suit": Style((150, 100, 70), (20, 15, 10), (40, 140, 80), (40, 140, 80), (90, 60, 40),
+                        (230, 236, 226), (196, 204, 190)),
+}
+
+
+def draw_character(body: np.ndarray, hands: np.ndarray, width: int, height: int, style: Style,
+                   supersample: int = 2):
+    """A flat-coloured person over a plain background with a floor, drawn from pixel keypoints (PIL image, RGB)."""
+    from PIL import Image, ImageDraw
+
+    s = supersample
+    W, H = width * s, height * s
+    image = Image.new("RGB", (W, H), style.background)
+    draw = ImageDraw.Draw(image)
+    floor_y = int(0.9 * H)
+    draw.rectangle([0, floor_y, W, H], fill=style.floor)
+    P = body * s
+    unit = np.linalg.norm(P[1] - (P[8] + P[11]) / 2) / (HIP_Y - NECK_Y)  # pixels per figure height
+
+    def seg(a, b, w, colour):
+        w = max(1, int(w * unit))
+        draw.line([tuple(a), tuple(b)], fill=colour, width=w)
+        for p in (a, b):
+            draw.ellipse([p[0] - w / 2, p[1] - w / 2, p[0] + w / 2, p[1] + w / 2], fill=colour)
+
+    def disc(c, r, colour):
+        r = r * unit
+        draw.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=colour)
+
+    # shadow, legs, shoes
+    mid_x = (P[10, 0] + P[13, 0]) / 2
+    draw.ellipse([mid_x - 0.16 * unit, floor_y - 0.01 * unit, mid_x + 0.16 * unit, floor_y + 0.03 * unit],
+                 fill=tuple(int(c * 0.8) for c in style.floor))
+    for hip, knee, ankle in ((8, 9, 10), (11, 12, 13)):
+        seg(P[hip], P[knee], 0.075, style.bottom if not style.dress else style.skin)
+        seg(P[knee], P[ankle], 0.06, style.bottom if not style.dress else style.skin)
+        draw.ellipse([P[ankle, 0] - 0.05 * unit, P[ankle, 1] - 0.015 * unit, P[ankle, 0] + 0.05 * unit,
+                      P[ankle, 1] + 0.035 * unit], fill=style.shoes)
+    # torso (a dress flares from the waist to above the knees)
+    up = (P[1] - (P[8] + P[11]) / 2) / np.linalg.norm(P[1] - (P[8] + P[11]) / 2)
+    across = np.array([-up[1], up[0]])
+    hips_c = (P[8] + P[11]) / 2
+    torso = [P[2] - across * 0.01 * unit, P[5] + across * 0.01 * unit, P[11] + across * 0.02 * unit,
+             P[8] - across * 0.02 * unit]
+    if style.dress:
+        knees_c = (P[9] + P[12]) / 2
+        hem = hips_c + (knees_c - hips_c) * 0.85
+        torso = [P[2], P[5], hips_c + across * 0.07 * unit, hem + across * 0.14 * unit - up * 0.0,
+                 hem - across * 0.14 * unit, hips_c - across * 0.07 * unit]
+    draw.polygon([tuple(p) for p in torso], fill=style.top)
+    if style.hood:
+        disc(P[1] - up * 0.005 * unit, 0.05, tuple(int(c * 0.85) for c in style.top))
+    # neck and arms (sleeves over the upper arm), hands
+    seg(P[1], P[1] + up * 0.05 * unit, 0.045, style.skin)
+    for shoulder, elbow, wrist in ((2, 3, 4), (5, 6, 7)):
+        seg(P[shoulder], P[elbow], 0.06, style.top)
+        seg(P[elbow], P[wrist], 0.045, style.top if style.hood else style.skin)
+    for hand in hands * s:
+        for finger in range(5):
+            seg(hand[0], hand[4 * finger + 4], 0.014, style.skin)
+        disc(hand[0] + (hand[9] - hand[0]) * 0.45, 0.022, style.skin)
+    # head: hair behind, face, eyes, mouth
+    head_c = P[0] - up * 0.01 * unit
+    disc(head_c - up * 0.012 * unit, 0.068, style.hair)
+    draw.ellipse([head_c[0] - 0.05 * unit, head_c[1] - 0.062 * unit, head_c[0] + 0.05 * unit,
+                  head_c[1] + 0.06 * unit], fill=style.skin)
+    draw.chord([head_c[0] - 0.056 * unit, head_c[1] - 0.075 * unit, head_c[0] + 0.056 * unit,
+                head_c[1] + 0.01 * unit], 180, 360, fill=style.hair)
+    for eye in (P[14], P[15]):
+        disc(eye + up * 0.005 * unit, 0.008, (30, 30, 40))
+    draw.arc([head_c[0] - 0.02 * unit, head_c[1] + 0.012 * unit, head_c[0] + 0.02 * unit, head_c[1] + 0.04 * unit],
+             20, 160, fill=(150, 60, 60), width=max(1, int(0.006 * unit)))
+    return image.resize((width, height), Image.LANCZOS)
+
+
+def character_image(style_name: str, width: int = 384, height: int = 576):
+    body, hands = figure_points("rest", 0.0, width, height)
+    return draw_character(body, hands, width, height, STYLES[style_name])
+
+
+# ---------------------------------------------------------------------- audio
+def beat_audio(seconds: float, bpm: float = 120.0, rate: int = 44100) -> np.ndarray:
+    """(1, samples) float32: a kick on every beat, a hi-hat between beats, a bass note per bar."""
+    n = int(round(seconds * rate))
+    t = np.arange(n) / rate
+    out = np.zeros(n, np.float32)
+    period = 60.0 / bpm
+    rng = np.random.default_rng(0)
+    for k in range(int(seconds / period) + 1):
+        start = int(k * period * rate)
+        length = min(n - start, int(0.25 * rate))
+        if length <= 0:
+            break
+        tt = np.arange(length) / rate
+        freq = 50 + 60 * np.exp(-tt * 30)
+        out[start:start + length] += 0.8 * np.sin(2 * np.pi * np.cumsum(freq) / rate) * np.exp(-tt * 12)
+        hat = int((k + 0.5) * period * rate)
+        hl = min(n - hat, int(0.05 * rate))
+        if hl > 0:
+            out[hat:hat + hl] += 0.15 * rng.standard_normal(hl) * np.exp(-np.arange(hl) / rate * 80)
+    bass = 0.2 * np.sin(2 * np.pi * 55 * t) * (0.5 + 0.5 * np.sign(np.sin(2 * np.pi * t / (4 * period))))
+    return np.clip(out + bass.astype(np.float32), -1, 1)[None].astype(np.float32)
+
+
+# ---------------------------------------------------------------------- all of it
+def make_examples(directory: str | os.PathLike) -> list[str]:
+    """Writes every example file into `directory`; returns their paths."""
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for name in STYLES:
+        path = os.path.join(directory, f"ref_{name}.png")
+        character_image(name).save(path, optimize=True)
+        written.append(path)
+    for kind in ("wave", "sway"):
+        path = os.path.join(directory, f"dance_{kind}.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(dance_json(kind), f, separators=(",", ":"))
+        written.append(path)
+    width, height = 288, 432
+    frames = []
+    for i in range(DANCE_FRAMES):
+        body, hands = figure_points("groove", i / FPS, width, height)
+        frames.append(np.asarray(draw_character(body, hands, width, height, STYLES["green_suit"])))
+    path = os.path.join(directory, "drive_groove_beat.mp4")
+    audio = AudioClip(beat_audio(DANCE_FRAMES / FPS), 44100)
+    write_mp4(path, np.stack(frames), FPS, audio=audio, crf=30, preset="veryslow", threads=1)
+    written.append(path)
+    return written
+
 
 if __name__ == "__main__":
     for path in make_examples(HERE):

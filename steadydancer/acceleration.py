@@ -31,12 +31,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+
+from .defaults import FAST, FAST_LORA, FAST_LORA_WEIGHT
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,9 @@ def _module_available(name: str) -> bool:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+    from huggingface_hub import constants  # huggingface_hub's own reading of HF_HUB_OFFLINE
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def _backend_installed(name: str, device: torch.device) -> bool:
@@ -263,7 +267,9 @@ def reset_attention_backend(transformer) -> None:
     from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 
     transformer.reset_attention_backend()
-    _AttentionBackendRegistry.set_active_backend(AttentionBackendName(os.environ.get("DIFFUSERS_ATTN_BACKEND", "native")))
+    from diffusers.utils.constants import DIFFUSERS_ATTN_BACKEND  # diffusers' own reading of its variable
+
+    _AttentionBackendRegistry.set_active_backend(AttentionBackendName(DIFFUSERS_ATTN_BACKEND))
 
 
 # --------------------------------------------------------------------------------------------- fast preset
@@ -274,18 +280,12 @@ def reset_attention_backend(transformer) -> None:
 # (0.0, 0.5): the released window already covers the same quarter of the trajectory (11 of 40 steps released), so
 # it is kept as is and stays meaningful if the step count changes (8 steps -> steps 1-3). Passes per job: 4 cond +
 # 1 negative-pose = 5, against 91 for the released 40-step schedule.
-FAST_PRESET: dict[str, Any] = dict(
-    num_inference_steps=4,
-    guidance_scale=1.0,
-    shift=5.0,
-    pose_guidance_scale=1.0,
-    pose_guidance_window=(0.1, 0.4),
-)
+FAST_PRESET: dict[str, Any] = asdict(FAST)
 
 # lightx2v's official 4-step LoRA for Wan2.1 I2V 14B (rank 64). Kijai's ComfyUI extractions
 # (Kijai/WanVideo_comfy, "Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors") load the same way.
-DEFAULT_FAST_LORA_REPO = "lightx2v/Wan2.1-Distill-Loras"
-DEFAULT_FAST_LORA_WEIGHT = "wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"
+DEFAULT_FAST_LORA_REPO = FAST_LORA.repo_id
+DEFAULT_FAST_LORA_WEIGHT = FAST_LORA_WEIGHT
 FAST_LORA_ADAPTER = "step_distill"
 
 

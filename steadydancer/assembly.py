@@ -14,12 +14,13 @@ import torch
 from diffusers import AutoencoderKLWan
 from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
 
+from .defaults import BASE
 from .loading import DEFAULT_TRANSFORMER_REPO, load_released_transformer, resolve_checkpoint_dir
 from .models import SteadyDancerTransformer3DModel
 from .pipeline_steadydancer import CLIPImageProcessor, SteadyDancerPipeline
 from .scheduling import make_scheduler
 
-DEFAULT_BASE_REPO = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
+DEFAULT_BASE_REPO = BASE.repo_id
 
 
 def load_transformer(

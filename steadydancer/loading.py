@@ -17,11 +17,12 @@ from accelerate import init_empty_weights
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 from safetensors import safe_open
 
+from .defaults import TRANSFORMER
 from .models import SteadyDancerTransformer3DModel
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRANSFORMER_REPO = "MCG-NJU/SteadyDancer-14B"
+DEFAULT_TRANSFORMER_REPO = TRANSFORMER.repo_id
 WEIGHTS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 WEIGHTS_PATTERNS = ["config.json", "diffusion_pytorch_model*.safetensors", WEIGHTS_INDEX]
 

@@ -20,17 +20,16 @@ try:  # transformers 5 maps CLIPImageProcessor to a torchvision backend; the PIL
 except ImportError:
     from transformers import CLIPImageProcessor
 
+from .defaults import DEFAULT_NEGATIVE_PROMPT, OUTPUT_FPS, RELEASED
 from .models import PoseFeatures, SteadyDancerTransformer3DModel
-from .scheduling import set_released_timesteps
-from .sizing import DEFAULT_MAX_AREA, SIZE_MULTIPLE, generation_size, is_valid_frame_count, latent_frame_count
-
-OUTPUT_FPS = 16
-
-# Wan's standard negative prompt, prefixed with "镜头晃动，" (camera shake) as in the released SteadyDancer.
-DEFAULT_NEGATIVE_PROMPT = (
-    "镜头晃动，色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
-    "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，"
-    "背景人很多，倒着走"
+from .scheduling import pose_guidance_steps, set_released_timesteps
+from .sizing import (
+    DEFAULT_MAX_AREA,
+    SIZE_MULTIPLE,
+    generation_size,
+    is_valid_frame_count,
+    latent_frame_count,
+    nearest_valid_frame_count,
 )
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor
@@ -58,12 +57,6 @@ class SteadyDancerPipelineOutput(BaseOutput):
 
     frames: Any
     fps: int = OUTPUT_FPS
-
-
-def guidance_window_steps(num_steps: int, window: tuple[float, float]) -> list[bool]:
-    """Whether the pose guidance runs at each step: strictly start < i / N < end, as released."""
-    start, end = window
-    return [start < i / num_steps < end for i in range(num_steps)]
 
 
 def _to_pixel_tensor(image: ImageInput) -> torch.Tensor:
@@ -323,11 +316,11 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         negative_prompt_embeds: torch.Tensor | None,
         image_embeds: torch.Tensor,
         pose_image_embeds: torch.Tensor,
-        num_inference_steps: int = 40,
-        guidance_scale: float = 5.0,
-        pose_guidance_scale: float = 1.0,
-        pose_guidance_window: tuple[float, float] = (0.1, 0.4),
-        shift: float = 5.0,
+        num_inference_steps: int = RELEASED.num_inference_steps,
+        guidance_scale: float = RELEASED.guidance_scale,
+        pose_guidance_scale: float = RELEASED.pose_guidance_scale,
+        pose_guidance_window: tuple[float, float] = RELEASED.pose_guidance_window,
+        shift: float = RELEASED.shift,
         batch_guidance: bool = True,
         attention_kwargs: dict | None = None,
         callback_on_step_end: Callable | None = None,
@@ -342,7 +335,7 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         device = latents.device
         scheduler = self.scheduler
         set_released_timesteps(scheduler, num_inference_steps, shift, device)
-        in_window = guidance_window_steps(num_inference_steps, pose_guidance_window)
+        in_window = pose_guidance_steps(num_inference_steps, pose_guidance_window)
         use_pose_guidance = pose_guidance_scale > 0 and conditions.negative_pose_latents is not None
         use_text_guidance = guidance_scale != 1.0 and negative_prompt_embeds is not None
         latents = latents.float()
@@ -397,11 +390,11 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         width: int | None = None,
         max_area: int = DEFAULT_MAX_AREA,
         num_frames: int | None = None,
-        num_inference_steps: int = 40,
-        guidance_scale: float = 5.0,
-        pose_guidance_scale: float = 1.0,
-        pose_guidance_window: tuple[float, float] = (0.1, 0.4),
-        shift: float = 5.0,
+        num_inference_steps: int = RELEASED.num_inference_steps,
+        guidance_scale: float = RELEASED.guidance_scale,
+        pose_guidance_scale: float = RELEASED.pose_guidance_scale,
+        pose_guidance_window: tuple[float, float] = RELEASED.pose_guidance_window,
+        shift: float = RELEASED.shift,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
@@ -428,7 +421,7 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             height, width: generation size (multiples of 16); by default from `max_area` and the image's aspect.
             num_frames: 4n+1 frames (default: as many as the pose video allows).
             num_inference_steps, guidance_scale (text), pose_guidance_scale, pose_guidance_window (start, end),
-                shift: the sampler's settings (released defaults 40, 5.0, 1.0, (0.1, 0.4), 5.0; shift 3.0 suits 480p).
+                shift: the sampler's settings (defaults: `steadydancer.defaults.RELEASED`; shift 3.0 suits 480p).
             generator, latents: the starting noise (B, 16, F, h, w) or the generator drawing it.
             prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds, conditions: precomputed inputs;
                 with all of them the encoders are not needed.
@@ -452,7 +445,7 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
                 raise ValueError("Pass `image` and `pose_video`, or precomputed `conditions`.")
             num_pose_frames = len(_frames(pose_video))
             if num_frames is None:
-                num_frames = max(1, (num_pose_frames - 1) // 4 * 4 + 1)
+                num_frames = nearest_valid_frame_count(num_pose_frames)
             if height is None or width is None:
                 ref_h, ref_w = _to_pixel_tensor(image).shape[1:]
                 height, width = generation_size(ref_h, ref_w, max_area)

@@ -1,4 +1,4 @@
-"""The released sampler's schedule on diffusers' UniPC scheduler."""
+"""The released sampler's schedule on diffusers' UniPC scheduler, and which passes each step runs."""
 
 import numpy as np
 import torch
@@ -36,3 +36,18 @@ def set_released_timesteps(
         scheduler.register_to_config(flow_shift=shift)
     scheduler.set_timesteps(sigmas=released_sigmas(num_steps), device=device)
     return scheduler.timesteps
+
+
+def pose_guidance_steps(num_steps: int, window: tuple[float, float]) -> list[bool]:
+    """Whether the pose guidance runs at each step: strictly start < i / N < end, as released."""
+    start, end = window
+    return [start < i / num_steps < end for i in range(num_steps)]
+
+
+def transformer_passes(num_steps: int, guidance_scale: float, pose_guidance_scale: float,
+                       window: tuple[float, float]) -> int:
+    """Transformer passes of a job: one per step, +1 for text guidance (scale != 1), +1 in the pose-guidance window."""
+    passes = num_steps * (2 if guidance_scale != 1.0 else 1)
+    if pose_guidance_scale > 0:
+        passes += sum(pose_guidance_steps(num_steps, window))
+    return passes

@@ -1,4 +1,4 @@
-"""Generation size and frame-count rules of the released model."""
+"""Generation size and frame-count rules of the released model (the one home of the 4n+1 rule and the strides)."""
 
 import math
 
@@ -7,13 +7,9 @@ VAE_SPATIAL_STRIDE = 8
 PATCH = 2
 SIZE_MULTIPLE = VAE_SPATIAL_STRIDE * PATCH  # 16
 
-# Pixel budgets (height x width of a landscape frame) offered as presets.
-RESOLUTION_PRESETS = {
-    "480p (832x480)": 832 * 480,
-    "576p (1024x576, paper)": 1024 * 576,
-    "720p (1280x720)": 1280 * 720,
-}
-DEFAULT_MAX_AREA = 1024 * 576
+# Pixel budgets (width x height of a landscape frame) by name; 576p is the paper's.
+RESOLUTIONS = {"480p": 832 * 480, "576p": 1024 * 576, "720p": 1280 * 720}
+DEFAULT_MAX_AREA = RESOLUTIONS["576p"]
 
 
 def generation_size(image_height: int, image_width: int, max_area: int = DEFAULT_MAX_AREA) -> tuple[int, int]:
@@ -48,5 +44,16 @@ def nearest_valid_frame_count(num_frames: int) -> int:
     return max(1, (num_frames - 1) // VAE_TEMPORAL_STRIDE * VAE_TEMPORAL_STRIDE + 1)
 
 
+def next_valid_frame_count(num_frames: int) -> int:
+    """The smallest 4n+1 not below `num_frames` (at least 1)."""
+    return max(1, -(-(max(num_frames, 1) - 1) // VAE_TEMPORAL_STRIDE) * VAE_TEMPORAL_STRIDE + 1)
+
+
 def latent_frame_count(num_frames: int) -> int:
+    """Latent frames of a 4n+1-frame video (n + 1: the causal VAE encodes the first frame alone)."""
     return (num_frames - 1) // VAE_TEMPORAL_STRIDE + 1
+
+
+def token_grid(num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """(latent frames, token rows, token columns) of a video after the VAE and the 1x2x2 patch."""
+    return latent_frame_count(num_frames), height // SIZE_MULTIPLE, width // SIZE_MULTIPLE

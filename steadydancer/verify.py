@@ -43,8 +43,8 @@ def verify_transformer_fixture(directory: Path) -> list[Check]:
     from safetensors.torch import load_file
 
     from .loading import load_released_transformer
-    from .pipeline_steadydancer import SteadyDancerConditions, SteadyDancerPipeline, guidance_window_steps
-    from .scheduling import make_scheduler
+    from .pipeline_steadydancer import SteadyDancerConditions, SteadyDancerPipeline
+    from .scheduling import make_scheduler, pose_guidance_steps
 
     model = load_released_transformer(directory)
     ref = load_file(str(directory / "reference.safetensors"))
@@ -77,7 +77,7 @@ def verify_transformer_fixture(directory: Path) -> list[Check]:
     checks.append(Check("sample", _max_err(sample, one["sample_out"]), SAMPLE_TOLERANCE))
     timesteps = pipe.scheduler.timesteps.tolist()
     checks.append(Check("timesteps", timesteps == ref["timesteps"].tolist(), metric="equal"))
-    in_window = guidance_window_steps(sampling["steps"], window)
+    in_window = pose_guidance_steps(sampling["steps"], window)
     checks.append(Check("guidance_window", in_window == ref["in_window"].tolist(), metric="equal"))
     return checks
 

@@ -29,7 +29,7 @@ TEST_OUTPUT = Path(os.environ.get("STEADYDANCER_TEST_OUTPUT", REPO / "test-outpu
 def launch_tiny_app(tmp_path_factory, name: str, env: dict | None = None):
     """Starts `python app.py --tiny` on a free port with its own caches and temp dir (`process.tmp / "tmp"`);
     yields the process and stops it after. `env` adds environment variables."""
-    from steadydancer.app_support.launch import start_app
+    from app_launcher import start_app
 
     tmp = tmp_path_factory.mktemp(name)
     (tmp / "tmp").mkdir()

@@ -16,7 +16,7 @@ pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from steadydancer.app_support.video_io import probe_mp4  # noqa: E402
+from steadydancer.video_io import probe_mp4  # noqa: E402
 from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
 
 EXAMPLES = REPO / "examples"

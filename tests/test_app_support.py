@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steadydancer.app_support import duration
-from steadydancer.app_support.config import AppConfig, parse_config
-from steadydancer.app_support.video_io import AudioClip, delayed, probe_mp4, read_audio, write_mp4
+from steadydancer.scheduling import pose_guidance_steps, transformer_passes
+from steadydancer_space import estimate as duration
+from steadydancer_space.config import AppConfig, parse_config
+from steadydancer.video_io import AudioClip, delayed, probe_mp4, read_audio, write_mp4
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,9 +45,9 @@ def test_mode_key_separates_example_caches():
 # ---------------------------------------------------------------------- GPU time
 def test_passes_follow_the_released_window():
     # 40 steps, window (0.1, 0.4) strict: steps 5..15 add the negative-pose pass.
-    assert duration.pose_guidance_steps(40, (0.1, 0.4)) == 11
-    assert duration.transformer_passes(40, 5.0, 1.0, (0.1, 0.4)) == 91
-    assert duration.transformer_passes(40, 1.0, 0.0, (0.1, 0.4)) == 40
+    assert sum(pose_guidance_steps(40, (0.1, 0.4))) == 11
+    assert transformer_passes(40, 5.0, 1.0, (0.1, 0.4)) == 91
+    assert transformer_passes(40, 1.0, 0.0, (0.1, 0.4)) == 40
 
 
 def test_estimate_grows_with_the_request():
@@ -94,7 +95,7 @@ def test_audio_is_cut_to_the_video_and_delayed(tmp_path):
 def test_frame_ranges_and_warnings():
     from types import SimpleNamespace
 
-    from steadydancer.app_support.poses import frame_ranges, pose_warnings
+    from steadydancer_space.poses import frame_ranges, pose_warnings
 
     assert frame_ranges([2, 3, 4, 8]) == "3-5, 9"
     prepared = SimpleNamespace(lost=np.array([0, 1, 1, 0, 1], bool), padded=np.array([0, 0, 0, 1, 1], bool),
@@ -104,7 +105,7 @@ def test_frame_ranges_and_warnings():
 
 
 def test_pose_step_cache_and_errors(tmp_path):
-    from steadydancer.app_support.poses import PoseSettings, PoseStepCache, run_pose_step
+    from steadydancer_space.poses import PoseSettings, PoseStepCache, run_pose_step
     from steadydancer.pose import PoseError, SyntheticPoseDetector
 
     detector, cache = SyntheticPoseDetector(animate=True), PoseStepCache()
@@ -126,7 +127,7 @@ def test_pose_step_cache_and_errors(tmp_path):
 
 # ---------------------------------------------------------------------- examples
 def test_committed_examples_are_small_and_valid():
-    from steadydancer.app_support.examples import EXAMPLES
+    from steadydancer_space.examples import EXAMPLES
     from steadydancer.pose import PoseSequence, probe_video
 
     for example in EXAMPLES:
@@ -156,7 +157,7 @@ def test_committed_examples_match_the_script(tmp_path):
     between library versions)."""
     from PIL import Image
 
-    from steadydancer.app_support.examples import make_examples
+    from steadydancer_space.examples import make_examples
 
     for path in map(Path, make_examples(tmp_path)):
         committed = REPO / "examples" / path.name

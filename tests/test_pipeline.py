@@ -4,7 +4,8 @@ import torch
 
 from conftest import random_video_inputs
 from steadydancer.assembly import load_transformer
-from steadydancer.pipeline_steadydancer import SteadyDancerConditions, guidance_window_steps
+from steadydancer.pipeline_steadydancer import SteadyDancerConditions
+from steadydancer.scheduling import pose_guidance_steps
 
 HEIGHT, WIDTH, FRAMES = 96, 64, 9
 
@@ -79,8 +80,8 @@ def test_batched_and_sequential_guidance_agree(pipe, inputs):
 
 
 def test_window_rule_is_strict():
-    assert guidance_window_steps(10, (0.1, 0.4)) == [False, False, True, True] + [False] * 6
-    assert guidance_window_steps(8, (0.1, 0.4)) == [False, True, True, True, False, False, False, False]
+    assert pose_guidance_steps(10, (0.1, 0.4)) == [False, False, True, True] + [False] * 6
+    assert pose_guidance_steps(8, (0.1, 0.4)) == [False, True, True, True, False, False, False, False]
 
 
 def test_precomputed_inputs_need_no_encoders(pipe, inputs):

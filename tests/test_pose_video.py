@@ -11,15 +11,14 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from steadydancer.sizing import is_valid_frame_count, next_valid_frame_count  # noqa: E402
 from steadydancer.pose import (  # noqa: E402
     EmptyVideoError,
     PoseError,
     SyntheticPoseDetector,
     VideoReadError,
     fit_length,
-    is_4n_plus_1,
     iter_video_frames,
-    next_4n_plus_1,
     prepare_poses,
     probe_video,
     read_video,
@@ -122,8 +121,8 @@ def test_upsampling_repeats_frames_and_max_frames_stops_early(tmp_path):
 
 
 @pytest.mark.parametrize("n,trimmed", [(1, 1), (4, 5), (5, 5), (48, 49), (81, 81), (82, 85)])
-def test_next_4n_plus_1(n, trimmed):
-    assert next_4n_plus_1(n) == trimmed and is_4n_plus_1(trimmed)
+def test_next_valid_frame_count(n, trimmed):
+    assert next_valid_frame_count(n) == trimmed and is_valid_frame_count(trimmed)
 
 
 def test_fit_length_trims_and_pads():

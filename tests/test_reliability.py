@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
-from steadydancer.app_support.video_io import probe_mp4, write_mp4  # noqa: E402
+from steadydancer.video_io import probe_mp4, write_mp4  # noqa: E402
 
 EXAMPLES = REPO / "examples"
 PAPER = "576p (1024x576, paper)"
@@ -58,7 +58,7 @@ def test_sanitize_and_error_mapping():
     import gradio as gr
     import torch
 
-    from steadydancer.app_support.guard import (
+    from steadydancer_space.guard import (
         OOM_MESSAGE,
         GenerationCancelled,
         sanitize,
@@ -66,7 +66,7 @@ def test_sanitize_and_error_mapping():
         user_errors,
     )
     from steadydancer.pose import NoPersonInReferenceError
-    from steadydancer.validation import InputError
+    from steadydancer_space.uploads import InputError
 
     assert sanitize("cannot read /tmp/gradio/ab12/photo.png (bad)") == "cannot read photo.png (bad)"
     assert sanitize("see steadydancer/pose/keypoints.py") == "see steadydancer/pose/keypoints.py"
@@ -89,11 +89,11 @@ def test_sanitize_and_error_mapping():
 
 
 def test_fault_plan_and_stats():
-    from steadydancer.app_support.faults import FaultPlan, GpuStats
+    from steadydancer_space.faults import FaultPlan, GpuStats
 
     plan = FaultPlan("oom_once, oom_seed=7")
     assert plan.take_oom(1) and not plan.take_oom(1) and plan.take_oom(7)
-    assert not FaultPlan.from_env(tiny=False, environ={"STEADYDANCER_FAULT": "oom_once"}).take_oom(0)
+    assert not FaultPlan.for_mode("oom_once", tiny=False).take_oom(0)
     with pytest.raises(ValueError, match="unknown fault"):
         FaultPlan("explode")
     stats = GpuStats()
@@ -102,21 +102,22 @@ def test_fault_plan_and_stats():
     assert stats.snapshot()["peak"] == 1 and stats.succeeded == 1
 
 
-def test_config_file_ttl_and_limits_agree(monkeypatch):
-    from steadydancer.app_support.config import AppConfig
-    from steadydancer.validation import Limits
+def test_config_file_ttl_and_limits_agree():
+    from steadydancer_space.config import AppConfig
+    from steadydancer_space.uploads import Limits
 
     assert AppConfig(file_ttl=600).delete_cache == (150, 600)
     with pytest.raises(ValueError, match="file_ttl"):
         AppConfig(file_ttl=5)
-    assert Limits().max_frames == AppConfig().max_frames  # one STEADYDANCER_MAX_FRAMES, one default
-    monkeypatch.setenv("STEADYDANCER_MAX_FRAMES", "41")
-    assert Limits.from_env().max_frames == AppConfig.from_env().max_frames == 41
+    config = AppConfig.from_env({"STEADYDANCER_MAX_FRAMES": "41", "STEADYDANCER_MAX_STEPS": "12",
+                                 "STEADYDANCER_MAX_FILE_MB": "2"})
+    assert (config.max_frames, config.limits.max_steps, config.limits.max_file_bytes) == (41, 12, 2 * 2**20)
+    assert AppConfig.from_env({}).limits == Limits()
 
 
 def test_load_keypoints_names_the_problem(tmp_path):
     from steadydancer.pose import PoseFormatError
-    from steadydancer.validation import InputError, KeypointFileError, Limits, load_keypoints
+    from steadydancer_space.uploads import InputError, KeypointFileError, Limits, load_keypoints
 
     good = json.loads((EXAMPLES / "dance_wave.json").read_text())
     good["frames"] = good["frames"][:3]
@@ -161,8 +162,8 @@ def test_pinned_revisions_reach_every_download(monkeypatch):
 
     import steadydancer.assembly
     import steadydancer.pose
-    from steadydancer.app_support.config import AppConfig
-    from steadydancer.app_support.runtime import ModelLoadError, load_runtime
+    from steadydancer_space.config import AppConfig
+    from steadydancer_space.runtime import ModelLoadError, load_runtime
     from steadydancer.loading import resolve_checkpoint_dir
 
     seen = {}
@@ -191,7 +192,7 @@ def test_pinned_revisions_reach_every_download(monkeypatch):
 
 
 def test_people_counting():
-    from steadydancer.app_support.poses import count_figures, counting_people, watch_people
+    from steadydancer_space.poses import count_figures, counting_people, watch_people
 
     class DWPoseLike:  # what `watch_people` relies on: __call__ goes through self.detect_people
         def detect_people(self, image_bgr):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from steadydancer.validation import (
+from steadydancer_space.config import AppConfig, ConfigError
+from steadydancer_space.uploads import (
     InputError,
     Limits,
     check_driving_video,
@@ -75,7 +76,7 @@ def test_truncated_and_empty_files(media, tmp_path):
         load_reference_image(text)
 
 
-def test_limits_are_enforced_and_configurable(media, tmp_path, monkeypatch):
+def test_limits_are_enforced_and_configurable(media, tmp_path):
     _, image, video = media
     with pytest.raises(InputError, match="megapixels"):
         load_reference_image(image, Limits(max_image_pixels=1000))
@@ -85,12 +86,11 @@ def test_limits_are_enforced_and_configurable(media, tmp_path, monkeypatch):
     Image.new("RGB", (500, 50)).save(wide)
     with pytest.raises(InputError, match="aspect ratio of 10.0:1"):
         load_reference_image(wide)
-    monkeypatch.setenv("STEADYDANCER_MAX_FILE_MB", "0.0001")
+    tight = AppConfig.from_env({"STEADYDANCER_MAX_FILE_MB": "0.0001"}).limits
     with pytest.raises(InputError, match="the limit is"):
-        load_reference_image(image)
-    monkeypatch.setenv("STEADYDANCER_MAX_FRAMES", "lots")
-    with pytest.raises(ValueError, match="STEADYDANCER_MAX_FRAMES"):
-        Limits.from_env()
+        load_reference_image(image, tight)
+    with pytest.raises(ConfigError, match="STEADYDANCER_MAX_FRAMES='lots' is not a whole number"):
+        AppConfig.from_env({"STEADYDANCER_MAX_FRAMES": "lots"})
 
 
 def test_numbers_prompts_and_keypoints(tmp_path):

@@ -33,14 +33,11 @@ from ..sizing import DEFAULT_MAX_AREA, generation_size, generation_size_for_aspe
 from .start_gap import choose_start_frame, interpolate_pose, pose_distance, transition_poses
 from .synthetic import SyntheticPoseDetector
 from .video import (
-    DEFAULT_FPS,
     VideoClip,
     VideoFrame,
     VideoInfo,
     fit_length,
-    is_4n_plus_1,
     iter_video_frames,
-    next_4n_plus_1,
     probe_video,
     read_video,
     resample_indices,
@@ -53,8 +50,8 @@ __all__ = [
     "DETECTOR_FILE", "DWPOSE_REPO", "POSE_FILE", "DWPoseDetector", "PoseDetector", "SyntheticPoseDetector",
     "default_providers", "resolve_model_file", "load_image",
     # video
-    "DEFAULT_FPS", "VideoClip", "VideoFrame", "VideoInfo", "fit_length", "is_4n_plus_1", "iter_video_frames",
-    "next_4n_plus_1", "probe_video", "read_video", "resample_indices",
+    "VideoClip", "VideoFrame", "VideoInfo", "fit_length", "iter_video_frames",
+    "probe_video", "read_video", "resample_indices",
     # alignment, start gap, negatives, rendering
     "PART_NAMES", "align_poses", "alignment_ratios", "choose_start_frame", "interpolate_pose", "pose_distance",
     "transition_poses", "Perturbation", "negative_poses", "perturb_pose", "sample_perturbations",

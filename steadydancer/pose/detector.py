@@ -29,9 +29,10 @@ import numpy as np
 
 from .errors import DetectorModelError
 from .image import ImageLike, load_image
+from ..defaults import DWPOSE
 from .keypoints import KEYPOINT_THRESHOLD, NUM_WHOLEBODY, Pose
 
-DWPOSE_REPO = "yzd-v/DWPose"
+DWPOSE_REPO = DWPOSE.repo_id
 DETECTOR_FILE = "yolox_l.onnx"
 POSE_FILE = "dw-ll_ucoco_384.onnx"
 

@@ -26,7 +26,9 @@ from .negative import negative_poses
 from .render import render_poses
 from ..sizing import DEFAULT_MAX_AREA, generation_size
 from .start_gap import choose_start_frame, transition_poses
-from .video import DEFAULT_FPS, VideoInfo, fit_length, is_4n_plus_1, iter_video_frames, probe_video, resample_indices
+from ..defaults import OUTPUT_FPS
+from ..sizing import is_valid_frame_count
+from .video import VideoInfo, fit_length, iter_video_frames, probe_video, resample_indices
 
 DEFAULT_SEARCH_RANGE = 32  # frames (2 s at 16 fps) examined by the automatic start
 MAX_LOST_FRACTION = 0.5
@@ -157,7 +159,7 @@ def prepare_poses(
     height: int | None = None,
     max_area: int = DEFAULT_MAX_AREA,
     num_frames: int | None = 81,
-    fps: float | None = DEFAULT_FPS,
+    fps: float | None = OUTPUT_FPS,
     align: bool = True,
     align_frame: int = 0,
     smooth_start_frames: int = 0,
@@ -210,7 +212,7 @@ def prepare_poses(
         NoPersonInReferenceError, NoPersonInDrivingError, VideoReadError, EmptyVideoError,
         PoseError (bad arguments).
     """
-    if num_frames is not None and not is_4n_plus_1(int(num_frames)):
+    if num_frames is not None and not is_valid_frame_count(int(num_frames)):
         raise PoseError(f"num_frames must be of the form 4n+1 (e.g. 49, 81), got {num_frames}")
     if smooth_start_frames < 0 or align_frame < 0:
         raise PoseError("smooth_start_frames and align_frame must be >= 0")
@@ -280,7 +282,7 @@ def prepare_poses(
     frame_times = np.array([f[2] for f in flags], dtype=np.float64)
 
     negatives = negative_poses(frames, negative_seed)
-    out_fps = float(fps) if fps is not None else DEFAULT_FPS
+    out_fps = float(fps) if fps is not None else OUTPUT_FPS
     return PreparedPoses(
         positive=render_poses(frames, height, width, canvas_scale=canvas_scale, resize=resize_frames),
         negative=render_poses(negatives, height, width, canvas_scale=canvas_scale, resize=resize_frames),

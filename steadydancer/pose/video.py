@@ -19,9 +19,10 @@ from typing import Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from ..defaults import OUTPUT_FPS
+from ..sizing import is_valid_frame_count, next_valid_frame_count
 from .errors import EmptyVideoError, PoseError, VideoReadError
 
-DEFAULT_FPS = 16.0
 _TIE = 1e-9  # seconds: two source frames this close to equally near count as a tie (earlier wins)
 
 T = TypeVar("T")
@@ -166,7 +167,7 @@ def _decode(path: str | os.PathLike) -> Iterator[VideoFrame]:
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        fps = _stream_fps(stream) or DEFAULT_FPS
+        fps = _stream_fps(stream) or OUTPUT_FPS
         t0 = None
         index = -1
         try:
@@ -186,7 +187,7 @@ def _decode(path: str | os.PathLike) -> Iterator[VideoFrame]:
         container.close()
 
 
-def iter_video_frames(path: str | os.PathLike, fps: float | None = DEFAULT_FPS, *,
+def iter_video_frames(path: str | os.PathLike, fps: float | None = OUTPUT_FPS, *,
                       max_frames: int | None = None) -> Iterator[VideoFrame]:
     """Streams the video's frames, resampled to ``fps`` (or every frame when None).
 
@@ -243,7 +244,7 @@ def iter_video_frames(path: str | os.PathLike, fps: float | None = DEFAULT_FPS, 
             return
 
 
-def read_video(path: str | os.PathLike, fps: float | None = DEFAULT_FPS, *,
+def read_video(path: str | os.PathLike, fps: float | None = OUTPUT_FPS, *,
                max_frames: int | None = None) -> VideoClip:
     """Decodes a whole video into memory (resampled like :func:`iter_video_frames`).
 
@@ -286,15 +287,6 @@ def resample_indices(source_times: Sequence[float], fps: float, end_time: float 
 
 
 # ---------------------------------------------------------------------- 4n+1 frame counts
-def is_4n_plus_1(n: int) -> bool:
-    return n >= 1 and (n - 1) % 4 == 0
-
-
-def next_4n_plus_1(n: int) -> int:
-    """Smallest 4k+1 >= n (and >= 1)."""
-    return max(1, 4 * ((max(n, 1) - 1 + 3) // 4) + 1)
-
-
 def fit_length(items: Sequence[T], num_frames: int | None = None) -> tuple[list[T], np.ndarray]:
     """Trims or pads (repeating the last item) to a 4n+1 length.
 
@@ -306,8 +298,8 @@ def fit_length(items: Sequence[T], num_frames: int | None = None) -> tuple[list[
     """
     if not items:
         raise PoseError("no frames to fit")
-    target = next_4n_plus_1(len(items)) if num_frames is None else int(num_frames)
-    if not is_4n_plus_1(target):
+    target = next_valid_frame_count(len(items)) if num_frames is None else int(num_frames)
+    if not is_valid_frame_count(target):
         raise PoseError(f"num_frames must be of the form 4n+1 (e.g. 49, 81), got {num_frames}")
     kept = list(items[:target])
     padded = np.zeros(target, dtype=bool)

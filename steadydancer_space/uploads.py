@@ -1,9 +1,9 @@
 """Checks on what a visitor uploads, before any decoding or GPU work.
 
 A file's kind is read from its first bytes, never from its name, so a video renamed `.png` (or an image renamed
-`.mp4`) is recognised for what it is. Limits come from environment variables so a Space can tighten them. They bound
+`.mp4`) is recognised for what it is. Limits are set by the Space's configuration (`steadydancer_space.config`) so a deployment can tighten them. They bound
 what one request may upload and decode; the GPU time a request may take is bounded separately, from the estimate of
-`steadydancer.app_support.duration` (STEADYDANCER_MAX_GPU_SECONDS).
+`steadydancer_space.estimate` (STEADYDANCER_MAX_GPU_SECONDS).
 
 Every check raises `InputError` (a ValueError) with a message written for the person who uploaded the file; the
 messages never contain server paths.
@@ -28,19 +28,9 @@ class KeypointFileError(InputError, PoseFormatError):
     """A keypoint JSON that cannot be used: both an `InputError` and the pose package's `PoseFormatError`."""
 
 
-def _env_number(name: str, default: float, kind=float):
-    value = os.environ.get(name)
-    if value is None or value.strip() == "":
-        return default
-    try:
-        return kind(value)
-    except ValueError as error:
-        raise ValueError(f"Environment variable {name}={value!r} is not a number.") from error
-
-
 @dataclass(frozen=True)
 class Limits:
-    """Upload and request limits (environment variable in brackets)."""
+    """Upload and request limits (read by `steadydancer_space.config` from the STEADYDANCER_* variable named)."""
 
     max_file_bytes: int = 100 * 2**20  # STEADYDANCER_MAX_FILE_MB
     max_image_pixels: int = 4096 * 4096  # STEADYDANCER_MAX_IMAGE_PIXELS
@@ -48,26 +38,9 @@ class Limits:
     max_video_seconds: float = 60.0  # STEADYDANCER_MAX_VIDEO_SECONDS
     max_aspect_ratio: float = 4.0  # STEADYDANCER_MAX_ASPECT (long side / short side)
     max_prompt_chars: int = 2000  # STEADYDANCER_MAX_PROMPT_CHARS
-    max_frames: int = 121  # STEADYDANCER_MAX_FRAMES (4n+1; the app's --max-frames reads the same variable)
     max_steps: int = 80  # STEADYDANCER_MAX_STEPS
     max_keypoint_bytes: int = 20 * 2**20  # STEADYDANCER_MAX_KEYPOINT_MB
     max_keypoint_frames: int = 10_000  # STEADYDANCER_MAX_KEYPOINT_FRAMES
-
-    @classmethod
-    def from_env(cls) -> "Limits":
-        d = cls()
-        return cls(
-            max_file_bytes=int(_env_number("STEADYDANCER_MAX_FILE_MB", d.max_file_bytes / 2**20) * 2**20),
-            max_image_pixels=_env_number("STEADYDANCER_MAX_IMAGE_PIXELS", d.max_image_pixels, int),
-            max_video_pixels=_env_number("STEADYDANCER_MAX_VIDEO_PIXELS", d.max_video_pixels, int),
-            max_video_seconds=_env_number("STEADYDANCER_MAX_VIDEO_SECONDS", d.max_video_seconds),
-            max_aspect_ratio=_env_number("STEADYDANCER_MAX_ASPECT", d.max_aspect_ratio),
-            max_prompt_chars=_env_number("STEADYDANCER_MAX_PROMPT_CHARS", d.max_prompt_chars, int),
-            max_frames=_env_number("STEADYDANCER_MAX_FRAMES", d.max_frames, int),
-            max_steps=_env_number("STEADYDANCER_MAX_STEPS", d.max_steps, int),
-            max_keypoint_bytes=int(_env_number("STEADYDANCER_MAX_KEYPOINT_MB", d.max_keypoint_bytes / 2**20) * 2**20),
-            max_keypoint_frames=_env_number("STEADYDANCER_MAX_KEYPOINT_FRAMES", d.max_keypoint_frames, int),
-        )
 
 
 # (offset, magic bytes, kind, format)
@@ -141,7 +114,7 @@ def check_reference_image(path: str | os.PathLike | None, limits: Limits | None 
     """(width, height) of a reference photo, from its header only: kind, file size, pixel count and aspect ratio."""
     from PIL import Image, UnidentifiedImageError
 
-    limits = limits or Limits.from_env()
+    limits = limits or Limits()
     path = _check_file(path, "reference image", limits)
     kind, name = sniff(path)
     if kind == "video":
@@ -175,7 +148,7 @@ def load_reference_image(path: str | os.PathLike | None, limits: Limits | None =
     (as `steadydancer.pose.load_image` does)."""
     from PIL import Image, ImageOps
 
-    limits = limits or Limits.from_env()
+    limits = limits or Limits()
     check_reference_image(path, limits)
     _, name = sniff(path)
     try:
@@ -206,7 +179,7 @@ def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = 
     """Validates a driving video from its header and first frame, without decoding the whole file."""
     import av
 
-    limits = limits or Limits.from_env()
+    limits = limits or Limits()
     path = _check_file(path, "driving video", limits)
     kind, name = sniff(path)
     if kind == "image" and name != "GIF":
@@ -249,7 +222,7 @@ def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = 
 
 
 def check_keypoint_file(path: str | os.PathLike | None, limits: Limits | None = None) -> Path:
-    limits = limits or Limits.from_env()
+    limits = limits or Limits()
     path = _check_file(path, "keypoint file", limits, limits.max_keypoint_bytes)
     kind, name = sniff(path)
     if kind in ("image", "video"):
@@ -272,7 +245,7 @@ def _reject_constant(name: str):
 
 def load_keypoints(path: str | os.PathLike | None, limits: Limits | None = None):
     """A validated keypoint JSON file as a `steadydancer.pose.PoseSequence`; `InputError` naming the problem."""
-    limits = limits or Limits.from_env()
+    limits = limits or Limits()
     path = check_keypoint_file(path, limits)
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -292,7 +265,7 @@ def keypoints_from_data(data, limits: Limits | None = None):
     """`PoseSequence.from_dict` for data nobody checked: every failure becomes an `InputError` naming the field."""
     from steadydancer.pose import PoseSequence
 
-    limits = limits or Limits.from_env()
+    limits = limits or Limits()
     where = "keypoint file"
     if not isinstance(data, dict):
         raise KeypointFileError(f"The {where} must hold one JSON object with \"format\": \"steadydancer.pose_sequence\"; "
@@ -328,7 +301,7 @@ def keypoints_from_data(data, limits: Limits | None = None):
 
 
 def check_prompt(prompt: str | None, limits: Limits | None = None, what: str = "prompt") -> str:
-    limits = limits or Limits.from_env()
+    limits = limits or Limits()
     if prompt is not None and not isinstance(prompt, str):
         raise InputError(f"The {what} must be text, got {type(prompt).__name__}.")
     prompt = "" if prompt is None else prompt

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 from steadydancer.pose.errors import PoseError
-from steadydancer.validation import InputError, check_flag, check_number, check_reference_image
+from steadydancer_space.uploads import InputError, check_flag, check_number, check_reference_image
 
 OOM_MESSAGE = (
     "Out of memory: this request needs more GPU memory than is free. Choose fewer frames or a lower resolution "

@@ -27,17 +27,35 @@ diffusers or huggingface_hub are imported. Host and port are Gradio's own: `GRAD
 | STEADYDANCER_ZEROGPU_SIZE | --zerogpu-size | ZeroGPU slice to request: large (half an H200) or xlarge (a whole one) |
 | STEADYDANCER_TINY_MAX_AREA | --tiny-max-area | pixel budget every preset is capped to in tiny mode (default 128*96) |
 
-Upload limits (file size, pixels, video length, aspect ratio, prompt length, steps) are `steadydancer.validation.Limits`
+Upload limits (file size, pixels, video length, aspect ratio, prompt length, steps) are `steadydancer_space.uploads.Limits`
 (STEADYDANCER_MAX_*); STEADYDANCER_FAULT injects faults in tiny mode (`faults.py`).
 """
 
 import argparse
 import os
 import sys
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Sequence
 
-from .duration import GPU_THROUGHPUT
+from .estimate import GPU_THROUGHPUT
+from .uploads import Limits
+
+# Upload limits: Limits field -> (variable without the STEADYDANCER_ prefix, type, unit in the variable).
+LIMIT_VARIABLES = {
+    "max_file_bytes": ("MAX_FILE_MB", float, 2**20),
+    "max_image_pixels": ("MAX_IMAGE_PIXELS", int, 1),
+    "max_video_pixels": ("MAX_VIDEO_PIXELS", int, 1),
+    "max_video_seconds": ("MAX_VIDEO_SECONDS", float, 1),
+    "max_aspect_ratio": ("MAX_ASPECT", float, 1),
+    "max_prompt_chars": ("MAX_PROMPT_CHARS", int, 1),
+    "max_steps": ("MAX_STEPS", int, 1),
+    "max_keypoint_bytes": ("MAX_KEYPOINT_MB", float, 2**20),
+    "max_keypoint_frames": ("MAX_KEYPOINT_FRAMES", int, 1),
+}
+
+
+class ConfigError(ValueError):
+    """A setting (flag or environment variable) that cannot be used; the message names it."""
 
 DEFAULT_TRANSFORMER_REPO = "MCG-NJU/SteadyDancer-14B"
 DEFAULT_BASE_REPO = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
@@ -70,6 +88,9 @@ class AppConfig:
     zerogpu_size: str | None = None  # None: what `spaces` chooses (xlarge for models above its size threshold)
     tiny_max_area: int = 128 * 96
     file_ttl: int = 3600
+    zerogpu: bool = False  # running on ZeroGPU (SPACES_ZERO_GPU, set by the platform)
+    faults: str = ""  # STEADYDANCER_FAULT, tiny mode only (`faults.py`)
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self):
         for name in ("dtype", "vae_dtype"):
@@ -105,16 +126,24 @@ class AppConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppConfig":
+        """The settings from environment variables (the only place the Space reads them); `ConfigError` names a
+        variable whose value cannot be used."""
         env = os.environ if environ is None else environ
 
-        def get(name, cast=str):
-            value = env.get(f"STEADYDANCER_{name}")
-            if value is None or value == "":
+        def get(name, cast=str, scale=1):
+            variable = f"STEADYDANCER_{name}"
+            value = env.get(variable)
+            if value is None or value.strip() == "":
                 return None
             if cast is bool:
                 return value.strip().lower() in TRUE
-            return cast(value)
+            try:
+                number = cast(value.strip())
+            except ValueError:
+                raise ConfigError(f"{variable}={value!r} is not {'a whole number' if cast is int else 'a number'}.") from None
+            return int(number * scale) if scale != 1 else number
 
+        limits = {name: get(variable, cast, scale) for name, (variable, cast, scale) in LIMIT_VARIABLES.items()}
         values = dict(
             tiny=get("TINY", bool),
             transformer=get("TRANSFORMER"),
@@ -136,9 +165,15 @@ class AppConfig:
             zerogpu_size=get("ZEROGPU_SIZE"),
             tiny_max_area=get("TINY_MAX_AREA", int),
             file_ttl=get("FILE_TTL", int),
+            faults=get("FAULT"),
+            limits=Limits(**{k: v for k, v in limits.items() if v is not None}),
         )
         values["offline"] = env.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE
-        return cls(**{k: v for k, v in values.items() if v is not None})
+        values["zerogpu"] = env.get("SPACES_ZERO_GPU", "").strip().lower() in TRUE
+        try:
+            return cls(**{k: v for k, v in values.items() if v is not None})
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
 
 def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
@@ -179,8 +214,11 @@ def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> AppConfig:
     """Environment variables, overridden by flags in `argv`."""
     base = AppConfig.from_env(environ)
-    args = build_parser(base).parse_args(argv)
-    return replace(base, **{f.name: getattr(args, f.name) for f in fields(AppConfig)})
+    args = vars(build_parser(base).parse_args(argv))
+    try:
+        return replace(base, **{f.name: args[f.name] for f in fields(AppConfig) if f.name in args})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def apply_environment(config: AppConfig) -> None:

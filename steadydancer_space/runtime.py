@@ -28,10 +28,6 @@ class ModelLoadError(RuntimeError):
     """The real model or the pose detector could not be loaded; the message says what to do."""
 
 
-def on_zerogpu() -> bool:
-    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in {"1", "true"}
-
-
 @dataclass
 class Runtime:
     config: AppConfig
@@ -57,7 +53,7 @@ def _torch_dtype(name: str):
 def _device(config: AppConfig) -> str:
     if config.device:
         return config.device
-    if on_zerogpu():
+    if config.zerogpu:
         return "cuda"  # `spaces` makes CUDA available at import and moves the weights when a task starts
     import torch
 
@@ -73,7 +69,7 @@ def _pose_detector(config: AppConfig, device: str):
     kwargs = {} if local else dict(repo_id=config.pose_models, revision=config.pose_revision)
     # ONNX Runtime on the CPU unless its GPU build is installed; on ZeroGPU CUDA only exists inside GPU tasks.
     return DWPoseDetector(det, pose, cache_dir=config.cache_dir, local_files_only=config.offline,
-                          device="cpu" if on_zerogpu() else None, **kwargs)
+                          device="cpu" if config.zerogpu else None, **kwargs)
 
 
 def load_runtime(config: AppConfig) -> Runtime:

@@ -14,15 +14,16 @@ from typing import Callable
 
 import numpy as np
 
-from steadydancer.sizing import RESOLUTION_PRESETS, generation_size
-from steadydancer.validation import InputError, Limits
+from steadydancer.flops import CONFIG_14B
+from steadydancer.sizing import RESOLUTIONS, generation_size
+from steadydancer_space.uploads import InputError, Limits
 
-from .duration import GpuEstimate, TransformerSize, detect_gpu, estimate_gpu_seconds, format_seconds
+from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
 from .faults import FaultPlan, GpuStats
 from .guard import GenerationCancelled, free_accelerator_memory
 from .poses import OUTPUT_FPS, PoseSettings, PoseStep, PoseStepCache, overlay, run_pose_step
-from .runtime import TINY_NOTICE, Runtime, on_zerogpu
-from .video_io import AudioClip, delayed, read_audio, write_mp4
+from .runtime import TINY_NOTICE, Runtime
+from steadydancer.video_io import AudioClip, delayed, read_audio, write_mp4
 
 DEFAULT_PROMPT = "A person dancing, smooth natural motion, the same person and clothes as in the photo, high quality."
 OUTPUT_MAX_AGE_SECONDS = 2 * 3600  # leftovers of requests that never finished (a crash) are deleted after this
@@ -116,15 +117,15 @@ class AnimationService:
                  faults: FaultPlan | None = None, output_max_age: float = OUTPUT_MAX_AGE_SECONDS):
         self.runtime = runtime
         self.config = runtime.config
-        self.limits = limits or Limits.from_env()
-        self.faults = faults or FaultPlan.from_env(runtime.tiny)
+        self.limits = limits or self.config.limits
+        self.faults = faults or FaultPlan.for_mode(self.config.faults, runtime.tiny)
         self.stats = GpuStats()
         self.pose_cache = PoseStepCache(size=2)
         self.cancels = CancelRegistry()
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="steadydancer-outputs-")
         self.output_max_age = output_max_age
         # Tiny mode runs on the CPU, but its estimates describe the real model on a typical GPU.
-        auto = "h100" if runtime.tiny else detect_gpu(self.config.zerogpu_size)
+        auto = "h100" if runtime.tiny else detect_gpu(self.config.zerogpu, self.config.zerogpu_size)
         self.gpu = self.config.gpu if self.config.gpu != "auto" else auto
         self._running_job: str | None = None
 
@@ -136,22 +137,22 @@ class AnimationService:
     @staticmethod
     def requested_area(resolution: str) -> int:
         """The pixel budget of a preset name (or of a number of pixels)."""
-        return RESOLUTION_PRESETS[resolution] if resolution in RESOLUTION_PRESETS else int(resolution)
+        return RESOLUTIONS[resolution] if resolution in RESOLUTIONS else int(resolution)
 
     def max_area(self, resolution: str) -> int:
         """The budget generated at: the requested one, capped in tiny mode to keep CPUs quick."""
         area = self.requested_area(resolution)
         return min(area, self.config.tiny_max_area) if self.tiny else area
 
-    def transformer_size(self) -> TransformerSize:
+    def transformer_config(self) -> dict:
         # The estimate is for the real model even in tiny mode: it is what a visitor would pay on the Space.
-        return TransformerSize() if self.tiny else TransformerSize.from_config(self.runtime.pipe.transformer.config)
+        return CONFIG_14B if self.tiny else dict(self.runtime.pipe.transformer.config)
 
     def estimate(self, num_frames: int, height: int, width: int, settings: GenerationSettings) -> GpuEstimate:
         return estimate_gpu_seconds(
             num_frames, height, width, settings.num_inference_steps, settings.guidance_scale,
             settings.pose_guidance_scale, tuple(settings.pose_guidance_window), gpu=self.gpu,
-            size=self.transformer_size(),
+            transformer_config=self.transformer_config(),
         )
 
     @property
@@ -159,7 +160,7 @@ class AnimationService:
         """The GPU time one request may ask for: STEADYDANCER_MAX_GPU_SECONDS, else ZeroGPU's ceiling on ZeroGPU."""
         if self.config.max_gpu_seconds is not None:
             return self.config.max_gpu_seconds
-        return ZEROGPU_MAX_SECONDS if on_zerogpu() else None
+        return ZEROGPU_MAX_SECONDS if self.config.zerogpu else None
 
     def check(self, settings: GenerationSettings, num_frames: int, height: int, width: int) -> None:
         """Raises `InputError` naming the first bad setting, before any GPU time is spent (the pipeline's own

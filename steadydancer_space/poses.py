@@ -1,4 +1,4 @@
-"""The pose step as the app runs it: inputs from uploaded files (validated by `steadydancer.validation` from their
+"""The pose step as the app runs it: inputs from uploaded files (validated by `steadydancer_space.uploads` from their
 content), a small cache so that "Extract poses" and "Animate" share the work, and warnings written for people (frames
 where the person was lost, several people in a frame, padded endings, fake poses)."""
 
@@ -14,9 +14,9 @@ import numpy as np
 
 from steadydancer.pose import Pose, PoseError, PoseSequence, PreparedPoses, load_image, prepare_poses
 from steadydancer.sizing import generation_size
-from steadydancer.validation import Limits, check_driving_video, check_keypoint_file, check_reference_image
-from steadydancer.validation import load_keypoints as _load_keypoints
-from steadydancer.validation import load_reference_image
+from steadydancer_space.uploads import Limits, check_driving_video, check_keypoint_file, check_reference_image
+from steadydancer_space.uploads import load_keypoints as _load_keypoints
+from steadydancer_space.uploads import load_reference_image
 
 OUTPUT_FPS = 16
 MOTION_REAL_TIME = "Real time (16 fps)"
@@ -227,7 +227,7 @@ def run_pose_step(
 ) -> PoseStep:
     """Reference + driving (keypoint JSON when given, else the video) -> aligned pose frames at the generation size.
 
-    The files are checked from their content (`steadydancer.validation`, with `limits`) before anything is decoded.
+    The files are checked from their content (`steadydancer_space.uploads`, with `limits`) before anything is decoded.
     Raises `PoseError` or `InputError` (both ValueErrors) with a message for people when an input is missing or
     unusable.
     """
@@ -235,7 +235,7 @@ def run_pose_step(
         raise PoseError("Add a reference image (a photo of the person to animate).")
     if not video_path and not keypoints_path:
         raise PoseError("Add a driving video, or a keypoint JSON file, for the motion.")
-    limits = limits or Limits.from_env()
+    limits = limits or Limits()
     # Headers first (kind from the content, file size, pixels, duration, aspect), before hashing or decoding.
     check_reference_image(reference_path, limits)
     if keypoints_path:

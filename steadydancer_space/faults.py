@@ -7,7 +7,6 @@ STEADYDANCER_FAULT (read only in tiny mode; ignored with a notice otherwise) is 
 - `oom_seed=N`: every generation with seed N does the same (deterministic in a test module that shares one app).
 """
 
-import os
 import sys
 import threading
 import time
@@ -35,8 +34,7 @@ class FaultPlan:
                 raise ValueError(f"{FAULT_ENV}: unknown fault {token!r} (known: oom_once, oom_seed=N)")
 
     @classmethod
-    def from_env(cls, tiny: bool, environ=None) -> "FaultPlan":
-        spec = (os.environ if environ is None else environ).get(FAULT_ENV, "")
+    def for_mode(cls, spec: str, tiny: bool) -> "FaultPlan":
         if spec and not tiny:
             print(f"steadydancer: {FAULT_ENV} is ignored outside tiny mode.", file=sys.stderr, flush=True)
             return cls()

@@ -21,14 +21,11 @@ self-attention projections 12 %, cross-attention 7 %, everything outside the blo
 
 from __future__ import annotations
 
+from .sizing import token_grid
+
 TEXT_TOKENS = 512
 IMAGE_TOKENS = 257
 IMAGE_DIM = 1280
-
-
-def latent_grid(frames: int, height: int, width: int) -> tuple[int, int, int]:
-    """Latent frames and the token grid (after the 1x2x2 patch) of a video."""
-    return (frames - 1) // 4 + 1, height // 16, width // 16
 
 
 def transformer_pass_flops(config: dict, frames: int, height: int, width: int, batch: int = 1) -> dict[str, float]:
@@ -37,7 +34,7 @@ def transformer_pass_flops(config: dict, frames: int, height: int, width: int, b
     `config` holds the `SteadyDancerTransformer3DModel` fields (num_attention_heads, attention_head_dim, ffn_dim,
     num_layers, text_dim; image_dim optional).
     """
-    lat_f, grid_h, grid_w = latent_grid(frames, height, width)
+    lat_f, grid_h, grid_w = token_grid(frames, height, width)
     video_tokens = lat_f * grid_h * grid_w
     frame_tokens = grid_h * grid_w
     tokens = video_tokens + 2 * frame_tokens

@@ -1,0 +1,52 @@
+"""The released model's rules and defaults, each defined once: the library's signatures, the Space's settings, the
+GPU-time estimate and the benchmarks all read them from here.
+
+Sources: SPEC.md section 3 (sampler), the released `generate` defaults, and the Hub repos the weights come from.
+"""
+
+from dataclasses import dataclass
+
+# Frames per second of every video SteadyDancer makes (Wan2.1 I2V's training rate); driving motion is resampled to it.
+OUTPUT_FPS = 16
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The sampler's settings. `SamplerSettings()` is the released quality setting (40 UniPC steps, decoupled
+    text / pose guidance); `FAST` is the 4-step preset of a step-distillation LoRA (text guidance off, pose guidance
+    kept in its window)."""
+
+    num_inference_steps: int = 40
+    guidance_scale: float = 5.0  # text
+    pose_guidance_scale: float = 1.0
+    pose_guidance_window: tuple[float, float] = (0.1, 0.4)  # fraction of the steps, strictly inside
+    shift: float = 5.0  # released advice: 5.0 at 1024x576, 3.0 at 832x480
+
+
+RELEASED = SamplerSettings()
+FAST = SamplerSettings(num_inference_steps=4, guidance_scale=1.0)
+SHIFT_480P = 3.0
+
+# Wan's standard negative prompt, prefixed with "镜头晃动，" (camera shake) as in the released SteadyDancer.
+DEFAULT_NEGATIVE_PROMPT = (
+    "镜头晃动，色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
+    "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，"
+    "背景人很多，倒着走"
+)
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A Hub repo and the revision loaded by default (None: the default branch)."""
+
+    repo_id: str
+    revision: str | None = None
+
+
+# The SteadyDancer DiT (released Wan layout), the diffusers-format Wan2.1 I2V repo for the VAE, encoders, tokenizer and
+# image processor, the DWPose ONNX models, and lightx2v's 4-step Wan2.1 I2V distillation LoRA (rank 64).
+TRANSFORMER = HubSource("MCG-NJU/SteadyDancer-14B")
+BASE = HubSource("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers")
+DWPOSE = HubSource("yzd-v/DWPose")
+FAST_LORA = HubSource("lightx2v/Wan2.1-Distill-Loras")
+FAST_LORA_WEIGHT = "wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"

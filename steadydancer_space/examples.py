@@ -1,0 +1,27 @@
+"""The example gallery: which drawn character goes with which dance and prompt. The files themselves are made by
+`examples/make_examples.py` (no third-party media)."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Example:
+    reference: str
+    video: str | None
+    keypoints: str | None
+    prompt: str
+    label: str
+    num_frames: int = 49
+
+
+EXAMPLES = (
+    Example("ref_red_dress.png", None, "dance_wave.json",
+            "A cartoon woman in a red dress waves her arms overhead and sways, plain studio background.",
+            "Red dress + waving (keypoints)"),
+    Example("ref_blue_hoodie.png", "drive_groove_beat.mp4", None,
+            "A cartoon man in a blue hoodie grooves to the beat, bouncing, plain studio background.",
+            "Blue hoodie + groove (video with a beat)"),
+    Example("ref_green_suit.png", None, "dance_sway.json",
+            "A cartoon person in a green jumpsuit steps side to side swinging the arms, plain studio background.",
+            "Green jumpsuit + side steps (keypoints)"),
+)
