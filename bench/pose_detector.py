@@ -6,7 +6,7 @@ RTMPose-L as in DWPose-l (CSPNeXt-L + RTMCC head, 1x3x384x288 -> simcc 1x133x576
 1x133x768), exports them to ONNX with torch, and times :class:`DWPoseDetector` on a frame.
 The compute matches the real files closely; the numbers are timings, not accuracy.
 
-    python -m steadydancer.pose.benchmark [--frames 10] [--height 720 --width 1280] [--threads N]
+    python -m bench.pose_detector [--frames 10] [--height 720 --width 1280] [--threads N]
 
 Needs torch (CPU is fine); torchvision is not used.
 """
@@ -154,7 +154,7 @@ def export_models(directory: str) -> tuple[str, str]:
 def main(argv=None) -> None:
     import warnings
 
-    from .detector import DWPoseDetector, letterbox, resize_for_detection
+    from steadydancer.pose.detector import DWPoseDetector, letterbox, resize_for_detection
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10)

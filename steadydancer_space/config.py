@@ -1,7 +1,8 @@
-"""Runtime settings of the app: environment variables first, command-line flags on top.
+"""Runtime settings of the app: environment variables first, command-line flags on top. This module is the only
+place the Space reads its environment variables.
 
-Stdlib only (with `duration`, itself stdlib only), so `app.py` can read them and set `HF_HUB_OFFLINE` before torch,
-diffusers or huggingface_hub are imported. Host and port are Gradio's own: `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`.
+It imports neither torch, diffusers nor huggingface_hub, so `app.py` can read the settings and set `HF_HUB_OFFLINE`
+before those are imported. Host and port are Gradio's own: `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`.
 
 | variable | flag | meaning |
 | --- | --- | --- |
@@ -23,12 +24,14 @@ diffusers or huggingface_hub are imported. Host and port are Gradio's own: `GRAD
 | STEADYDANCER_CONCURRENCY | --concurrency | generations running at once (default 1) |
 | STEADYDANCER_MAX_GPU_SECONDS | --max-gpu-seconds | refuse requests estimated above this (default: 300 on ZeroGPU, else none) |
 | STEADYDANCER_FILE_TTL | --file-ttl | seconds uploads and outputs are kept on the server (default 3600) |
-| STEADYDANCER_GPU | --gpu | hardware the time estimate assumes (see `duration.GPU_THROUGHPUT`; default auto) |
-| STEADYDANCER_ZEROGPU_SIZE | --zerogpu-size | ZeroGPU slice to request: large (half an H200) or xlarge (a whole one) |
+| STEADYDANCER_GPU | --gpu | hardware the time estimate assumes (see `estimate.GPU_THROUGHPUT`; default auto) |
+| STEADYDANCER_ZEROGPU_SIZE | --zerogpu-size | ZeroGPU slice to request: large (half an RTX Pro 6000 Blackwell, 48 GB) or xlarge (a whole one, 96 GB) |
 | STEADYDANCER_TINY_MAX_AREA | --tiny-max-area | pixel budget every preset is capped to in tiny mode (default 128*96) |
 
-Upload limits (file size, pixels, video length, aspect ratio, prompt length, steps) are `steadydancer_space.uploads.Limits`
-(STEADYDANCER_MAX_*); STEADYDANCER_FAULT injects faults in tiny mode (`faults.py`).
+Upload limits (file size, pixels, video length, aspect ratio, prompt length, steps, keypoint file size and frames)
+are `steadydancer_space.uploads.Limits`, read from the STEADYDANCER_MAX_* variables of `LIMIT_VARIABLES`;
+STEADYDANCER_FAULT injects faults in tiny mode (`faults.py`); SPACES_ZERO_GPU (set by the platform) says the app runs
+on ZeroGPU. A value that cannot be used stops the app with a `ConfigError` naming the variable.
 """
 
 import argparse
@@ -36,6 +39,8 @@ import os
 import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Sequence
+
+from steadydancer.defaults import BASE, DWPOSE, TRANSFORMER
 
 from .estimate import GPU_THROUGHPUT
 from .uploads import Limits
@@ -57,9 +62,6 @@ LIMIT_VARIABLES = {
 class ConfigError(ValueError):
     """A setting (flag or environment variable) that cannot be used; the message names it."""
 
-DEFAULT_TRANSFORMER_REPO = "MCG-NJU/SteadyDancer-14B"
-DEFAULT_BASE_REPO = "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"
-DEFAULT_POSE_REPO = "yzd-v/DWPose"
 DTYPES = ("bfloat16", "float16", "float32")
 GPU_CHOICES = ("auto", *GPU_THROUGHPUT)
 TRUE = {"1", "true", "yes", "on"}
@@ -68,12 +70,12 @@ TRUE = {"1", "true", "yes", "on"}
 @dataclass(frozen=True)
 class AppConfig:
     tiny: bool = False
-    transformer: str = DEFAULT_TRANSFORMER_REPO
-    transformer_revision: str | None = None
-    base: str = DEFAULT_BASE_REPO
-    base_revision: str | None = None
-    pose_models: str = DEFAULT_POSE_REPO
-    pose_revision: str | None = None
+    transformer: str = TRANSFORMER.repo_id
+    transformer_revision: str | None = TRANSFORMER.revision
+    base: str = BASE.repo_id
+    base_revision: str | None = BASE.revision
+    pose_models: str = DWPOSE.repo_id
+    pose_revision: str | None = DWPOSE.revision
     cache_dir: str | None = None
     offline: bool = False
     dtype: str = "bfloat16"
@@ -204,7 +206,7 @@ def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-gpu-seconds", type=float, default=d.max_gpu_seconds)
     p.add_argument("--gpu", choices=GPU_CHOICES, default=d.gpu, help="hardware the GPU-time estimate assumes")
     p.add_argument("--zerogpu-size", choices=("large", "xlarge"), default=d.zerogpu_size,
-                   help="ZeroGPU slice: large (half an H200) or xlarge (a whole H200, twice the quota)")
+                   help="ZeroGPU slice: large (48 GB, half a Blackwell card) or xlarge (96 GB, twice the quota)")
     p.add_argument("--tiny-max-area", type=int, default=d.tiny_max_area)
     p.add_argument("--file-ttl", type=int, default=d.file_ttl,
                    help="seconds uploads and outputs are kept on the server before they are deleted")

@@ -5,9 +5,8 @@ hardening of Gradio's input components, GPU-memory release after a failure, and 
   `gr.Error`: `InputError` / `PoseError` (and the pipeline's `check_inputs` ValueErrors, which the service re-raises
   as `InputError`) keep their message; out-of-memory and cancellation get fixed messages; anything else is logged
   with a reference and answered with a generic message, so no traceback or server path ever reaches the client.
-- `harden_inputs` wraps the `preprocess` of input components, so what Gradio itself does with an upload or an API
-  value (opening an image, range-checking a slider) fails with a message naming the field instead of an internal
-  error (Gradio's own messages for these name neither the field nor the problem).
+- `pass_through_inputs` hands the handlers what a request sent (file paths, raw values), so every value is checked
+  once, by `steadydancer_space.request` and `steadydancer_space.uploads`, with messages naming the API parameter.
 - `publish` copies an output into Gradio's upload cache (which `delete_cache` empties on a schedule), so the request's
   own working directory can be deleted before the response is sent.
 """
@@ -15,15 +14,14 @@ hardening of Gradio's input components, GPU-memory release after a failure, and 
 import functools
 import gc
 import inspect
-import os
 import re
 import sys
 import traceback
 import uuid
-from dataclasses import dataclass
 
 from steadydancer.pose.errors import PoseError
-from steadydancer_space.uploads import InputError, check_flag, check_number, check_reference_image
+
+from .uploads import InputError
 
 OOM_MESSAGE = (
     "Out of memory: this request needs more GPU memory than is free. Choose fewer frames or a lower resolution "
@@ -132,45 +130,6 @@ def user_errors(fn):
 
 
 # ---------------------------------------------------------------------- input components
-@dataclass(frozen=True)
-class NumberField:
-    """A numeric input: its API name and the range the server accepts (the UI's slider uses the same range)."""
-
-    name: str
-    minimum: float
-    maximum: float
-    integer: bool = False
-    optional: bool = False  # None passes the component (the handler decides; e.g. a seed that is randomised)
-
-    def check(self, value) -> float | int:
-        return check_number(value, self.name, self.minimum, self.maximum, integer=self.integer)
-
-    def check_payload(self, value):
-        return None if value is None and self.optional else self.check(value)
-
-
-def _wrap_preprocess(component, name: str, before=None, replace=None) -> None:
-    original = component.preprocess
-
-    def preprocess(payload):
-        try:
-            if replace is not None:
-                return replace(payload)
-            if before is not None:
-                payload = before(payload)
-            return original(payload)
-        except (InputError, PoseError) as error:
-            raise to_user_error(error) from None
-        except Exception as error:
-            import gradio as gr
-
-            if isinstance(error, gr.Error):  # Gradio's own message ("Value 5 is greater than ...") names no field
-                raise gr.Error(f"{name}: {sanitize(error.message)}", print_exception=False) from None
-            raise to_user_error(InputError(f"{name}: this value cannot be used ({type(error).__name__}).")) from None
-
-    component.preprocess = preprocess  # an instance attribute: Gradio calls `block.preprocess(...)`
-
-
 def _payload_path(payload):
     path = getattr(payload, "path", None)
     if path is None and isinstance(payload, dict):
@@ -178,45 +137,29 @@ def _payload_path(payload):
     return path
 
 
-def harden_inputs(fields: dict, limits) -> None:
-    """Wraps the `preprocess` of each input component (a dict component -> API name, or -> `NumberField`).
-
-    Numbers (sliders, number boxes) are checked against the field's range by `check_number`; checkboxes must be
-    booleans; the reference image is checked from its content (not its name) before Gradio opens it; the keypoint
-    file is passed on as a path without Gradio's extension check (its content is checked by the handler, and Gradio's
-    check leaves an empty temporary file behind per request); anything else keeps Gradio's preprocessing with its
-    errors named.
-    """
+def pass_through_inputs(components) -> None:
+    """Replaces the `preprocess` of each input component so the handler receives the value as sent: a server path
+    for files (image, video, JSON), the raw value for everything else. Validation then happens once, in
+    `steadydancer_space.request` and the upload checks, with messages naming the API parameter; Gradio's own
+    preprocessing would check ranges and choices with messages that name no field, let NaN through, refuse the
+    first release's choice labels, open images before their content is checked and leave an empty temporary file
+    per `gr.File` request."""
     import gradio as gr
 
-    for component, spec in fields.items():
-        name = spec.name if isinstance(spec, NumberField) else str(spec)
-        if isinstance(spec, NumberField):
-            _wrap_preprocess(component, name, before=spec.check_payload)
-        elif isinstance(component, gr.Checkbox):
-            _wrap_preprocess(component, name, before=lambda payload, name=name: check_flag(payload, name))
-        elif isinstance(component, gr.Image):
-
-            def check_image(payload):
-                path = _payload_path(payload)
-                if path:
-                    check_reference_image(path, limits)
-                return payload
-
-            _wrap_preprocess(component, name, before=check_image)
-        elif isinstance(component, gr.File):
+    for component in components:
+        if isinstance(component, (gr.Image, gr.Video, gr.File)):
 
             def as_path(payload):
                 if payload is None:
                     return None
                 path = _payload_path(payload)
                 if not path:
-                    raise InputError("The keypoint file was not received; upload it again.")
+                    raise gr.Error("An uploaded file was not received; upload it again.", print_exception=False)
                 return str(path)
 
-            _wrap_preprocess(component, name, replace=as_path)
+            component.preprocess = as_path  # an instance attribute: Gradio calls `block.preprocess(...)`
         else:
-            _wrap_preprocess(component, name)
+            component.preprocess = lambda payload: payload
 
 
 # ---------------------------------------------------------------------- output files
@@ -230,9 +173,3 @@ def publish(path: str | None) -> str | None:
     from gradio.utils import get_upload_folder
 
     return processing_utils.save_file_to_cache(path, cache_dir=get_upload_folder())
-
-
-def remove_tree(path: str | os.PathLike) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

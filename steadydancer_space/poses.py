@@ -12,31 +12,16 @@ from typing import Callable
 
 import numpy as np
 
-from steadydancer.pose import Pose, PoseError, PoseSequence, PreparedPoses, load_image, prepare_poses
+from steadydancer.defaults import OUTPUT_FPS
+from steadydancer.pose import Pose, PoseSequence, PreparedPoses, load_image, prepare_poses
 from steadydancer.sizing import generation_size
-from steadydancer_space.uploads import Limits, check_driving_video, check_keypoint_file, check_reference_image
-from steadydancer_space.uploads import load_keypoints as _load_keypoints
-from steadydancer_space.uploads import load_reference_image
 
-OUTPUT_FPS = 16
-MOTION_REAL_TIME = "Real time (16 fps)"
-MOTION_EVERY_FRAME = "Every frame (released)"
-MOTION_CHOICES = (MOTION_REAL_TIME, MOTION_EVERY_FRAME)
+from .request import AnimationRequest, PoseOptions
+from .uploads import Limits, check_driving_video, check_keypoint_file, check_reference_image
+from .uploads import load_keypoints as _load_keypoints
+from .uploads import load_reference_image
+
 FAKE_POSES_NOTE = "The poses are FAKE: tiny mode uses a stand-in detector that ignores what the images show."
-
-
-@dataclass(frozen=True)
-class PoseSettings:
-    """What the pose step depends on besides the files. `max_area` is the pixel budget generated at; `requested_area`
-    the one the visitor chose (larger in tiny mode, which caps the size; used for GPU-time estimates)."""
-
-    max_area: int
-    num_frames: int = 81
-    real_time: bool = True
-    align: bool = True
-    smooth_start_frames: int = 0
-    auto_start: bool = False
-    requested_area: int | None = None
 
 
 @dataclass
@@ -44,12 +29,8 @@ class PoseStep:
     reference: np.ndarray  # (H, W, 3) uint8, the reference as uploaded (upright, alpha on white)
     prepared: PreparedPoses
     driving_video: str | None  # the video the audio comes from (None for keypoint input)
-    settings: PoseSettings
+    options: PoseOptions
     warnings: list[str]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.prepared.height, self.prepared.width
 
     @property
     def lead_in_seconds(self) -> float:
@@ -216,40 +197,37 @@ class PoseStepCache:
 
 def run_pose_step(
     detector,
-    reference_path: str | None,
-    video_path: str | None,
-    keypoints_path: str | None,
-    settings: PoseSettings,
+    job: AnimationRequest,
+    max_area: int,
     *,
     cache: PoseStepCache | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     limits: Limits | None = None,
 ) -> PoseStep:
-    """Reference + driving (keypoint JSON when given, else the video) -> aligned pose frames at the generation size.
+    """Reference + driving (keypoint JSON when given, else the video) -> aligned pose frames at the generation size
+    for a budget of `max_area` pixels.
 
-    The files are checked from their content (`steadydancer_space.uploads`, with `limits`) before anything is decoded.
-    Raises `PoseError` or `InputError` (both ValueErrors) with a message for people when an input is missing or
-    unusable.
+    The files are checked from their content (`steadydancer_space.uploads`, with `limits`) before anything is
+    decoded. Raises `InputError` or `PoseError` (both ValueErrors) with a message for people when an input is missing
+    or unusable.
     """
-    if not reference_path:
-        raise PoseError("Add a reference image (a photo of the person to animate).")
-    if not video_path and not keypoints_path:
-        raise PoseError("Add a driving video, or a keypoint JSON file, for the motion.")
+    job.require_files()
     limits = limits or Limits()
     # Headers first (kind from the content, file size, pixels, duration, aspect), before hashing or decoding.
-    check_reference_image(reference_path, limits)
-    if keypoints_path:
-        check_keypoint_file(keypoints_path, limits)
+    check_reference_image(job.reference, limits)
+    if job.keypoints:
+        check_keypoint_file(job.keypoints, limits)
     else:
-        check_driving_video(video_path, limits)
-    key = (_digest(reference_path), _digest(keypoints_path) if keypoints_path else _digest(video_path),
-           bool(keypoints_path), settings, id(detector))
+        check_driving_video(job.driving_video, limits)
+    motion = job.keypoints or job.driving_video
+    key = (_digest(job.reference), _digest(motion), bool(job.keypoints), job.pose, max_area, id(detector))
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
 
-    reference = load_reference_image(reference_path, limits)  # writable: torch warns on read-only arrays
-    height, width = generation_size(reference.shape[0], reference.shape[1], settings.max_area)
-    driving = load_keypoints(keypoints_path, limits) if keypoints_path else video_path
+    reference = load_reference_image(job.reference, limits)  # writable: torch warns on read-only arrays
+    height, width = generation_size(reference.shape[0], reference.shape[1], max_area)
+    driving = load_keypoints(job.keypoints, limits) if job.keypoints else job.driving_video
+    options = job.pose
     with counting_people() as people:
         prepared = prepare_poses(
             reference,
@@ -257,20 +235,20 @@ def run_pose_step(
             detector=detector,
             width=width,
             height=height,
-            num_frames=settings.num_frames,
-            fps=OUTPUT_FPS if settings.real_time else None,
-            align=settings.align,
-            smooth_start_frames=settings.smooth_start_frames,
-            auto_start=settings.auto_start,
+            num_frames=options.num_frames,
+            fps=OUTPUT_FPS if options.real_time else None,
+            align=options.align,
+            smooth_start_frames=options.smooth_start_frames,
+            auto_start=options.auto_start,
             progress=progress,
         )
     reference_people = people[0] if people else None
-    driving_people = people[1:] if not keypoints_path and len(people) > 1 else None
+    driving_people = people[1:] if not job.keypoints and len(people) > 1 else None
     step = PoseStep(
         reference=reference,
         prepared=prepared,
-        driving_video=None if keypoints_path else video_path,
-        settings=settings,
+        driving_video=None if job.keypoints else job.driving_video,
+        options=options,
         warnings=pose_warnings(prepared, getattr(detector, "is_synthetic", False), reference_people, driving_people),
     )
     if cache is not None:

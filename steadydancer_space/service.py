@@ -1,5 +1,6 @@
-"""What the app's buttons do, without Gradio: extract poses, generate frames (with progress and cancellation), write
-the videos. `app.py` only maps UI values to these calls and wraps the GPU part for ZeroGPU."""
+"""The one orchestrator of the Space: a validated request in, files out. `app.py` maps UI values to a request
+(`steadydancer_space.request`), handles async and cancel, and wraps the GPU part for ZeroGPU; everything else happens
+here, in order: GPU-time check (before any pose detection), poses, generation (the GPU part), writing."""
 
 import contextlib
 import json
@@ -14,36 +15,25 @@ from typing import Callable
 
 import numpy as np
 
+from steadydancer.defaults import OUTPUT_FPS
 from steadydancer.flops import CONFIG_14B
-from steadydancer.sizing import RESOLUTIONS, generation_size
-from steadydancer_space.uploads import InputError, Limits
+from steadydancer.video_io import AudioClip, delayed, read_audio, write_mp4
 
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
 from .faults import FaultPlan, GpuStats
 from .guard import GenerationCancelled, free_accelerator_memory
-from .poses import OUTPUT_FPS, PoseSettings, PoseStep, PoseStepCache, overlay, run_pose_step
+from .poses import PoseStep, PoseStepCache, overlay, run_pose_step
+from .request import POSE_PARAMETERS, AnimationRequest, PoseOptions, SamplerOptions, number_fields
 from .runtime import TINY_NOTICE, Runtime
-from steadydancer.video_io import AudioClip, delayed, read_audio, write_mp4
+from .uploads import InputError, reference_size
 
-DEFAULT_PROMPT = "A person dancing, smooth natural motion, the same person and clothes as in the photo, high quality."
 OUTPUT_MAX_AGE_SECONDS = 2 * 3600  # leftovers of requests that never finished (a crash) are deleted after this
 # ZeroGPU refuses a task that asks for more than a few minutes (about 5 for logged-in visitors at the time of writing;
 # not documented). Without STEADYDANCER_MAX_GPU_SECONDS, requests estimated above this are refused before any work.
 ZEROGPU_MAX_SECONDS = 300
 
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """The sampler's settings (released defaults, SPEC.md section 3)."""
-
-    prompt: str = DEFAULT_PROMPT
-    negative_prompt: str | None = None  # None: the released default negative prompt
-    guidance_scale: float = 5.0
-    pose_guidance_scale: float = 1.0
-    pose_guidance_window: tuple[float, float] = (0.1, 0.4)
-    num_inference_steps: int = 40
-    shift: float = 5.0
-    seed: int = 0
+# progress(done, total, description): `total` None when unknown (the app shows an indeterminate bar).
+Progress = Callable[[int, int | None, str], None]
 
 
 @dataclass
@@ -59,10 +49,12 @@ class ExtractResult:
 @dataclass
 class AnimateResult:
     video: str
+    pose_video: str
     seed: int
     report: str
     has_audio: bool
     seconds: float
+    warnings: list[str]
 
 
 class CancelRegistry:
@@ -113,11 +105,12 @@ def stamp(frames: np.ndarray, text: str) -> np.ndarray:
 
 
 class AnimationService:
-    def __init__(self, runtime: Runtime, output_dir: str | None = None, limits: Limits | None = None,
-                 faults: FaultPlan | None = None, output_max_age: float = OUTPUT_MAX_AGE_SECONDS):
+    def __init__(self, runtime: Runtime, output_dir: str | None = None, faults: FaultPlan | None = None,
+                 output_max_age: float = OUTPUT_MAX_AGE_SECONDS):
         self.runtime = runtime
         self.config = runtime.config
-        self.limits = limits or self.config.limits
+        self.limits = self.config.limits
+        self.fields = number_fields(self.config.max_frames, self.limits)
         self.faults = faults or FaultPlan.for_mode(self.config.faults, runtime.tiny)
         self.stats = GpuStats()
         self.pose_cache = PoseStepCache(size=2)
@@ -129,31 +122,39 @@ class AnimationService:
         self.gpu = self.config.gpu if self.config.gpu != "auto" else auto
         self._running_job: str | None = None
 
-    # ------------------------------------------------------------------ settings
+    # ------------------------------------------------------------------ requests
     @property
     def tiny(self) -> bool:
         return self.runtime.tiny
 
-    @staticmethod
-    def requested_area(resolution: str) -> int:
-        """The pixel budget of a preset name (or of a number of pixels)."""
-        return RESOLUTIONS[resolution] if resolution in RESOLUTIONS else int(resolution)
+    def request(self, reference=None, driving_video=None, keypoints=None, *, random_seed=None,
+                **values) -> AnimationRequest:
+        """An `AnimationRequest` from API values (by API parameter name; absent ones take their defaults)."""
+        pose = PoseOptions.parse(self.fields, **{k: values.pop(k) for k in POSE_PARAMETERS if k in values})
+        sampler = SamplerOptions.parse(self.fields, self.limits, random_seed=random_seed, **values)
+        return AnimationRequest(reference or None, driving_video or None, keypoints or None, pose, sampler)
 
-    def max_area(self, resolution: str) -> int:
-        """The budget generated at: the requested one, capped in tiny mode to keep CPUs quick."""
-        area = self.requested_area(resolution)
-        return min(area, self.config.tiny_max_area) if self.tiny else area
+    def generation_area(self, pose: PoseOptions) -> int:
+        """The pixel budget generated at: the chosen one, capped in tiny mode to keep CPUs quick."""
+        return min(pose.area, self.config.tiny_max_area) if self.tiny else pose.area
 
     def transformer_config(self) -> dict:
         # The estimate is for the real model even in tiny mode: it is what a visitor would pay on the Space.
         return CONFIG_14B if self.tiny else dict(self.runtime.pipe.transformer.config)
 
-    def estimate(self, num_frames: int, height: int, width: int, settings: GenerationSettings) -> GpuEstimate:
+    def estimate(self, num_frames: int, height: int, width: int, sampler: SamplerOptions) -> GpuEstimate:
         return estimate_gpu_seconds(
-            num_frames, height, width, settings.num_inference_steps, settings.guidance_scale,
-            settings.pose_guidance_scale, tuple(settings.pose_guidance_window), gpu=self.gpu,
+            num_frames, height, width, sampler.num_inference_steps, sampler.guidance_scale,
+            sampler.pose_guidance_scale, sampler.pose_guidance_window, gpu=self.gpu,
             transformer_config=self.transformer_config(),
         )
+
+    def estimate_request(self, job: AnimationRequest) -> tuple[GpuEstimate, int, int]:
+        """(estimate, height, width) at the size the visitor chose, from the reference's header (a portrait
+        1024x576 frame when there is no reference yet)."""
+        ref_h, ref_w = reference_size(job.reference, self.limits) if job.reference else (576, 1024)
+        height, width = job.pose.generation_size(ref_h, ref_w)
+        return self.estimate(job.pose.num_frames, height, width, job.sampler), height, width
 
     @property
     def max_gpu_seconds(self) -> float | None:
@@ -162,27 +163,27 @@ class AnimationService:
             return self.config.max_gpu_seconds
         return ZEROGPU_MAX_SECONDS if self.config.zerogpu else None
 
-    def check(self, settings: GenerationSettings, num_frames: int, height: int, width: int) -> None:
-        """Raises `InputError` naming the first bad setting, before any GPU time is spent (the pipeline's own
-        `check_inputs`, whose ValueErrors name the argument, then the GPU-time limit)."""
+    def check(self, job: AnimationRequest) -> None:
+        """Raises `InputError` naming the first problem, before any pose detection or GPU time: the pipeline's own
+        `check_inputs` (its ValueErrors name the argument), then the GPU-time limit."""
+        job.require_files()
+        estimate, height, width = self.estimate_request(job)
+        sampler = job.sampler
         try:
             self.runtime.pipe.check_inputs(
-                height=height, width=width, num_frames=num_frames,
-                num_inference_steps=int(settings.num_inference_steps), guidance_scale=settings.guidance_scale,
-                pose_guidance_scale=settings.pose_guidance_scale,
-                pose_guidance_window=tuple(settings.pose_guidance_window), shift=settings.shift,
-                has_negative_pose=True,
+                height=height, width=width, num_frames=job.pose.num_frames,
+                num_inference_steps=sampler.num_inference_steps, guidance_scale=sampler.guidance_scale,
+                pose_guidance_scale=sampler.pose_guidance_scale, pose_guidance_window=sampler.pose_guidance_window,
+                shift=sampler.shift, has_negative_pose=True,
             )
         except ValueError as error:
             raise InputError(str(error)) from None
         limit = self.max_gpu_seconds
-        if limit is not None:
-            estimate = self.estimate(num_frames, height, width, settings)
-            if estimate.seconds > limit:
-                raise InputError(
-                    f"This request needs about {format_seconds(estimate.seconds)} of GPU time; this app allows "
-                    f"{format_seconds(limit)}. Choose fewer frames, fewer steps or a lower resolution."
-                )
+        if limit is not None and estimate.seconds > limit:
+            raise InputError(
+                f"This request needs about {format_seconds(estimate.seconds)} of GPU time; this app allows "
+                f"{format_seconds(limit)}. Choose fewer frames, fewer steps or a lower resolution."
+            )
 
     # ------------------------------------------------------------------ files
     def new_output_dir(self) -> str:
@@ -222,33 +223,40 @@ class AnimationService:
                 continue
 
     # ------------------------------------------------------------------ pose step
-    def poses(self, reference: str | None, video: str | None, keypoints: str | None, settings: PoseSettings,
-              progress: Callable[[int, int | None], None] | None = None) -> PoseStep:
-        return run_pose_step(self.runtime.detector, reference, video, keypoints, settings, cache=self.pose_cache,
-                             progress=progress, limits=self.limits)
+    def poses(self, job: AnimationRequest, progress: Progress | None = None,
+              job_id: str | None = None) -> PoseStep:
+        def report(done, total):
+            if job_id is not None and self.cancels.cancelled(job_id):
+                raise GenerationCancelled()
+            if progress is not None:
+                progress(done, total, f"Detecting poses: frame {done}" + (f" of {total}" if total else ""))
 
-    def extract(self, reference: str | None, video: str | None, keypoints: str | None, settings: PoseSettings,
-                generation: GenerationSettings | None = None,
-                progress: Callable[[int, int | None], None] | None = None, out_dir: str | None = None) -> ExtractResult:
+        return run_pose_step(self.runtime.detector, job, self.generation_area(job.pose), cache=self.pose_cache,
+                             progress=report, limits=self.limits)
+
+    def write_pose_video(self, step: PoseStep, out_dir: str, negative: bool = False) -> str:
+        frames = step.prepared.negative if negative else step.prepared.positive
+        if self.tiny:
+            frames = stamp(frames, "TINY MODE - FAKE POSES")
+        name = "negative_poses.mp4" if negative else "poses.mp4"
+        return write_mp4(os.path.join(out_dir, name), frames, OUTPUT_FPS, preset="veryfast")
+
+    def extract(self, job: AnimationRequest, progress: Progress | None = None,
+                out_dir: str | None = None) -> ExtractResult:
+        """The Extract button: poses, their videos, the alignment overlay and the raw keypoints, before any GPU time."""
         import PIL.Image
 
-        step = self.poses(reference, video, keypoints, settings, progress)
-        prepared = step.prepared
+        step = self.poses(job, progress)
         out = out_dir or self.new_output_dir()
-        positive, negative = prepared.positive, prepared.negative
-        if self.tiny:
-            positive, negative = stamp(positive, "TINY MODE - FAKE POSES"), stamp(negative, "TINY MODE - FAKE POSES")
-        pose_video = write_mp4(os.path.join(out, "poses.mp4"), positive, OUTPUT_FPS, preset="veryfast")
-        negative_video = write_mp4(os.path.join(out, "negative_poses.mp4"), negative, OUTPUT_FPS, preset="veryfast")
         alignment = os.path.join(out, "alignment.png")
-        PIL.Image.fromarray(overlay(step.reference, prepared.positive[0])).save(alignment)
+        PIL.Image.fromarray(overlay(step.reference, step.prepared.positive[0])).save(alignment)
         poses_json = os.path.join(out, "driving_poses.json")
         with open(poses_json, "w", encoding="utf-8") as f:
-            json.dump(prepared.driving_poses.to_dict(), f)
-        report = self.pose_report(step, generation)
-        return ExtractResult(step, pose_video, negative_video, alignment, poses_json, report)
+            json.dump(step.prepared.driving_poses.to_dict(), f)
+        return ExtractResult(step, self.write_pose_video(step, out), self.write_pose_video(step, out, negative=True),
+                             alignment, poses_json, self.pose_report(step, job.sampler))
 
-    def pose_report(self, step: PoseStep, generation: GenerationSettings | None = None) -> str:
+    def pose_report(self, step: PoseStep, sampler: SamplerOptions | None = None) -> str:
         p = step.prepared
         lines = []
         if self.tiny:
@@ -266,19 +274,18 @@ class AnimationService:
         if step.driving_video and p.video_info is not None and p.video_info.has_audio:
             note = self.audio_note(step)
             lines.append(note or "The driving video's audio will be added to the result, aligned to the clip.")
-        if generation is not None:
+        if sampler is not None:
             # Tiny mode caps the size; the estimate is for the real model at the size the visitor asked for.
-            area = step.settings.requested_area or step.settings.max_area
-            height, width = generation_size(*step.reference.shape[:2], area)
-            estimate = self.estimate(p.num_frames, height, width, generation)
+            height, width = step.options.generation_size(*step.reference.shape[:2])
+            estimate = self.estimate(p.num_frames, height, width, sampler)
             lines.append(f"Generation estimate for {width}x{height}: {estimate.describe()}.")
         lines += [f"Warning: {w}" for w in step.warnings]
         return "\n\n".join(lines)
 
     # ------------------------------------------------------------------ generation
     def generate_frames(self, reference: np.ndarray, positive: np.ndarray, negative: np.ndarray,
-                        settings: GenerationSettings, job_id: str | None = None,
-                        progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
+                        sampler: SamplerOptions, job_id: str | None = None,
+                        progress: Progress | None = None) -> np.ndarray:
         """Runs the pipeline; returns (N, H, W, 3) uint8. Raises GenerationCancelled when the job is cancelled.
 
         This is the GPU part: its arguments are plain arrays and settings, so ZeroGPU can send them to its worker.
@@ -286,9 +293,9 @@ class AnimationService:
         import torch
 
         pipe = self.runtime.pipe
-        steps = int(settings.num_inference_steps)
+        steps = sampler.num_inference_steps
         height, width = positive.shape[1:3]
-        inject_oom = self.faults.take_oom(settings.seed)
+        inject_oom = self.faults.take_oom(sampler.seed)
 
         def on_step(pipeline, i, t, tensors):
             if inject_oom:  # tiny-mode fault injection (STEADYDANCER_FAULT): fail as CUDA would, inside the loop
@@ -312,21 +319,21 @@ class AnimationService:
                 if progress is not None:
                     progress(0, steps, "Encoding the reference, the prompt and the poses")
                 # Noise drawn on the CPU: the same seed gives the same video on any device.
-                generator = torch.Generator("cpu").manual_seed(int(settings.seed))
+                generator = torch.Generator("cpu").manual_seed(sampler.seed)
                 output = pipe(
                     image=reference,
                     pose_video=positive,
                     negative_pose_video=negative,
-                    prompt=settings.prompt,
-                    negative_prompt=settings.negative_prompt or None,
+                    prompt=sampler.prompt,
+                    negative_prompt=sampler.negative_prompt,
                     height=height,
                     width=width,
                     num_frames=positive.shape[0],
                     num_inference_steps=steps,
-                    guidance_scale=float(settings.guidance_scale),
-                    pose_guidance_scale=float(settings.pose_guidance_scale),
-                    pose_guidance_window=tuple(float(v) for v in settings.pose_guidance_window),
-                    shift=float(settings.shift),
+                    guidance_scale=sampler.guidance_scale,
+                    pose_guidance_scale=sampler.pose_guidance_scale,
+                    pose_guidance_window=sampler.pose_guidance_window,
+                    shift=sampler.shift,
                     generator=generator,
                     output_type="np",
                     callback_on_step_end=on_step,
@@ -359,7 +366,7 @@ class AnimationService:
     def audio_note(self, step: PoseStep) -> str | None:
         """Why the audio is left out, or None when it is used."""
         p = step.prepared
-        if not step.settings.real_time and p.source_fps and abs(p.source_fps - OUTPUT_FPS) > 0.05:
+        if not step.options.real_time and p.source_fps and abs(p.source_fps - OUTPUT_FPS) > 0.05:
             return (f"The audio is left out: 'every frame' plays the {p.source_fps:.3g} fps clip at 16 fps, "
                     f"{p.source_fps / OUTPUT_FPS:.2f}x slower than its sound.")
         return None
@@ -379,21 +386,39 @@ class AnimationService:
             return None
         return delayed(clip, lead_in) if clip is not None else None
 
-    def finish(self, step: PoseStep, frames: np.ndarray, settings: GenerationSettings, seconds: float,
-               out_dir: str | None = None, audio: AudioClip | None | bool = True) -> AnimateResult:
-        """Writes the result. `audio`: True reads it from the driving video now; or the clip `output_audio` read
-        before the generation (the app does that, so a long generation never needs the upload again)."""
-        out = out_dir or self.new_output_dir()
-        if audio is True:
-            audio = self.output_audio(step, len(frames))
+    def finish(self, step: PoseStep, frames: np.ndarray, sampler: SamplerOptions, seconds: float, out_dir: str,
+               audio: AudioClip | None) -> AnimateResult:
+        """Writes the result with `audio` (read by `output_audio` before the generation, so a long generation never
+        needs the upload again) and its report."""
         if self.tiny:
             frames = stamp(frames, "TINY MODE - NOISE")
-        video = write_mp4(os.path.join(out, f"steadydancer_seed{settings.seed}.mp4"), frames, OUTPUT_FPS, audio=audio)
+        video = write_mp4(os.path.join(out_dir, f"steadydancer_seed{sampler.seed}.mp4"), frames, OUTPUT_FPS,
+                          audio=audio)
         lines = [f"**{TINY_NOTICE}**"] if self.tiny else []
         lines.append(
             f"{len(frames)} frames at {frames.shape[2]}x{frames.shape[1]}, {OUTPUT_FPS} fps "
-            f"({len(frames) / OUTPUT_FPS:.2f} s), seed {settings.seed}, {settings.num_inference_steps} steps, "
+            f"({len(frames) / OUTPUT_FPS:.2f} s), seed {sampler.seed}, {sampler.num_inference_steps} steps, "
             f"generated in {format_seconds(seconds)}" + (", with the driving video's audio." if audio else ".")
         )
         lines += [f"Warning: {w}" for w in step.warnings]
-        return AnimateResult(video, int(settings.seed), "\n\n".join(lines), audio is not None, seconds)
+        return AnimateResult(video, self.write_pose_video(step, out_dir), sampler.seed, "\n\n".join(lines),
+                             audio is not None, seconds, step.warnings)
+
+    # ------------------------------------------------------------------ the whole job
+    def animate(self, job: AnimationRequest, job_id: str, run_on_gpu: Callable[..., np.ndarray],
+                out_dir: str, progress: Progress | None = None,
+                warn: Callable[[str], None] | None = None) -> AnimateResult:
+        """Check, poses, GPU part, writing. `run_on_gpu(reference, positive, negative, sampler, job_id)` is
+        `generate_frames`, wrapped by the app for ZeroGPU; `warn` receives the pose step's warnings before the GPU
+        part starts. Raises `GenerationCancelled` once `job_id` is cancelled."""
+        self.check(job)
+        step = self.poses(job, progress, job_id)
+        for note in step.warnings if warn is not None else ():
+            warn(note)
+        audio = self.output_audio(step, step.prepared.num_frames)
+        start = time.perf_counter()
+        prepared = step.prepared
+        frames = run_on_gpu(step.reference, prepared.positive, prepared.negative, job.sampler, job_id)
+        if progress is not None:
+            progress(0, None, "Writing the video")
+        return self.finish(step, frames, job.sampler, time.perf_counter() - start, out_dir, audio)

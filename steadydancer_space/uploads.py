@@ -12,7 +12,7 @@ messages never contain server paths.
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -143,40 +143,33 @@ def _unreadable_image(name: str) -> str:
     return f"The reference image is corrupt or truncated{unsupported} and cannot be read; upload a PNG, JPEG or WebP."
 
 
-def load_reference_image(path: str | os.PathLike | None, limits: Limits | None = None) -> np.ndarray:
-    """A validated reference photo as upright RGB uint8 (H, W, 3): EXIF orientation applied, transparency on white
-    (as `steadydancer.pose.load_image` does)."""
-    from PIL import Image, ImageOps
+def reference_size(path: str | os.PathLike, limits: Limits | None = None) -> tuple[int, int]:
+    """(height, width) of a reference photo as shown upright (EXIF orientation applied), from its header."""
+    from PIL import Image
 
-    limits = limits or Limits()
-    check_reference_image(path, limits)
-    _, name = sniff(path)
+    width, height = check_reference_image(path, limits)
     try:
         with Image.open(path) as image:
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            mode = "RGBA" if upright.mode in ("RGBA", "LA", "P", "PA") else "RGB"
-            rgb = np.array(upright.convert(mode))
-    except Exception as error:  # PIL raises many kinds of errors for broken files
-        raise InputError(_unreadable_image(name)) from error
-    if rgb.shape[-1] == 4:
-        alpha = rgb[..., 3:4].astype(np.float32) / 255.0
-        rgb = np.clip(rgb[..., :3] * alpha + 255.0 * (1.0 - alpha), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(rgb)
+            turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that turn the photo by 90 degrees
+    except Exception as error:  # Pillow raises many kinds of errors for broken files
+        raise InputError(_unreadable_image(sniff(path)[1])) from error
+    return (width, height) if turned else (height, width)
 
 
-@dataclass
-class VideoCheck:
-    width: int
-    height: int
-    fps: float
-    duration: float
-    has_audio: bool
-    notes: list[str] = field(default_factory=list)
+def load_reference_image(path: str | os.PathLike | None, limits: Limits | None = None) -> np.ndarray:
+    """A validated reference photo as upright RGB uint8 (H, W, 3), by the library's one image loader."""
+    from steadydancer.pose import PoseError, load_image
+
+    check_reference_image(path, limits or Limits())
+    try:
+        return load_image(path)
+    except PoseError as error:
+        raise InputError(_unreadable_image(sniff(path)[1])) from error
 
 
-def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = None) -> VideoCheck:
-    """Validates a driving video from its header and first frame, without decoding the whole file."""
+def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = None) -> None:
+    """Validates a driving video from its header and first frame, without decoding the whole file (its metadata is
+    read later by `steadydancer.pose.probe_video`, the one video-metadata reader)."""
     import av
 
     limits = limits or Limits()
@@ -192,12 +185,10 @@ def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = 
                 raise InputError("The driving video has no video stream (an audio-only or zero-length file).")
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
             if stream.duration and stream.time_base:
                 duration = float(stream.duration * stream.time_base)
             else:
                 duration = (container.duration or 0) / 1e6
-            has_audio = bool(container.streams.audio)
             if width * height > limits.max_video_pixels:  # before decoding anything
                 raise InputError(
                     f"The driving video is {width}x{height}; at most {limits.max_video_pixels / 1e6:.1f} megapixels "
@@ -218,7 +209,6 @@ def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = 
             f"The driving video lasts {duration:.0f} s; at most {limits.max_video_seconds:g} s are accepted. Trim it first."
         )
     _check_aspect(width, height, "driving video", limits)
-    return VideoCheck(width=width, height=height, fps=fps, duration=duration, has_audio=has_audio)
 
 
 def check_keypoint_file(path: str | os.PathLike | None, limits: Limits | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""Starting `app.py` in a subprocess on a free port and waiting until it serves: for the tests, CI smoke checks and the
+"""Starting `app.py` in a subprocess on a free port and waiting until it serves: for the tests and the
 startup-time and memory measurements."""
 
 import os
@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

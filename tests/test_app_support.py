@@ -105,24 +105,53 @@ def test_frame_ranges_and_warnings():
 
 
 def test_pose_step_cache_and_errors(tmp_path):
-    from steadydancer_space.poses import PoseSettings, PoseStepCache, run_pose_step
     from steadydancer.pose import PoseError, SyntheticPoseDetector
+    from steadydancer_space.poses import PoseStepCache, run_pose_step
+    from steadydancer_space.request import AnimationRequest, PoseOptions
+    from steadydancer_space.uploads import InputError
 
     detector, cache = SyntheticPoseDetector(animate=True), PoseStepCache()
-    settings = PoseSettings(max_area=128 * 96, num_frames=9, smooth_start_frames=2)
+    options = PoseOptions(num_frames=9, smooth_start_frames=2)
     ref, dance = str(REPO / "examples/ref_red_dress.png"), str(REPO / "examples/dance_wave.json")
-    step = run_pose_step(detector, ref, None, dance, settings, cache=cache)
+    job = AnimationRequest(ref, keypoints=dance, pose=options)
+    step = run_pose_step(detector, job, 128 * 96, cache=cache)
     assert step.prepared.positive.shape == (9, 128, 80, 3) and step.driving_video is None
     assert step.lead_in_seconds == 2 / 16
-    assert run_pose_step(detector, ref, None, dance, settings, cache=cache) is step
-    with pytest.raises(PoseError, match="reference image"):
-        run_pose_step(detector, None, None, dance, settings)
-    with pytest.raises(PoseError, match="driving video"):
-        run_pose_step(detector, ref, None, None, settings)
+    assert run_pose_step(detector, job, 128 * 96, cache=cache) is step
+    assert run_pose_step(detector, job, 64 * 48, cache=cache) is not step  # the budget is part of the key
+    with pytest.raises(InputError, match="reference image"):
+        run_pose_step(detector, AnimationRequest(None, keypoints=dance, pose=options), 128 * 96)
+    with pytest.raises(InputError, match="driving video"):
+        run_pose_step(detector, AnimationRequest(ref, pose=options), 128 * 96)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(PoseError, match="format"):
-        run_pose_step(detector, ref, None, str(bad), settings)
+        run_pose_step(detector, AnimationRequest(ref, keypoints=str(bad), pose=options), 128 * 96)
+
+
+def test_request_validates_each_api_value_once_and_names_it():
+    from steadydancer_space.request import MOTION_LABELS, RESOLUTION_LABELS, PoseOptions, SamplerOptions, number_fields
+    from steadydancer_space.uploads import InputError, Limits
+
+    fields = number_fields(121, Limits())
+    # Stable API values and the first release's labels give the same options.
+    assert PoseOptions.parse(fields, resolution="480p", motion="every_frame") == PoseOptions.parse(
+        fields, resolution=RESOLUTION_LABELS["480p"], motion=MOTION_LABELS["every_frame"])
+    options = PoseOptions.parse(fields, resolution="720p", num_frames=49.0, smooth_start=True, smooth_start_frames=4)
+    assert (options.area, options.num_frames, options.smooth_start_frames) == (1280 * 720, 49, 4)
+    assert isinstance(options.num_frames, int)
+    for kwargs, message in [({"resolution": "8K"}, "resolution must be one of '480p', '576p', '720p'"),
+                            ({"num_frames": 8}, r"num_frames must be 4n\+1"),
+                            ({"motion": "fast"}, "motion must be one of 'real_time', 'every_frame'"),
+                            ({"auto_start": "yes"}, "auto_start must be true or false")]:
+        with pytest.raises(InputError, match=message):
+            PoseOptions.parse(fields, **kwargs)
+    sampler = SamplerOptions.parse(fields, Limits(), prompt="  ", negative_prompt="", steps=4, seed=3)
+    assert sampler.prompt == SamplerOptions().prompt and sampler.negative_prompt is None
+    assert (sampler.num_inference_steps, sampler.seed) == (4, 3)
+    assert SamplerOptions.parse(fields, Limits(), seed=None, randomize_seed=True, random_seed=lambda: 99).seed == 99
+    with pytest.raises(InputError, match="pose_guidance_window"):
+        SamplerOptions.parse(fields, Limits(), window_start=0.5, window_end=0.2)
 
 
 # ---------------------------------------------------------------------- examples
@@ -157,9 +186,13 @@ def test_committed_examples_match_the_script(tmp_path):
     between library versions)."""
     from PIL import Image
 
-    from steadydancer_space.examples import make_examples
+    import importlib.util
 
-    for path in map(Path, make_examples(tmp_path)):
+    spec = importlib.util.spec_from_file_location("make_examples", REPO / "examples" / "make_examples.py")
+    make_examples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_examples)
+
+    for path in map(Path, make_examples.make_examples(tmp_path)):
         committed = REPO / "examples" / path.name
         if path.suffix == ".json":
             assert json.loads(committed.read_text()) == json.loads(path.read_text()), path.name

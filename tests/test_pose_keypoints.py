@@ -14,6 +14,7 @@ from steadydancer.pose import (
     PoseSequence,
     SyntheticPoseDetector,
     load_image,
+    resample_indices,
 )
 
 
@@ -85,7 +86,7 @@ def _seq(**frame):
     ({"format": "other", "version": 1}, "'format' must be"),
     ({"format": "steadydancer.pose_sequence", "version": 7}, "unsupported 'version'"),
     ({**_seq(), "width": 0}, "width: expected a positive integer"),
-    ({**_seq(), "fps": -3}, "fps: expected a positive number"),
+    ({**_seq(), "fps": -3}, "fps: expected a frame rate between 1 and 1000"),
     ({**_seq(), "frames": {}}, "frames: expected a list"),
     (_seq(body=[[0.5, 0.5]] * 17), r"frames\[0\].body: expected shape \[18, 2\]"),
     (_seq(body=[[0.5, float("nan")]] * 18), "NaN"),
@@ -158,3 +159,18 @@ def test_load_image_formats(tmp_path):
     exif[0x0112] = 6
     img.save(tmp_path / "b.jpg", exif=exif)
     assert load_image(tmp_path / "b.jpg").shape == (6, 3, 3)
+
+
+@pytest.mark.parametrize("fps", [1e-9, 0.5, 1e6, float("inf")])
+def test_sequence_frame_rate_is_bounded_before_use(fps):
+    """The rate sizes the resampling to the output rate; an absurd one is refused, naming `fps`."""
+    data = PoseSequence([Pose.empty(64, 64)] * 3, 64, 64, 16).to_dict()
+    with pytest.raises(PoseFormatError, match=r"\.fps: expected a frame rate between 1 and 1000"):
+        PoseSequence.from_dict({**data, "fps": fps})
+    with pytest.raises(PoseFormatError, match="fps must be between 1 and 1000"):
+        PoseSequence([Pose.empty(64, 64)] * 3, 64, 64, fps)
+
+
+def test_resampling_is_bounded_by_the_count_asked_for():
+    times = np.arange(3, dtype=np.float64) * 1e9  # three poses a billion seconds apart
+    assert len(resample_indices(times, 16.0, max_count=81)) == 81

@@ -270,6 +270,7 @@ def media(tmp_path_factory):
     raw("nan.json", b'{"format": "steadydancer.pose_sequence", "version": 1, "width": 512, "height": NaN}')
     good = json.loads((EXAMPLES / "dance_wave.json").read_text())
     raw("nobody.json", json.dumps({**good, "frames": [{"body": [[-1, -1]] * 18}] * 9}).encode())
+    raw("tiny_fps.json", json.dumps({**good, "fps": 1e-9}).encode())
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 700, 3), dtype=np.uint8)).save(root / "big.png")
     files["big.png"] = root / "big.png"
     files["root"] = root
@@ -383,6 +384,8 @@ BAD_FILES = [
     ("keypoints of another format", "@ref", None, "wrong_format.json", "'format' must be 'steadydancer.pose_sequence'"),
     ("keypoints with NaN", "@ref", None, "nan.json", "keypoint file contains NaN"),
     ("keypoints without a person", "@ref", None, "nobody.json", "No person was found in 5 of 5 driving frames"),
+    # A rate sizes the resampling loop: 1e-9 fps once made it run for ever (and hold the generation slot).
+    ("keypoints at 1e-9 fps", "@ref", None, "tiny_fps.json", r"keypoint file\.fps: expected a frame rate between 1 "),
 ]
 
 
@@ -437,7 +440,7 @@ NUMBERS = [
     ("seed", None, r"seed must be a number, got None"),
     ("smooth_start_frames", 0, r"smooth_start_frames must be between 1 and 32"),
     ("randomize_seed", "yes", r"randomize_seed must be true or false"),
-    ("resolution", "8K", r"resolution: Value: 8K is not in the list of choices"),
+    ("resolution", "8K", r"resolution must be one of '480p', '576p', '720p', got '8K'"),
     ("prompt", "x" * (MAX_PROMPT + 1), rf"prompt has {MAX_PROMPT + 1} characters; at most {MAX_PROMPT}"),
     ("negative_prompt", "y" * (MAX_PROMPT + 5), rf"negative prompt has {MAX_PROMPT + 5} characters"),
 ]

@@ -286,6 +286,12 @@ class Pose:
         return cls.from_dict(data, where=str(path))
 
 
+# Frame rates a pose sequence may declare. The rate sizes the resampling to the output rate, so a rate from a file
+# is bounded before use: a tiny one would stretch a few poses over years of output frames.
+MIN_FPS = 1.0
+MAX_FPS = 1000.0
+
+
 @dataclass
 class PoseSequence:
     """Per-frame poses of one video plus its frame size and rate.
@@ -307,8 +313,8 @@ class PoseSequence:
         self.width, self.height = int(self.width), int(self.height)
         if self.fps is not None:
             self.fps = float(self.fps)
-            if not (math.isfinite(self.fps) and self.fps > 0):
-                raise PoseFormatError(f"fps must be a positive number or None, got {self.fps}")
+            if not (math.isfinite(self.fps) and MIN_FPS <= self.fps <= MAX_FPS):
+                raise PoseFormatError(f"fps must be between {MIN_FPS:g} and {MAX_FPS:g} or None, got {self.fps}")
         if self.times is not None:
             self.times = np.asarray(self.times, dtype=np.float64).reshape(-1)
             if len(self.times) != len(self.poses):
@@ -343,8 +349,9 @@ class PoseSequence:
         h = _positive_int(data.get("height"), f"{where}.height")
         fps = data.get("fps")
         if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool)
-                                or not math.isfinite(fps) or fps <= 0):
-            raise PoseFormatError(f"{where}.fps: expected a positive number or null, got {fps!r}")
+                                or not math.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS):
+            raise PoseFormatError(f"{where}.fps: expected a frame rate between {MIN_FPS:g} and {MAX_FPS:g} "
+                                  f"(or null), got {fps!r}")
         frames = data.get("frames")
         if not isinstance(frames, list):
             raise PoseFormatError(f"{where}.frames: expected a list of frame objects")

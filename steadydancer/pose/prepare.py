@@ -122,11 +122,9 @@ def _read_driving(driving, detector: PoseDetector | None, fps: float | None, nee
     if isinstance(driving, PoseSequence):
         times = driving.frame_times()
         if fps is not None and driving.fps is not None:
-            idx = resample_indices(times, fps)
+            idx = resample_indices(times, fps, max_count=needed)
         else:
-            idx = np.arange(len(driving))
-        if needed is not None:
-            idx = idx[:needed]
+            idx = np.arange(len(driving) if needed is None else min(needed, len(driving)))
         poses = [driving[i] for i in idx]
         return (PoseSequence(poses, driving.width, driving.height, fps or driving.fps, times[idx]),
                 times[idx], idx, None, driving.fps)

@@ -258,12 +258,14 @@ def read_video(path: str | os.PathLike, fps: float | None = OUTPUT_FPS, *,
                      np.array([f.index for f in frames]), float(fps) if fps else info.fps, info)
 
 
-def resample_indices(source_times: Sequence[float], fps: float, end_time: float | None = None) -> np.ndarray:
+def resample_indices(source_times: Sequence[float], fps: float, end_time: float | None = None,
+                     max_count: int | None = None) -> np.ndarray:
     """Indices of the source frames :func:`iter_video_frames` picks for ``fps``.
 
     Args:
         source_times: (N,) increasing times in seconds (first one 0).
         end_time: end of the last source frame; default last time + median interval.
+        max_count: stop after this many indices (the loop is otherwise sized by the times).
     """
     times = np.asarray(source_times, dtype=np.float64)
     if len(times) == 0:
@@ -272,7 +274,7 @@ def resample_indices(source_times: Sequence[float], fps: float, end_time: float 
         end_time = times[-1] + (float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / fps)
     out = []
     k = 0
-    while k / fps < end_time - _TIE:
+    while k / fps < end_time - _TIE and (max_count is None or k < max_count):
         target = k / fps
         j = int(np.searchsorted(times, target, side="right"))  # first frame after target
         if j == 0:

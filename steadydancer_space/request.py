@@ -1,0 +1,188 @@
+"""What a visitor or a script asks for, validated once: API values in, typed request objects out.
+
+Every `/extract_poses`, `/animate` and `/estimate` value passes through `PoseOptions.parse` /
+`SamplerOptions.parse` here and nowhere else; an `InputError` names the API parameter. Choices take stable API values
+(`"576p"`, `"real_time"`); the UI shows labels for them, and the labels of the first release are still accepted.
+"""
+
+from dataclasses import dataclass
+
+from steadydancer.defaults import RELEASED, SHIFT_480P
+from steadydancer.sizing import RESOLUTIONS, generation_size, is_valid_frame_count
+
+from .uploads import InputError, Limits, check_flag, check_number, check_prompt
+
+MAX_SEED = 2**31 - 1
+DEFAULT_PROMPT = "A person dancing, smooth natural motion, the same person and clothes as in the photo, high quality."
+DEFAULT_RESOLUTION = "576p"
+DEFAULT_SMOOTH_START_FRAMES = 8
+
+# API value -> UI label. The labels are what the first release's API took (still accepted, see `_choice`).
+RESOLUTION_LABELS = {"480p": "480p (832x480)", "576p": "576p (1024x576, paper)", "720p": "720p (1280x720)"}
+MOTION_LABELS = {"real_time": "Real time (16 fps)", "every_frame": "Every frame (released)"}
+
+
+def _choice(value, name: str, labels: dict[str, str]) -> str:
+    """The stable value of a choice given as its value or as its (old) label."""
+    for key, label in labels.items():
+        if value in (key, label):
+            return key
+    raise InputError(f"{name} must be one of {', '.join(map(repr, labels))}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class NumberField:
+    """A numeric API parameter and the range the server accepts (the UI's slider uses the same range)."""
+
+    name: str
+    minimum: float
+    maximum: float
+    integer: bool = False
+
+    def check(self, value) -> float | int:
+        return check_number(value, self.name, self.minimum, self.maximum, integer=self.integer)
+
+    @property
+    def range(self) -> dict:
+        return {"minimum": self.minimum, "maximum": self.maximum}
+
+
+def number_fields(max_frames: int, limits: Limits) -> dict[str, NumberField]:
+    """The numeric API parameters by name, with the ranges of this deployment."""
+    fields = [
+        NumberField("num_frames", 5, max_frames, integer=True),
+        NumberField("smooth_start_frames", 1, 32, integer=True),
+        NumberField("guidance_scale", 1.0, 10.0),
+        NumberField("pose_guidance_scale", 0.0, 5.0),
+        NumberField("window_start", 0.0, 1.0),
+        NumberField("window_end", 0.0, 1.0),
+        NumberField("steps", 1, limits.max_steps, integer=True),
+        NumberField("shift", 1.0, 10.0),
+        NumberField("seed", 0, MAX_SEED, integer=True),
+    ]
+    return {f.name: f for f in fields}
+
+
+POSE_PARAMETERS = ("resolution", "num_frames", "motion", "align_to_reference", "smooth_start", "smooth_start_frames",
+                   "auto_start")
+SAMPLER_PARAMETERS = ("prompt", "negative_prompt", "guidance_scale", "pose_guidance_scale", "window_start",
+                      "window_end", "steps", "shift", "seed", "randomize_seed")
+
+
+class _Given:
+    """The API values of one request: each given one checked (`InputError` naming it), each absent one defaulted."""
+
+    def __init__(self, values: dict, known: tuple[str, ...], fields: dict[str, NumberField]):
+        unknown = set(values) - set(known)
+        if unknown:
+            raise TypeError(f"Unknown request parameters: {', '.join(sorted(unknown))}.")
+        self.values, self.fields = values, fields
+
+    def number(self, name: str, default):
+        return self.fields[name].check(self.values[name]) if name in self.values else default
+
+    def flag(self, name: str, default: bool) -> bool:
+        return check_flag(self.values[name], name) if name in self.values else default
+
+    def choice(self, name: str, default: str, labels: dict[str, str]) -> str:
+        return _choice(self.values[name], name, labels) if name in self.values else default
+
+
+@dataclass(frozen=True)
+class PoseOptions:
+    """How the driving motion is turned into pose frames (everything the pose step depends on besides the files)."""
+
+    resolution: str = DEFAULT_RESOLUTION
+    num_frames: int = 81
+    real_time: bool = True  # resample the driving video to the output rate; False: every frame (released)
+    align: bool = True
+    smooth_start_frames: int = 0
+    auto_start: bool = False
+
+    @property
+    def area(self) -> int:
+        """The pixel budget the visitor chose (the Space may generate at a capped one in tiny mode)."""
+        return RESOLUTIONS[self.resolution]
+
+    def generation_size(self, reference_height: int, reference_width: int) -> tuple[int, int]:
+        return generation_size(reference_height, reference_width, self.area)
+
+    @classmethod
+    def parse(cls, fields: dict[str, NumberField], **values) -> "PoseOptions":
+        """From API values by name: resolution, num_frames, motion, align_to_reference, smooth_start,
+        smooth_start_frames, auto_start. An absent value takes its default; a given one is checked."""
+        given = _Given(values, POSE_PARAMETERS, fields)
+        default = cls()
+        frames = given.number("num_frames", default.num_frames)
+        if not is_valid_frame_count(frames):
+            raise InputError(f"num_frames must be 4n+1 (5, 9, 13, ..., {int(fields['num_frames'].maximum)}), "
+                             f"got {values['num_frames']!r}.")
+        smooth = given.number("smooth_start_frames", DEFAULT_SMOOTH_START_FRAMES)
+        return cls(
+            resolution=given.choice("resolution", default.resolution, RESOLUTION_LABELS),
+            num_frames=frames,
+            real_time=given.choice("motion", "real_time", MOTION_LABELS) == "real_time",
+            align=given.flag("align_to_reference", default.align),
+            smooth_start_frames=smooth if given.flag("smooth_start", False) else 0,
+            auto_start=given.flag("auto_start", default.auto_start),
+        )
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The sampler's settings of one job (defaults: the released ones, `steadydancer.defaults.RELEASED`)."""
+
+    prompt: str = DEFAULT_PROMPT
+    negative_prompt: str | None = None  # None: the released default negative prompt
+    guidance_scale: float = RELEASED.guidance_scale
+    pose_guidance_scale: float = RELEASED.pose_guidance_scale
+    pose_guidance_window: tuple[float, float] = RELEASED.pose_guidance_window
+    num_inference_steps: int = RELEASED.num_inference_steps
+    shift: float = RELEASED.shift
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, fields: dict[str, NumberField], limits: Limits, random_seed=None, **values) -> "SamplerOptions":
+        """From API values by name: prompt, negative_prompt, guidance_scale, pose_guidance_scale, window_start,
+        window_end, steps, shift, seed, randomize_seed. An absent value takes its default; a given one is checked.
+        `random_seed`: a callable drawing the seed when `randomize_seed` is true."""
+        given = _Given(values, SAMPLER_PARAMETERS, fields)
+        default = cls()
+        start = given.number("window_start", default.pose_guidance_window[0])
+        end = given.number("window_end", default.pose_guidance_window[1])
+        if start > end:
+            raise InputError(f"pose_guidance_window: window_start ({start:g}) must not be after window_end ({end:g}).")
+        randomize = given.flag("randomize_seed", False) and random_seed is not None
+        return cls(
+            prompt=check_prompt(values.get("prompt"), limits, "prompt").strip() or DEFAULT_PROMPT,
+            negative_prompt=check_prompt(values.get("negative_prompt"), limits, "negative prompt").strip() or None,
+            guidance_scale=given.number("guidance_scale", default.guidance_scale),
+            pose_guidance_scale=given.number("pose_guidance_scale", default.pose_guidance_scale),
+            pose_guidance_window=(start, end),
+            num_inference_steps=given.number("steps", default.num_inference_steps),
+            shift=given.number("shift", default.shift),
+            seed=random_seed() if randomize else given.number("seed", default.seed),
+        )
+
+
+@dataclass(frozen=True)
+class AnimationRequest:
+    """One job: the uploaded files (server paths, checked from their content by the pose step), the pose options
+    and the sampler options."""
+
+    reference: str | None
+    driving_video: str | None = None
+    keypoints: str | None = None  # wins over the video when given
+    pose: PoseOptions = PoseOptions()
+    sampler: SamplerOptions = SamplerOptions()
+
+    def require_files(self) -> None:
+        if not self.reference:
+            raise InputError("Add a reference image (a photo of the person to animate).")
+        if not self.driving_video and not self.keypoints:
+            raise InputError("Add a driving video, or a keypoint JSON file, for the motion.")
+
+
+def shift_for(resolution: str) -> float:
+    """The released advice: shift 3.0 at 832x480, 5.0 at 1024x576 and above."""
+    return SHIFT_480P if _choice(resolution, "resolution", RESOLUTION_LABELS) == "480p" else RELEASED.shift
