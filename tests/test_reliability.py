@@ -385,7 +385,7 @@ BAD_FILES = [
     ("keypoints with NaN", "@ref", None, "nan.json", "keypoint file contains NaN"),
     ("keypoints without a person", "@ref", None, "nobody.json", "No person was found in 5 of 5 driving frames"),
     # A rate sizes the resampling loop: 1e-9 fps once made it run for ever (and hold the generation slot).
-    ("keypoints at 1e-9 fps", "@ref", None, "tiny_fps.json", r"keypoint file\.fps: expected a frame rate between 1 "),
+    ("keypoints at 1e-9 fps", "@ref", None, "tiny_fps.json", r"Keypoint file\.fps: expected a frame rate between 1 "),
 ]
 
 
