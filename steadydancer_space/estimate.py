@@ -16,17 +16,23 @@ from steadydancer.defaults import RELEASED
 from steadydancer.flops import CONFIG_14B, transformer_pass_flops
 from steadydancer.scheduling import transformer_passes
 
-# Effective bf16 TFLOP/s for this workload (estimates). ZeroGPU "large" is an H200 MIG slice with 60 of 132 SMs.
+# Effective bf16 TFLOP/s for this workload (planning estimates: about 35 % of each GPU's dense bf16 peak). ZeroGPU runs
+# on NVIDIA RTX Pro 6000 Blackwell (about 500 dense bf16 TFLOP/s): `large` is half a card (48 GB), `xlarge` a whole
+# one (96 GB, twice the quota).
 GPU_THROUGHPUT = {
     "h200": 400.0,
     "h100": 350.0,
-    "a100": 140.0,
-    "l40s": 110.0,
-    "a10g": 35.0,
-    "zerogpu-large": 400.0 * 60 / 132,
-    "zerogpu-xlarge": 400.0,
+    "a100": 110.0,
+    "l40s": 125.0,
+    "rtx-pro-6000": 175.0,
+    "zerogpu-large": 175.0 / 2,
+    "zerogpu-xlarge": 175.0,
     "cpu": 1.0,
 }
+# ZeroGPU's daily GPU quota by account (seconds), and how much quota a second of each size costs.
+ZEROGPU_DAILY_QUOTA = {"without login": 120, "free accounts": 300, "PRO accounts": 2400}
+ZEROGPU_QUOTA_RATE = {"zerogpu-large": 1, "zerogpu-xlarge": 2}
+
 # Seconds the VAE (3 encodes, 1 decode, fp32) and the encoders take for 81 frames at 1024x576 on an H100-class GPU.
 VAE_SECONDS_AT_PAPER_SIZE = 40.0
 PAPER_PIXELS = 81 * 1024 * 576
@@ -44,9 +50,9 @@ def detect_gpu(zerogpu: bool, zerogpu_size: str | None = None) -> str:
 
         if torch.cuda.is_available():
             name = torch.cuda.get_device_name().lower()
-            for key in ("h200", "h100", "a100", "l40s", "a10g"):
+            for key in ("h200", "h100", "a100", "l40s", "rtx pro 6000"):
                 if key in name:
-                    return key
+                    return key.replace(" ", "-")
             return "a100"
     except Exception:  # no torch/CUDA: plan for the CPU
         pass
@@ -62,10 +68,20 @@ class GpuEstimate:
     tokens: int
     gpu: str
 
+    @property
+    def quota_seconds(self) -> int | None:
+        """ZeroGPU quota this request costs (the requested duration times the size's rate); None off ZeroGPU."""
+        rate = ZEROGPU_QUOTA_RATE.get(self.gpu)
+        return None if rate is None else self.seconds * rate
+
     def describe(self) -> str:
-        return (f"about {format_seconds(self.transformer_seconds + self.other_seconds)} on {self.gpu} "
+        text = (f"about {format_seconds(self.transformer_seconds + self.other_seconds)} on {self.gpu} "
                 f"({self.passes} transformer passes over {self.tokens:,} tokens); "
                 f"{format_seconds(self.seconds)} requested")
+        if self.quota_seconds is not None:
+            text += (f"; it costs {format_seconds(self.quota_seconds)} of ZeroGPU quota (free accounts have "
+                     f"{format_seconds(ZEROGPU_DAILY_QUOTA['free accounts'])} a day)")
+        return text
 
 
 def estimate_gpu_seconds(
