@@ -179,7 +179,8 @@ class Phase:
         peak, last, out = 0, est_s, None
         for i in range(warmup + repeats):
             if self.left() < last * 1.15 + 3:
-                row["truncated"] = f"stopped before call {i + 1}/{warmup + repeats}: {self.left():.0f} s left, call ~{last:.0f} s"
+                row["truncated"] = (f"stopped before call {i + 1}/{warmup + repeats}: {self.left():.0f} s left, "
+                                    f"call ~{last:.0f} s")
                 self.log(f"{name}: {row['truncated']}")
                 break
             row["running"] = f"call {i + 1}/{warmup + repeats} started at +{time.monotonic() - T0:.1f} s"
@@ -524,7 +525,8 @@ def phase_job(p: Phase):
         try:
             est = p.estimate(passes * flop) * 1.1 + decode_est
             if not p.skip("job_fast_576p", est + 3):
-                row, video = p.measure("job_fast_576p", job, warmup=0, repeats=1, est_s=est, keep_output=True, kind="job", variant="fast", backend=best,
+                row, video = p.measure("job_fast_576p", job, warmup=0, repeats=1, est_s=est, keep_output=True,
+                                       kind="job", variant="fast", backend=best,
                                        **p.shape_fields("576p", batch=1, passes=passes))
                 steps = [round(b - a, 4) for a, b in zip(marks[:-2], marks[1:-1])]
                 row.update(preset=dict(FAST_PRESET), steps_s=steps, decode_s=round(marks[-1] - marks[-2], 4),
