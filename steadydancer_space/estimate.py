@@ -4,17 +4,22 @@ ZeroGPU stops a task that runs past the duration it asked for, and schedules sho
 the request is sized from what the sampler will do: transformer passes x cost of one pass, plus the VAE and encoders.
 
 The cost of one pass is `steadydancer.flops` (the project's one FLOP model, also used by `bench/`); the passes per
-job are `steadydancer.scheduling.transformer_passes`. The effective throughputs below are planning numbers for bf16 with SDPA attention
-(about a third of the dense peak), not measurements of this code: calibrate them with one timed run.
-`--gpu` / STEADYDANCER_GPU selects one; the margin covers the rest.
+job are `steadydancer.scheduling.transformer_passes`. Where the device check (`bench/device_check.sh`) has measured the GPU at hand, its figures
+in `bench/results/` replace the FLOP model (`steadydancer_space.calibration`): seconds per transformer pass by token
+count and VAE decode seconds per frame. Otherwise the effective throughputs below are planning numbers for bf16 with
+SDPA attention, not measurements of this code. `--gpu` / STEADYDANCER_GPU selects one; the margin covers the rest.
 """
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from steadydancer.defaults import RELEASED
 from steadydancer.flops import CONFIG_14B, transformer_pass_flops
 from steadydancer.scheduling import transformer_passes
+
+if TYPE_CHECKING:
+    from .calibration import Calibration
 
 # Effective bf16 TFLOP/s for this workload (planning estimates: about 35 % of each GPU's dense bf16 peak). ZeroGPU runs
 # on NVIDIA RTX Pro 6000 Blackwell (about 500 dense bf16 TFLOP/s): `large` is half a card (48 GB), `xlarge` a whole
@@ -67,6 +72,7 @@ class GpuEstimate:
     passes: int
     tokens: int
     gpu: str
+    measured: bool = False  # from the device check's figures rather than the FLOP model
 
     @property
     def quota_seconds(self) -> int | None:
@@ -75,7 +81,8 @@ class GpuEstimate:
         return None if rate is None else self.seconds * rate
 
     def describe(self) -> str:
-        text = (f"about {format_seconds(self.transformer_seconds + self.other_seconds)} on {self.gpu} "
+        basis = "measured" if self.measured else "FLOP-model estimate"
+        text = (f"about {format_seconds(self.transformer_seconds + self.other_seconds)} on {self.gpu} ({basis}) "
                 f"({self.passes} transformer passes over {self.tokens:,} tokens); "
                 f"{format_seconds(self.seconds)} requested")
         if self.quota_seconds is not None:
@@ -94,15 +101,23 @@ def estimate_gpu_seconds(
     pose_guidance_window: tuple[float, float] = RELEASED.pose_guidance_window,
     gpu: str = "h100",
     transformer_config: dict = CONFIG_14B,
+    calibration: "Calibration | None" = None,
 ) -> GpuEstimate:
+    """`calibration`: figures measured on `gpu` by the device check (`steadydancer_space.calibration`); the
+    transformer passes and the VAE decode then come from them instead of the FLOP model."""
     if gpu not in GPU_THROUGHPUT:
         raise ValueError(f"Unknown GPU {gpu!r}; one of {', '.join(GPU_THROUGHPUT)}.")
     throughput = GPU_THROUGHPUT[gpu] * 1e12
     passes = transformer_passes(num_inference_steps, guidance_scale, pose_guidance_scale, pose_guidance_window)
     flops = transformer_pass_flops(transformer_config, num_frames, height, width)
-    transformer = passes * flops["total"] / throughput
     slowdown = GPU_THROUGHPUT["h100"] * 1e12 / throughput
-    other = (VAE_SECONDS_AT_PAPER_SIZE * num_frames * height * width / PAPER_PIXELS + ENCODER_SECONDS) * slowdown
+    vae = VAE_SECONDS_AT_PAPER_SIZE * num_frames * height * width / PAPER_PIXELS * slowdown
+    if calibration is not None:
+        transformer = passes * calibration.pass_seconds(int(flops["tokens"]))
+        vae = calibration.vae_decode_seconds(num_frames, height, width) or vae
+    else:
+        transformer = passes * flops["total"] / throughput
+    other = vae + ENCODER_SECONDS * slowdown
     seconds = (transformer + other + FIXED_SECONDS) * MARGIN
     return GpuEstimate(
         seconds=int(math.ceil(seconds / 10.0) * 10),
@@ -111,6 +126,7 @@ def estimate_gpu_seconds(
         passes=passes,
         tokens=int(flops["tokens"]),
         gpu=gpu,
+        measured=calibration is not None,
     )
 
 

@@ -19,6 +19,7 @@ from steadydancer.defaults import OUTPUT_FPS
 from steadydancer.flops import CONFIG_14B
 from steadydancer.video_io import AudioClip, delayed, read_audio, write_mp4
 
+from .calibration import load_calibration
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
 from .faults import FaultPlan, GpuStats
 from .guard import GenerationCancelled, free_accelerator_memory
@@ -120,6 +121,8 @@ class AnimationService:
         # Tiny mode runs on the CPU, but its estimates describe the real model on a typical GPU.
         auto = "h100" if runtime.tiny else detect_gpu(self.config.zerogpu, self.config.zerogpu_size)
         self.gpu = self.config.gpu if self.config.gpu != "auto" else auto
+        # Figures the device check measured on this GPU, when bench/results/ has them (else the FLOP model).
+        self.calibration = load_calibration(hardware=self.gpu)
         self._running_job: str | None = None
 
     # ------------------------------------------------------------------ requests
@@ -146,7 +149,7 @@ class AnimationService:
         return estimate_gpu_seconds(
             num_frames, height, width, sampler.num_inference_steps, sampler.guidance_scale,
             sampler.pose_guidance_scale, sampler.pose_guidance_window, gpu=self.gpu,
-            transformer_config=self.transformer_config(),
+            transformer_config=self.transformer_config(), calibration=self.calibration,
         )
 
     def estimate_request(self, job: AnimationRequest) -> tuple[GpuEstimate, int, int]:

@@ -177,3 +177,20 @@ def test_hardware_is_chosen_by_name_or_by_the_latest_measurement(tmp_path):
     assert load_calibration(tmp_path).hardware == "NVIDIA H100 80GB HBM3"  # measured last
     assert load_calibration(tmp_path, hardware="h200").pass_seconds(52_992) == pytest.approx(7.0)
     assert load_calibration(tmp_path, hardware="a100") is None
+
+
+def test_the_estimate_uses_measured_figures_when_present(tmp_path):
+    """With the device check's figures for the GPU at hand, the estimate's transformer time is passes x the measured
+    pass at that token count (not the FLOP model), and it says so."""
+    from steadydancer_space.estimate import estimate_gpu_seconds
+
+    write(tmp_path, "h200_transformer.json", phase_doc("transformer", [
+        row("pass_best_576p", "pass", "best", "576p", 7.0), row("pass_best_480p", "pass", "best", "480p", 3.9)]))
+    calibration = load_calibration(tmp_path, hardware="h200")
+    measured = estimate_gpu_seconds(81, 576, 1024, gpu="h200", calibration=calibration)
+    modelled = estimate_gpu_seconds(81, 576, 1024, gpu="h200")
+    assert measured.transformer_seconds == pytest.approx(91 * 7.0)
+    flop = transformer_pass_flops(CONFIG_14B, 81, 576, 1024)["total"]
+    assert modelled.transformer_seconds == pytest.approx(91 * flop / 400e12)
+    assert measured.measured and "(measured)" in measured.describe()
+    assert not modelled.measured and "FLOP-model estimate" in modelled.describe()
