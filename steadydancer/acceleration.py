@@ -388,25 +388,3 @@ def enable_context_parallel(transformer, *, ulysses_degree: int | None = None, r
     config = ContextParallelConfig(ulysses_degree=ulysses_degree, ring_degree=ring_degree, mesh=mesh)
     transformer.enable_parallelism(config=config, cp_plan=steadydancer_cp_plan(transformer))
     return config
-
-
-# --------------------------------------------------------------------------------------------- ZeroGPU
-def zerogpu_aoti_hints() -> list[str]:
-    """How ahead-of-time compilation would apply on a ZeroGPU Space (empty when the `spaces` package is absent).
-
-    Advice only; nothing is compiled here.
-    """
-    if not _module_available("spaces"):
-        return []
-    return [
-        "ZeroGPU forks a fresh process per call, so torch.compile's JIT work is lost between calls; compile ahead "
-        "of time instead (torch.export + AOTInductor), once, inside a @spaces.GPU function at start-up.",
-        "Capture the real call signature with `spaces.aoti_capture(pipe.transformer)` around one short pipeline "
-        "run, `torch.export.export` the transformer with those args/kwargs (dynamic shapes for the frame count if "
-        "several lengths are served), `spaces.aoti_compile(exported)` and `spaces.aoti_apply(compiled, "
-        "pipe.transformer)`.",
-        "Export the transformer after loading any LoRA and fusing it (`pipe.fuse_lora()`), and with the final "
-        "attention backend: AOTI freezes both. fp8 layerwise casting and group offloading use forward hooks and do "
-        "not export; use them only without AOTI.",
-        "The pose branch (`encode_pose`) is a separate call from the pipeline and stays eager; it is cheap.",
-    ]

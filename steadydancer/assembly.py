@@ -8,7 +8,6 @@ cache are honoured, and only safetensors weights are read.
 
 import json
 import os
-from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -95,14 +94,3 @@ def load_pipeline(
     elif device is not None:
         pipe.to(device)
     return pipe
-
-
-def save_base_layout(pipe: SteadyDancerPipeline, directory: str | os.PathLike) -> Path:
-    """Writes the pipeline's VAE, encoders, tokenizer and processor in the diffusers Wan repo layout."""
-    directory = Path(directory)
-    pipe.vae.save_pretrained(directory / "vae")
-    pipe.text_encoder.save_pretrained(directory / "text_encoder")
-    pipe.tokenizer.save_pretrained(directory / "tokenizer")
-    pipe.image_encoder.save_pretrained(directory / "image_encoder")
-    pipe.image_processor.save_pretrained(directory / "image_processor")
-    return directory
