@@ -42,6 +42,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from .defaults import FAST, FAST_LORA, FAST_LORA_WEIGHT
+from .scheduling import NUM_TRAIN_TIMESTEPS
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +302,9 @@ class StepDistillScheduler(FlowMatchEulerDiscreteScheduler):
     draws its noise from `noise_generator` (set it, or pass `seed`, for reproducible runs).
     """
 
-    def __init__(self, flow_shift: float = 5.0, seed: int | None = None, num_train_timesteps: int = 1000):
+    def __init__(
+        self, flow_shift: float = FAST.shift, seed: int | None = None, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+    ):
         super().__init__(num_train_timesteps=num_train_timesteps, shift=flow_shift, stochastic_sampling=True)
         self.register_to_config(flow_shift=flow_shift)
         self.noise_generator = torch.Generator().manual_seed(seed) if seed is not None else None

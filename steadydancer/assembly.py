@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from .defaults import BASE
+from .defaults import BASE, RELEASED
 from .loading import DEFAULT_TRANSFORMER_REPO, load_released_transformer, resolve_checkpoint_dir
 from .models import SteadyDancerTransformer3DModel
 from .pipeline_steadydancer import CLIPImageProcessor, SteadyDancerPipeline
@@ -49,7 +49,7 @@ def load_pipeline(
     enable_model_cpu_offload: bool = False,
     cache_dir: str | None = None,
     token: str | bool | None = None,
-    shift: float = 5.0,
+    shift: float = RELEASED.shift,
 ) -> SteadyDancerPipeline:
     """Builds the full pipeline.
 
