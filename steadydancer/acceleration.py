@@ -22,8 +22,11 @@ pixel (sequence-first `nn.MultiheadAttention`), so its attention is tiny (21 x 2
 Order: load LoRAs (`steadydancer.lora`) before calling `apply_fast_paths`; compilation, fp8 casting and offloading
 wrap the modules that exist when they are applied.
 
-Multi-GPU: `steadydancer_cp_plan` / `enable_context_parallel` describe how diffusers' context parallelism
-(`ContextParallelConfig`, `ModelMixin.enable_parallelism`) applies to this transformer.
+Multi-GPU: the transformer carries diffusers' context-parallel plan (`SteadyDancerTransformer3DModel._cp_plan`), so
+``pipe.transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world_size))`` shards its sequence
+across the ranks of an initialised `torch.distributed` group. Every rank runs the whole pipeline on the same inputs
+and seed. The sequence, (F' + 2) h' w' tokens (52,992 at 81 x 576 x 1024), must divide by the degree, and Ulysses
+needs the 40 heads to divide by it too; ring attention needs a backend that returns the log-sum-exp (flash, cuDNN).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from .defaults import FAST, FAST_LORA, FAST_LORA_WEIGHT
+from .scheduling import NUM_TRAIN_TIMESTEPS
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +302,9 @@ class StepDistillScheduler(FlowMatchEulerDiscreteScheduler):
     draws its noise from `noise_generator` (set it, or pass `seed`, for reproducible runs).
     """
 
-    def __init__(self, flow_shift: float = 5.0, seed: int | None = None, num_train_timesteps: int = 1000):
+    def __init__(
+        self, flow_shift: float = FAST.shift, seed: int | None = None, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+    ):
         super().__init__(num_train_timesteps=num_train_timesteps, shift=flow_shift, stochastic_sampling=True)
         self.register_to_config(flow_shift=flow_shift)
         self.noise_generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -349,64 +355,3 @@ def enable_fast_preset(
     elif sampler != "unipc":
         raise ValueError(f"sampler must be 'unipc' or 'lightx2v', got {sampler!r}")
     return dict(FAST_PRESET)
-
-
-# --------------------------------------------------------------------------------------------- context parallel
-def steadydancer_cp_plan(transformer) -> dict[str, Any]:
-    """diffusers' context-parallel plan for `SteadyDancerTransformer3DModel` (pass it to `enable_parallelism`).
-
-    Like Wan's plan, the token sequence is split along its length after the patch embedding (at the input of the
-    first block) and the RoPE tables are split the same way. Unlike Wan's, the tokens are gathered at the output of
-    the *last block*, not of `proj_out`: SteadyDancer drops the two reference frames (the tail of the sequence)
-    before the output head, which needs the whole sequence. The pose branch, the patch embeddings and the condition
-    embedder run unsplit on every rank (they are cheap); cross-attention needs no communication (each rank's queries
-    see the whole 257 + 512 context). The sequence (F + 2) * h/2 * w/2 must divide by the degree (52992 tokens at
-    81 x 576 x 1024: fine for 2, 4, 8), and Ulysses needs the head count (40) to divide by it (2, 4, 5, 8).
-    """
-    from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
-
-    last = len(transformer.blocks) - 1
-    return {
-        "rope": {
-            0: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
-            1: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
-        },
-        "blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
-        f"blocks.{last}": ContextParallelOutput(gather_dim=1, expected_dims=3),
-    }
-
-
-def enable_context_parallel(transformer, *, ulysses_degree: int | None = None, ring_degree: int | None = None, mesh=None):
-    """Context parallelism across the ranks of an initialised `torch.distributed` group (launch with ``torchrun``).
-
-    Every rank runs the whole pipeline on the same inputs (same seed); only the transformer blocks split the
-    sequence. Ulysses (all-to-all over heads) suits one NVLink node; ring attention needs a backend that returns
-    the log-sum-exp (flash / cuDNN / sage), not ``native``. Set a context-parallel-capable attention backend first.
-    """
-    from diffusers import ContextParallelConfig
-
-    config = ContextParallelConfig(ulysses_degree=ulysses_degree, ring_degree=ring_degree, mesh=mesh)
-    transformer.enable_parallelism(config=config, cp_plan=steadydancer_cp_plan(transformer))
-    return config
-
-
-# --------------------------------------------------------------------------------------------- ZeroGPU
-def zerogpu_aoti_hints() -> list[str]:
-    """How ahead-of-time compilation would apply on a ZeroGPU Space (empty when the `spaces` package is absent).
-
-    Advice only; nothing is compiled here.
-    """
-    if not _module_available("spaces"):
-        return []
-    return [
-        "ZeroGPU forks a fresh process per call, so torch.compile's JIT work is lost between calls; compile ahead "
-        "of time instead (torch.export + AOTInductor), once, inside a @spaces.GPU function at start-up.",
-        "Capture the real call signature with `spaces.aoti_capture(pipe.transformer)` around one short pipeline "
-        "run, `torch.export.export` the transformer with those args/kwargs (dynamic shapes for the frame count if "
-        "several lengths are served), `spaces.aoti_compile(exported)` and `spaces.aoti_apply(compiled, "
-        "pipe.transformer)`.",
-        "Export the transformer after loading any LoRA and fusing it (`pipe.fuse_lora()`), and with the final "
-        "attention backend: AOTI freezes both. fp8 layerwise casting and group offloading use forward hooks and do "
-        "not export; use them only without AOTI.",
-        "The pose branch (`encode_pose`) is a separate call from the pipeline and stays eager; it is cheap.",
-    ]

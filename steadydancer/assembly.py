@@ -2,19 +2,17 @@
 
 The transformer comes from `MCG-NJU/SteadyDancer-14B` (released Wan layout) or from a directory written by
 `save_pretrained` (our own layout); the VAE, encoders, tokenizer and image processor come from the diffusers-format
-Wan2.1 I2V repo. Only the files each component needs are downloaded, revisions can be pinned, HF_HUB_OFFLINE and the
-cache are honoured, and only safetensors weights are read.
+Wan2.1 I2V repo, loaded by `DiffusionPipeline.from_pretrained`. Only the files each component needs are downloaded
+(never the base repo's own 14B Wan transformer), revisions can be pinned, HF_HUB_OFFLINE and the cache are honoured,
+and only safetensors weights are read.
 """
 
 import json
 import os
-from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan
-from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
 
-from .defaults import BASE
+from .defaults import BASE, RELEASED
 from .loading import DEFAULT_TRANSFORMER_REPO, load_released_transformer, resolve_checkpoint_dir
 from .models import SteadyDancerTransformer3DModel
 from .pipeline_steadydancer import CLIPImageProcessor, SteadyDancerPipeline
@@ -51,58 +49,35 @@ def load_pipeline(
     enable_model_cpu_offload: bool = False,
     cache_dir: str | None = None,
     token: str | bool | None = None,
-    shift: float = 5.0,
+    shift: float = RELEASED.shift,
 ) -> SteadyDancerPipeline:
     """Builds the full pipeline.
 
     Args:
         transformer: Hub repo id or local directory of the SteadyDancer DiT.
-        base: Hub repo id or local directory of a diffusers-format Wan2.1 I2V repo (vae/, text_encoder/, tokenizer/,
-            image_encoder/, image_processor/ subfolders).
+        base: Hub repo id or local directory of a diffusers-format Wan2.1 I2V repo (model_index.json and the vae/,
+            text_encoder/, tokenizer/, image_encoder/, image_processor/ subfolders; its transformer/ is not read).
         transformer_revision, base_revision: branch, tag or commit to pin.
         torch_dtype: dtype of the transformer and encoders (bf16 on GPUs); the VAE uses `vae_dtype` (fp32 advised).
         device: where to put the pipeline; ignored with `enable_model_cpu_offload`.
         enable_model_cpu_offload: keep each model on the CPU until it runs (for GPUs with less memory).
     """
-    base_dir = resolve_checkpoint_dir(
+    hub = dict(revision=base_revision, cache_dir=cache_dir, token=token)
+    pipe = SteadyDancerPipeline.from_pretrained(
         base,
-        revision=base_revision,
-        cache_dir=cache_dir,
-        token=token,
-        allow_patterns=[
-            "model_index.json",
-            "vae/*.json", "vae/*.safetensors",
-            "text_encoder/*.json", "text_encoder/*.safetensors",
-            "tokenizer/*",
-            "image_encoder/*.json", "image_encoder/*.safetensors",
-            "image_processor/*",
-        ],
-    )
-    common = dict(use_safetensors=True)
-    pipe = SteadyDancerPipeline(
-        tokenizer=AutoTokenizer.from_pretrained(base_dir / "tokenizer", trust_remote_code=False),
-        text_encoder=UMT5EncoderModel.from_pretrained(base_dir / "text_encoder", dtype=torch_dtype, **common),
-        image_encoder=CLIPVisionModel.from_pretrained(base_dir / "image_encoder", dtype=torch_dtype, **common),
-        image_processor=CLIPImageProcessor.from_pretrained(base_dir / "image_processor"),
+        # Components passed in are neither downloaded nor read from `base`.
         transformer=load_transformer(
             transformer, revision=transformer_revision, torch_dtype=torch_dtype, cache_dir=cache_dir, token=token
         ),
-        vae=AutoencoderKLWan.from_pretrained(base_dir / "vae", torch_dtype=vae_dtype, **common),
         scheduler=make_scheduler(shift),
+        # The PIL processor the pipeline is written for (transformers 5 maps the repo's class to a torchvision one).
+        image_processor=CLIPImageProcessor.from_pretrained(base, subfolder="image_processor", **hub),
+        dtype={"default": torch_dtype, "vae": vae_dtype},
+        use_safetensors=True,
+        **hub,
     )
     if enable_model_cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     elif device is not None:
         pipe.to(device)
     return pipe
-
-
-def save_base_layout(pipe: SteadyDancerPipeline, directory: str | os.PathLike) -> Path:
-    """Writes the pipeline's VAE, encoders, tokenizer and processor in the diffusers Wan repo layout."""
-    directory = Path(directory)
-    pipe.vae.save_pretrained(directory / "vae")
-    pipe.text_encoder.save_pretrained(directory / "text_encoder")
-    pipe.tokenizer.save_pretrained(directory / "tokenizer")
-    pipe.image_encoder.save_pretrained(directory / "image_encoder")
-    pipe.image_processor.save_pretrained(directory / "image_processor")
-    return directory

@@ -148,18 +148,16 @@ def resolve_checkpoint_dir(
     subfolder: str | None = None,
     cache_dir: str | None = None,
     token: str | bool | None = None,
-    allow_patterns: list[str] | None = None,
 ) -> Path:
-    """A local directory as is, or the needed files of a Hub repo downloaded (cache and HF_HUB_OFFLINE honoured)."""
+    """A local directory as is, or the transformer files of a Hub repo downloaded (config, safetensors shards and
+    their index; cache and HF_HUB_OFFLINE honoured)."""
     local = Path(path_or_repo_id).expanduser()
     if local.is_dir():
         return local / subfolder if subfolder else local
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
-    patterns = allow_patterns or WEIGHTS_PATTERNS
-    if subfolder:
-        patterns = [f"{subfolder}/{p}" for p in patterns]
+    patterns = [f"{subfolder}/{p}" for p in WEIGHTS_PATTERNS] if subfolder else WEIGHTS_PATTERNS
     try:
         root = snapshot_download(
             str(path_or_repo_id), revision=revision, allow_patterns=patterns, cache_dir=cache_dir, token=token

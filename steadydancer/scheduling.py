@@ -10,10 +10,12 @@ if TYPE_CHECKING:  # the window rule below is read by the Space before torch may
     import torch
     from diffusers import UniPCMultistepScheduler
 
+from .defaults import RELEASED
+
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-def make_scheduler(shift: float = 5.0) -> UniPCMultistepScheduler:
+def make_scheduler(shift: float = RELEASED.shift) -> UniPCMultistepScheduler:
     """UniPC (order 2, bh2) for flow matching with a final sigma of 0, as the released sampler."""
     from diffusers import UniPCMultistepScheduler
 

@@ -5,6 +5,7 @@ transformer is saved as the released checkpoint is (Wan naming, two shards + ind
 repo is, so loading them exercises exactly the code that loads the real model. Their output is noise.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -18,6 +19,19 @@ from .pipeline_steadydancer import CLIPImageProcessor
 
 TINY_TEXT_DIM = 32
 TINY_IMAGE_SIZE = 28  # CLIP input side: (28 / 14)^2 + 1 = 5 image tokens
+
+# The Wan2.1 I2V repo's model_index.json, with the tokenizer class the tiny one is saved as. Its transformer is listed
+# but not written: the pipeline never reads it.
+TINY_MODEL_INDEX = {
+    "_class_name": "WanImageToVideoPipeline",
+    "image_encoder": ["transformers", "CLIPVisionModel"],
+    "image_processor": ["transformers", "CLIPImageProcessor"],
+    "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+    "text_encoder": ["transformers", "UMT5EncoderModel"],
+    "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+    "transformer": ["diffusers", "WanTransformer3DModel"],
+    "vae": ["diffusers", "AutoencoderKLWan"],
+}
 
 
 def _tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -63,4 +77,5 @@ def build_tiny_checkpoints(root: str | os.PathLike, seed: int = 0) -> tuple[Path
     CLIPImageProcessor(
         size={"shortest_edge": TINY_IMAGE_SIZE}, crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
     ).save_pretrained(base_dir / "image_processor")
+    (base_dir / "model_index.json").write_text(json.dumps(TINY_MODEL_INDEX, indent=1))
     return transformer_dir, base_dir

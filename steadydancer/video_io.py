@@ -7,6 +7,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .defaults import OUTPUT_FPS
+
 AUDIO_RATE = 44100  # AAC at a rate every browser decodes
 
 
@@ -105,8 +107,8 @@ def delayed(audio: AudioClip, seconds: float) -> AudioClip:
     return AudioClip(np.concatenate([silence, audio.samples], axis=1), audio.rate)
 
 
-def write_mp4(path: str | os.PathLike, frames, fps: float = 16, *, audio: AudioClip | None = None, crf: int = 18,
-              preset: str = "medium", threads: int = 0) -> str:
+def write_mp4(path: str | os.PathLike, frames, fps: float = OUTPUT_FPS, *, audio: AudioClip | None = None,
+              crf: int = 18, preset: str = "medium", threads: int = 0) -> str:
     """Writes `frames` ((N, H, W, 3) uint8, or floats in [0, 1]) as H.264 High/yuv420p at `fps`, with `audio` as AAC
     (cut to the video's length). `movflags=+faststart` puts the index first so browsers start playing at once.
     `threads=1` makes the bytes reproducible (x264's threaded output varies from run to run); 0 lets x264 choose."""

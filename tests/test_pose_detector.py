@@ -20,7 +20,14 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from steadydancer.pose import DWPoseDetector, KEYPOINT_THRESHOLD, Pose, resolve_model_file  # noqa: E402
+from steadydancer.pose import (  # noqa: E402
+    KEYPOINT_THRESHOLD,
+    DWPoseDetector,
+    Pose,
+    PoseDetection,
+    SyntheticPoseDetector,
+    resolve_model_file,
+)
 from steadydancer.pose.detector import (  # noqa: E402
     DETECTOR_FILE,
     DWPOSE_REPO,
@@ -275,6 +282,25 @@ def test_keypoints_come_from_the_most_prominent_box(models):
     assert np.all(np.abs(whole.body[whole.body_present] - spot) <= 1.5 / np.array([320.0, 240.0]))
     far = np.abs(boxed.body[boxed.body_present] - spot) * np.array([320.0, 240.0])
     assert np.all(far.max(axis=-1) > 20)
+
+
+@pytest.mark.parametrize("yolox, people", [("yolox", 2), ("dets", 2), ("one", 1), ("empty", 0)])
+def test_detect_reports_how_many_people_it_found(models, tmp_path, yolox, people):
+    path = yolox_raw_model(tmp_path / "one.onnx", designs=(PERSON_A, PERSON_LOW)) if yolox == "one" else models[yolox]
+    det = DWPoseDetector(path, models["pose"], device="cpu")
+    image = blob_image(320, 240, 200.0, 100.0)
+    found = det.detect(image)
+    assert isinstance(found, PoseDetection) and found.num_people == people
+    # `__call__` is the same detection, pose only; with no box the whole image still gives a pose.
+    np.testing.assert_array_equal(found.pose.body, det(image).body)
+    assert not found.pose.is_empty
+
+
+def test_synthetic_detector_reports_its_one_fake_person():
+    image = np.full((96, 64, 3), 120, np.uint8)
+    found = SyntheticPoseDetector(animate=True).detect(image)
+    assert found.num_people == 1
+    np.testing.assert_array_equal(found.pose.body, SyntheticPoseDetector(animate=True)(image).body)
 
 
 def test_bad_detector_signature_is_a_clear_error(tmp_path, models):

@@ -17,6 +17,7 @@ from steadydancer.pose import (
     NoPersonInDrivingError,
     NoPersonInReferenceError,
     Pose,
+    PoseDetection,
     PoseError,
     PoseSequence,
     SyntheticPoseDetector,
@@ -216,6 +217,45 @@ def test_bad_arguments():
         run(seq, detector=None)
     with pytest.raises(PoseError, match="video path or a PoseSequence"):
         run(seq.poses)
+
+
+# ---------------------------------------------------------------------- people counts
+class CrowdDetector:
+    """The synthetic pose, with three people "seen" in bright images and one in dark ones."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, image):
+        self.calls += 1
+        return PoseDetection(SYNTH(image), 3 if image.mean() > 128 else 1)
+
+    def __call__(self, image):
+        return self.detect(image).pose
+
+
+def test_people_counts_of_the_reference_and_every_driving_frame_read(tmp_path):
+    pytest.importorskip("av")
+    from steadydancer.video_io import write_mp4
+
+    # 25 fps source, bright on odd frames; the 16 fps resampling reads some of them.
+    brightness = [230 if i % 2 else 20 for i in range(20)]
+    path = write_mp4(tmp_path / "crowd.mp4", np.stack([np.full((96, 160, 3), b, np.uint8) for b in brightness]), 25)
+    detector = CrowdDetector()
+    bright_reference = np.full((H, W, 3), 230, np.uint8)
+    out = prepare_poses(bright_reference, path, detector=detector, width=W, height=H, num_frames=9)
+    read = np.rint(out.driving_poses.frame_times() * 25).astype(int)  # source frame of each pose read
+    assert out.reference_people == 3
+    assert out.driving_people.tolist() == [3 if i % 2 else 1 for i in read]
+    assert 3 in out.driving_people and 1 in out.driving_people
+    assert detector.calls == 1 + len(out.driving_poses)  # one detection per image, counted on the way
+
+    # Nothing to count: keypoint input with a given reference pose, or a detector without `detect`.
+    keypoints = run(driving_sequence(BRIGHT), detector=None, reference_pose=SYNTH(REF_IMAGE))
+    assert keypoints.reference_people is None and keypoints.driving_people is None
+    plain = prepare_poses(bright_reference, path, detector=lambda image: SYNTH(image), width=W, height=H, num_frames=5)
+    assert plain.reference_people is None and plain.driving_people is None
+    assert run(driving_sequence(BRIGHT), detector=CrowdDetector()).reference_people == 1  # dark reference
 
 
 # ---------------------------------------------------------------------- keypoint input

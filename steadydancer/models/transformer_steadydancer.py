@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
+from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 from diffusers.models.attention import AttentionMixin
 from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
@@ -67,6 +68,17 @@ class SteadyDancerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, 
     _no_split_modules = ["WanTransformerBlock"]
     _keep_in_fp32_modules = ["rope", "time_embedder", "scale_shift_table", "norm1", "norm2", "norm3"]
     _repeated_blocks = ["WanTransformerBlock"]
+    # Context parallelism (`enable_parallelism`): the token sequence, (F' + 2) h' w' long, and the RoPE tables are
+    # split at the first block and gathered after `proj_out`; the head runs per token, so the reference frames are
+    # dropped after the gather. Cross-attention needs no split: every rank's queries see the whole 257 + 512 context.
+    _cp_plan = {
+        "rope": {
+            0: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
+            1: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
+        },
+        "blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
+        "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
 
     @register_to_config
     def __init__(
@@ -230,13 +242,13 @@ class SteadyDancerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, 
             else:
                 hidden_states = block(hidden_states, encoder_hidden_states, timestep_proj, rotary_emb)
 
-        # 4. Output head on the video tokens only (the two reference frames are dropped)
-        hidden_states = hidden_states[:, : math.prod(grid)]
+        # 4. Output head, per token (so a context-parallel run gathers its small output, not the blocks' D channels)
         shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
         hidden_states = (self.norm_out(hidden_states.float()) * (1 + scale) + shift).type_as(hidden_states)
-        hidden_states = self.proj_out(hidden_states)
+        hidden_states = self.proj_out(hidden_states)  # (B, (F'+2) h' w', p_t p_h p_w C)
 
-        # 5. Unpatchify: (B, F' h' w', p_t p_h p_w C) -> (B, C, F, h, w)
+        # 5. Drop the two reference frames and unpatchify: (B, F' h' w', p_t p_h p_w C) -> (B, C, F, h, w)
+        hidden_states = hidden_states[:, : math.prod(grid)]
         hidden_states = hidden_states.reshape(batch_size, *grid, p_t, p_h, p_w, -1)
         output = hidden_states.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
 

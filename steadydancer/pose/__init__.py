@@ -10,6 +10,7 @@ from .detector import (
     DWPOSE_REPO,
     POSE_FILE,
     DWPoseDetector,
+    PoseDetection,
     PoseDetector,
     default_providers,
     resolve_model_file,
@@ -47,7 +48,8 @@ __all__ = [
     # keypoints and JSON
     "BODY_NAMES", "KEYPOINT_THRESHOLD", "Pose", "PoseSequence",
     # detection
-    "DETECTOR_FILE", "DWPOSE_REPO", "POSE_FILE", "DWPoseDetector", "PoseDetector", "SyntheticPoseDetector",
+    "DETECTOR_FILE", "DWPOSE_REPO", "POSE_FILE", "DWPoseDetector", "PoseDetection", "PoseDetector",
+    "SyntheticPoseDetector",
     "default_providers", "resolve_model_file", "load_image",
     # video
     "VideoClip", "VideoFrame", "VideoInfo", "fit_length", "iter_video_frames",

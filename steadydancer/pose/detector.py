@@ -50,10 +50,22 @@ POSE_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 
 @runtime_checkable
 class PoseDetector(Protocol):
-    """Anything that maps an RGB image to the pose of its most prominent person."""
+    """Anything that maps an RGB image to the pose of its most prominent person.
+
+    A detector may also have ``detect(image) -> PoseDetection``, which says how many people it
+    saw as well; :func:`~steadydancer.pose.prepare_poses` records the counts when it has.
+    """
 
     def __call__(self, image: np.ndarray) -> Pose:  # (H, W, 3) uint8 RGB -> Pose (empty if none)
         ...
+
+
+@dataclass(frozen=True)
+class PoseDetection:
+    """One image's detection: the pose of the most prominent person and how many people were found."""
+
+    pose: Pose
+    num_people: int
 
 
 # ---------------------------------------------------------------------- model files
@@ -242,7 +254,8 @@ class DWPoseDetector:
         keypoint_threshold: keypoints at or below it are missing (released: 0.35).
 
     Calling it with an RGB image returns the :class:`Pose` of the most prominent person,
-    normalised to that image, or an empty pose when no keypoint passes the threshold.
+    normalised to that image, or an empty pose when no keypoint passes the threshold;
+    :meth:`detect` also returns the number of people found.
     """
 
     def __init__(self, det_model: str | os.PathLike | None = None, pose_model: str | os.PathLike | None = None,
@@ -330,6 +343,14 @@ class DWPoseDetector:
 
     # -- the whole thing
     def __call__(self, image: ImageLike) -> Pose:
+        return self.detect(image).pose
+
+    def detect(self, image: ImageLike) -> PoseDetection:
+        """The pose of the most prominent person and the number of person boxes found.
+
+        ``num_people`` counts the boxes YOLOX kept; it can be 0 with a non-empty pose, as the
+        whole image is then used as the box (released behaviour).
+        """
         rgb = load_image(image)
         height, width = rgb.shape[:2]
         det_rgb = resize_for_detection(rgb, self.detect_resolution)
@@ -340,5 +361,6 @@ class DWPoseDetector:
         keypoints, scores = self.estimate_keypoints(det_rgb, box)
         # Normalise by the detection image: it spans the same field as the original.
         keypoints = keypoints / np.array([dw, dh]) * np.array([width, height])
-        return Pose.from_wholebody(keypoints, scores, width, height, self.keypoint_threshold)
+        pose = Pose.from_wholebody(keypoints, scores, width, height, self.keypoint_threshold)
+        return PoseDetection(pose, len(people))
 

@@ -61,6 +61,11 @@ class PreparedPoses:
         source_fps: the driving video's (or sequence's) own frame rate, when known.
         width, height: the generation size.
         video_info: metadata of the driving video (None for keypoint input).
+        reference_people: people the detector found in the reference image (None when
+            ``reference_pose`` was given or the detector has no ``detect``).
+        driving_people: (len(driving_poses),) int, people found in each driving frame read
+            (None for keypoint input or a detector without ``detect``). Only the most
+            prominent person of an image is posed; more than one means the motion may jump.
     """
 
     positive: np.ndarray
@@ -81,6 +86,8 @@ class PreparedPoses:
     width: int
     height: int
     video_info: VideoInfo | None = None
+    reference_people: int | None = None
+    driving_people: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -101,6 +108,15 @@ def _check_reference(pose: Pose) -> None:
                                        "use a photo showing at least the upper body")
 
 
+def _detect(detector: PoseDetector, image: np.ndarray) -> tuple[Pose, int | None]:
+    """The pose and, when the detector can tell (``detect``), how many people it saw."""
+    detect = getattr(detector, "detect", None)
+    if detect is None:
+        return detector(image), None
+    found = detect(image)
+    return found.pose, int(found.num_people)
+
+
 def _hold_lost(poses: list[Pose], lost: np.ndarray) -> list[Pose]:
     """Fills each lost frame with the nearest earlier found pose (later one at the start)."""
     found = np.flatnonzero(~lost)
@@ -117,8 +133,9 @@ def _hold_lost(poses: list[Pose], lost: np.ndarray) -> list[Pose]:
 
 def _read_driving(driving, detector: PoseDetector | None, fps: float | None, needed: int | None,
                   progress: Callable[[int, int | None], None] | None
-                  ) -> tuple[PoseSequence, np.ndarray, np.ndarray, VideoInfo | None, float | None]:
-    """Driving poses, their source times and source indices (resampled), video info, source fps."""
+                  ) -> tuple[PoseSequence, np.ndarray, np.ndarray, VideoInfo | None, float | None, np.ndarray | None]:
+    """Driving poses, their source times and source indices (resampled), video info, source fps and the
+    people seen in each frame (None for keypoints or a detector that cannot count)."""
     if isinstance(driving, PoseSequence):
         times = driving.frame_times()
         if fps is not None and driving.fps is not None:
@@ -127,7 +144,7 @@ def _read_driving(driving, detector: PoseDetector | None, fps: float | None, nee
             idx = np.arange(len(driving) if needed is None else min(needed, len(driving)))
         poses = [driving[i] for i in idx]
         return (PoseSequence(poses, driving.width, driving.height, fps or driving.fps, times[idx]),
-                times[idx], idx, None, driving.fps)
+                times[idx], idx, None, driving.fps, None)
 
     if not isinstance(driving, (str, os.PathLike)):
         raise PoseError(f"driving must be a video path or a PoseSequence, got {type(driving).__name__}")
@@ -137,15 +154,18 @@ def _read_driving(driving, detector: PoseDetector | None, fps: float | None, nee
     total = needed
     if total is None and info.duration > 0:
         total = int(np.ceil(info.duration * fps)) if fps else (info.num_frames or None)
-    poses, times, idx = [], [], []
+    poses, people, times, idx = [], [], [], []
     for frame in iter_video_frames(driving, fps, max_frames=needed):
-        poses.append(detector(frame.image))
+        pose, count = _detect(detector, frame.image)
+        poses.append(pose)
+        people.append(count)
         times.append(frame.time)
         idx.append(frame.index)
         if progress is not None:
             progress(len(poses), total)
     seq = PoseSequence(poses, info.width, info.height, fps or info.fps, np.asarray(times))
-    return seq, np.asarray(times), np.asarray(idx), info, info.fps
+    counts = np.asarray(people, dtype=np.int64) if people and None not in people else None
+    return seq, np.asarray(times), np.asarray(idx), info, info.fps, counts
 
 
 def prepare_poses(
@@ -224,11 +244,12 @@ def prepare_poses(
     if width is None or height is None:
         height, width = generation_size(ref_rgb.shape[0], ref_rgb.shape[1], max_area)
     width, height = int(width), int(height)
+    reference_people = None
     if reference_pose is None:
         if detector is None:
             raise PoseError("a pose detector (or reference_pose) is needed for the reference image")
         ref_resized = cv2.resize(ref_rgb, (width, height), interpolation=cv2.INTER_CUBIC)
-        reference_pose = detector(ref_resized)
+        reference_pose, reference_people = _detect(detector, ref_resized)
     reference_pose = reference_pose.with_size(width, height)
     _check_reference(reference_pose)
 
@@ -236,7 +257,7 @@ def prepare_poses(
     needed = None
     if num_frames is not None:
         needed = (search_range - 1 if auto_start else 0) + max(num_frames - smooth_start_frames, align_frame + 1)
-    raw, times, _, info, source_fps = _read_driving(driving, detector, fps, needed, progress)
+    raw, times, _, info, source_fps, driving_people = _read_driving(driving, detector, fps, needed, progress)
     if len(raw) == 0:
         raise PoseError("the driving clip has no frames")
     lost_all = np.array([p.is_empty for p in raw.poses])
@@ -300,4 +321,6 @@ def prepare_poses(
         width=width,
         height=height,
         video_info=info,
+        reference_people=reference_people,
+        driving_people=driving_people,
     )

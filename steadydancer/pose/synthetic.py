@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .detector import PoseDetection
 from .image import ImageLike, load_image
 from .keypoints import NUM_FACE, NUM_HAND, Pose
 
@@ -67,6 +68,10 @@ class SyntheticPoseDetector:
 
     def __init__(self, animate: bool = False) -> None:
         self.animate = animate
+
+    def detect(self, image: ImageLike) -> PoseDetection:
+        """The fake skeleton, as the one person "found" in every image."""
+        return PoseDetection(self(image), 1)
 
     def __call__(self, image: ImageLike) -> Pose:
         rgb = load_image(image)
