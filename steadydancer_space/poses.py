@@ -2,7 +2,6 @@
 content), a small cache so that "Extract poses" and "Animate" share the work, and warnings written for people (frames
 where the person was lost, several people in a frame, padded endings, fake poses)."""
 
-import contextlib
 import hashlib
 import os
 import threading
@@ -13,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from steadydancer.defaults import OUTPUT_FPS
-from steadydancer.pose import Pose, PoseSequence, PreparedPoses, load_image, prepare_poses
+from steadydancer.pose import Pose, PoseDetection, PoseSequence, PreparedPoses, load_image, prepare_poses
 from steadydancer.sizing import generation_size
 
 from .request import AnimationRequest, PoseOptions
@@ -43,44 +42,6 @@ def load_keypoints(path: str | os.PathLike, limits: Limits | None = None) -> Pos
     return _load_keypoints(path, limits)
 
 
-# ---------------------------------------------------------------------- how many people each detection saw
-_seen = threading.local()
-
-
-def note_people(count: int) -> None:
-    """Called once per detection with the number of people found; recorded inside `counting_people()`."""
-    log = getattr(_seen, "log", None)
-    if log is not None:
-        log.append(int(count))
-
-
-@contextlib.contextmanager
-def counting_people():
-    """Collects, in this thread, the people count of every detection made inside the block (in call order)."""
-    _seen.log = []
-    try:
-        yield _seen.log
-    finally:
-        _seen.log = None
-
-
-def watch_people(detector):
-    """Hooks a DWPose-style detector (one with `detect_people`, which `__call__` uses) so that every detection
-    reports how many people it found; the detector still keeps the most prominent one. Returns the detector."""
-    find = getattr(detector, "detect_people", None)
-    if find is None or getattr(find, "counts_people", False):
-        return detector
-
-    def detect_people(image_bgr):
-        people = find(image_bgr)
-        note_people(len(people))
-        return people
-
-    detect_people.counts_people = True
-    detector.detect_people = detect_people  # an instance attribute, seen by `DWPoseDetector.__call__`
-    return detector
-
-
 def count_figures(rgb: np.ndarray, threshold: int = 48) -> int:
     """Distinct figures on a plain background (tiny mode's stand-in for a person detector): pixels far from their
     row's background (taken from the left and right edges), closed into blobs; blobs of at least 1% of the image."""
@@ -108,13 +69,14 @@ class StandInPeopleDetector:
     def __init__(self, base):
         self.base = base
 
-    def __call__(self, image) -> Pose:
+    def detect(self, image) -> PoseDetection:
         rgb = load_image(image)
         count = count_figures(rgb)
-        note_people(count)
-        if count == 0:
-            return Pose.empty(rgb.shape[1], rgb.shape[0])
-        return self.base(rgb)
+        pose = self.base(rgb) if count else Pose.empty(rgb.shape[1], rgb.shape[0])
+        return PoseDetection(pose, count)
+
+    def __call__(self, image) -> Pose:
+        return self.detect(image).pose
 
 
 def frame_ranges(indices) -> str:
@@ -131,7 +93,7 @@ def frame_ranges(indices) -> str:
 
 
 def pose_warnings(prepared: PreparedPoses, synthetic: bool, reference_people: int | None = None,
-                  driving_people: list[int] | None = None) -> list[str]:
+                  driving_people: np.ndarray | None = None) -> list[str]:
     notes = []
     if synthetic:
         notes.append(FAKE_POSES_NOTE)
@@ -140,7 +102,7 @@ def pose_warnings(prepared: PreparedPoses, synthetic: bool, reference_people: in
             f"The reference image shows {reference_people} people; only the most prominent one is animated. Crop the "
             "photo to one person for a reliable result."
         )
-    crowded = np.flatnonzero(np.asarray(driving_people or [], dtype=int) > 1)
+    crowded = np.flatnonzero(np.asarray([] if driving_people is None else driving_people, dtype=int) > 1)
     if len(crowded):
         notes.append(
             f"{len(crowded)} of {len(driving_people)} driving frames show several people ({frame_ranges(crowded)}); "
@@ -228,28 +190,26 @@ def run_pose_step(
     height, width = generation_size(reference.shape[0], reference.shape[1], max_area)
     driving = load_keypoints(job.keypoints, limits) if job.keypoints else job.driving_video
     options = job.pose
-    with counting_people() as people:
-        prepared = prepare_poses(
-            reference,
-            driving,
-            detector=detector,
-            width=width,
-            height=height,
-            num_frames=options.num_frames,
-            fps=OUTPUT_FPS if options.real_time else None,
-            align=options.align,
-            smooth_start_frames=options.smooth_start_frames,
-            auto_start=options.auto_start,
-            progress=progress,
-        )
-    reference_people = people[0] if people else None
-    driving_people = people[1:] if not job.keypoints and len(people) > 1 else None
+    prepared = prepare_poses(
+        reference,
+        driving,
+        detector=detector,
+        width=width,
+        height=height,
+        num_frames=options.num_frames,
+        fps=OUTPUT_FPS if options.real_time else None,
+        align=options.align,
+        smooth_start_frames=options.smooth_start_frames,
+        auto_start=options.auto_start,
+        progress=progress,
+    )
     step = PoseStep(
         reference=reference,
         prepared=prepared,
         driving_video=None if job.keypoints else job.driving_video,
         options=options,
-        warnings=pose_warnings(prepared, getattr(detector, "is_synthetic", False), reference_people, driving_people),
+        warnings=pose_warnings(prepared, getattr(detector, "is_synthetic", False), prepared.reference_people,
+                               prepared.driving_people),
     )
     if cache is not None:
         cache.put(key, step)

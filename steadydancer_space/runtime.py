@@ -104,10 +104,8 @@ def load_runtime(config: AppConfig) -> Runtime:
             "(or --offload).\n\n" + RUN_TINY_HINT
         ) from error
 
-    from .poses import watch_people
-
     try:
-        detector = watch_people(_pose_detector(config, device))  # counts people, for the several-people warning
+        detector = _pose_detector(config, device)
     except Exception as error:  # PoseError (download, model files), OSError, ImportError (onnxruntime)
         raise ModelLoadError(
             f"Could not load the DWPose detector from {config.pose_models!r}:\n    {type(error).__name__}: {error}\n\n"

@@ -178,25 +178,19 @@ def test_pinned_revisions_reach_every_download(monkeypatch):
 
 
 def test_people_counting():
-    from steadydancer_space.poses import count_figures, counting_people, watch_people
-
-    class DWPoseLike:  # what `watch_people` relies on: __call__ goes through self.detect_people
-        def detect_people(self, image_bgr):
-            return ["box"] * 3
-
-        def __call__(self, image):
-            return self.detect_people(image)[0]
-
-    detector = watch_people(watch_people(DWPoseLike()))  # hooking twice counts once
-    with counting_people() as seen:
-        detector(None), detector(None)
-    assert seen == [3, 3]
-    detector(None)  # outside the block: nothing recorded, nothing fails
+    """Tiny mode's stand-in detector reports how many figures it saw, as DWPose reports its person boxes."""
+    from steadydancer.pose import SyntheticPoseDetector
+    from steadydancer_space.poses import StandInPeopleDetector, count_figures
 
     person = np.asarray(Image.open(EXAMPLES / "ref_red_dress.png").convert("RGB"))
     assert count_figures(person) == 1
     assert count_figures(np.concatenate([person, person], axis=1)) == 2
     assert count_figures(np.full_like(person, 200)) == 0
+    detector = StandInPeopleDetector(SyntheticPoseDetector())
+    two = detector.detect(np.concatenate([person, person], axis=1))
+    assert two.num_people == 2 and not two.pose.is_empty
+    nobody = detector.detect(np.full_like(person, 200))
+    assert nobody.num_people == 0 and nobody.pose.is_empty and detector(np.full_like(person, 200)).is_empty
 
 
 # ---------------------------------------------------------------------- the launched app
