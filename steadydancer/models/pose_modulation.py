@@ -109,7 +109,8 @@ class FrameAlignmentUnit(nn.Module):
 
     The released module feeds `nn.MultiheadAttention` (sequence-first) with (frames, pixels, channels) tensors, so
     each pixel position attends across the latent frames of its sample; that is what the released weights compute
-    (checked against the released outputs), and what this module reproduces per sample.
+    (checked against the released outputs), and what this module reproduces per sample: the attention runs on
+    (B*h*w, heads, F, D/heads), one batch entry per pixel, in a constant number of operators whatever the grid.
     """
 
     def __init__(self, channels: int = 16, hidden_dim: int = 128, num_heads: int = 8):
@@ -133,24 +134,35 @@ class FrameAlignmentUnit(nn.Module):
     def forward(self, pose: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         # pose, latents: (B, C, F, h, w) -> (B, C, F, h, w)
         batch, _, frames, height, width = pose.shape
+        query = self._frame_sequences(self.proj_latent, latents)  # (B*h*w, F, D)
+        context = self._frame_sequences(self.proj_pose, pose)  # (B*h*w, F, D)
+        query, key, value = self.to_q(query), self.to_k(context), self.to_v(context)
 
-        def project(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-            x = conv(x.transpose(1, 2).flatten(0, 1))  # (B*F, D, h, w)
-            return x.unflatten(0, (batch, frames)).flatten(3).permute(0, 3, 1, 2)  # (B, h*w, F, D)
+        # (batch, heads, seq, dim) with batch = B*h*w and seq = F: the 4-D layout SDPA's fused kernels take.
+        query, key, value = (x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for x in (query, key, value))
+        out = F.scaled_dot_product_attention(query, key, value)  # (B*h*w, heads, F, D/heads)
+        out = self.to_out(out.transpose(1, 2).flatten(2))  # (B*h*w, F, D)
 
-        query, context = project(self.proj_latent, latents), project(self.proj_pose, pose)
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.unflatten(-1, (self.num_heads, -1)).transpose(-2, -3)  # (B, h*w, heads, F, D/heads)
-
-        out = F.scaled_dot_product_attention(heads(self.to_q(query)), heads(self.to_k(context)), heads(self.to_v(context)))
-        out = self.to_out(out.transpose(-2, -3).flatten(-2))  # (B, h*w, F, D)
-
-        out = out.permute(0, 2, 3, 1).flatten(0, 1).unflatten(2, (height, width))  # (B*F, D, h, w)
+        # The rest is per position (1x1 convs, norms over channels), so it runs on (B, D, h*w, F) maps that keep
+        # the sequences' pixel-major memory (channels last): no copy of the D-channel features on the way.
+        out = out.unflatten(0, (batch, height * width)).permute(0, 3, 1, 2)  # (B, D, h*w, F)
         out = self.norm1(out)
         out = self.norm2(out + self.ffn(out))
-        out = self.proj_back(out)
-        return out.unflatten(0, (batch, frames)).transpose(1, 2)
+        out = self.proj_back(out)  # (B, C, h*w, F)
+        return out.unflatten(2, (height, width)).permute(0, 1, 4, 2, 3)
+
+    @staticmethod
+    def _frame_sequences(proj: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """Applies the 1x1 conv `proj` at every position of (B, C, F, h, w) maps; returns one sequence over the F
+        frames per pixel, (B*h*w, F, D), contiguous."""
+        batch, channels, frames, height, width = x.shape
+        # A pixel-major copy of the C-channel input, seen as a channels-last (B, C, h*w, F) map: the conv keeps
+        # that layout, so its D-channel output is already laid out as the sequences.
+        x = x.permute(0, 3, 4, 2, 1).contiguous().view(batch, height * width, frames, channels)
+        x = proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, h*w, F, D)
+        # Contiguous (free when the conv kept the layout) so that each Linear that follows is one matrix product:
+        # on a strided view with frozen weights it becomes a bmm over the pixels, which the CPU runs pixel by pixel.
+        return x.contiguous().flatten(0, 1)
 
 
 @dataclass
@@ -161,10 +173,6 @@ class PoseFeatures:
     spatial: torch.Tensor
     fused: torch.Tensor  # z_p* = z_p + spatial + temporal
     aligned: torch.Tensor  # z_p+
-
-    def repeat(self, times: int) -> "PoseFeatures":
-        """The same features for `times` stacked copies of the batch (e.g. the cond and negative-text passes)."""
-        return PoseFeatures(*(t.repeat(times, 1, 1, 1, 1) for t in (self.temporal, self.spatial, self.fused, self.aligned)))
 
 
 class PoseModulation(nn.Module):
