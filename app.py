@@ -28,6 +28,7 @@ apply_environment(CONFIG)
 
 import asyncio  # noqa: E402
 import atexit  # noqa: E402
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
@@ -35,12 +36,13 @@ import signal  # noqa: E402
 import uuid  # noqa: E402
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from steadydancer.defaults import DEFAULT_NEGATIVE_PROMPT, OUTPUT_FPS  # noqa: E402
 from steadydancer.sizing import nearest_valid_frame_count  # noqa: E402
 from steadydancer_space.estimate import format_seconds  # noqa: E402
 from steadydancer_space.examples import EXAMPLES  # noqa: E402
-from steadydancer_space.guard import pass_through_inputs, publish, user_errors  # noqa: E402
+from steadydancer_space.guard import CancelListener, pass_through_inputs, publish, user_errors  # noqa: E402
 from steadydancer_space.poses import FAKE_POSES_NOTE  # noqa: E402
 from steadydancer_space.request import (  # noqa: E402
     DEFAULT_PROMPT,
@@ -134,7 +136,7 @@ async def _animate(job, request: gr.Request, progress):
     """Runs one animation job in a worker thread; Gradio's cancel stops it after the current step."""
     session = getattr(request, "session_hash", None) or "local"
     job_id = f"{session}-{uuid.uuid4().hex[:8]}"
-    SERVICE.cancels.start(job_id)
+    SERVICE.cancels.start(job_id, session)
 
     def run_on_gpu(reference, positive, negative, sampler, job_id):
         return generate_on_gpu(reference, positive, negative, sampler, job_id, progress)
@@ -166,11 +168,48 @@ async def animate(reference, driving_video, keypoints, prompt, negative_prompt, 
 
 
 @user_errors
-async def animate_example(reference, driving_video, keypoints, prompt, num_frames, request: gr.Request,
-                          progress=gr.Progress()):
-    job = SERVICE.request(reference, driving_video, keypoints, prompt=prompt, num_frames=num_frames,
-                          seed=EXAMPLE_SEED)
+async def animate_example(example_name, reference, driving_video, keypoints, prompt, num_frames,
+                          request: gr.Request, progress=gr.Progress()):
+    """An example's result (cached lazily). Its files are read from examples/, not from the copies Gradio's cache
+    holds (those are swept after the file time-to-live, or when another instance sharing the folder stops)."""
+    example = next(e for e in EXAMPLES if e.label == example_name)
+    job = SERVICE.request(*(os.path.join(EXAMPLES_DIR, name) if name else None
+                            for name in (example.reference, example.video, example.keypoints)),
+                          prompt=example.prompt, num_frames=example.num_frames, seed=EXAMPLE_SEED)
     return await _animate(job, request, progress)
+
+
+def clear_result():
+    return None, None, ""
+
+
+def cancel_session(session: str) -> None:
+    """A cancel from `session` (seen by `guard.CancelListener` on Gradio's /cancel route). Gradio stops the session's
+    running animation task itself; a job of the session still waiting in the queue is dropped here, and one that has
+    not reached the server yet (a cancel sent right after the submit) is cancelled when it starts."""
+    waiting = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {})
+    for event_queue in list(waiting.values()):
+        for event in list(event_queue.queue):
+            if event.session_hash == session and getattr(event.fn, "name", None) == animate.__name__:
+                with contextlib.suppress(ValueError):
+                    event_queue.queue.remove(event)
+    SERVICE.cancels.cancel_session(session)
+    print(f"steadydancer: cancel from session {session[:8]}", flush=True)
+
+
+def cancelled_note():
+    return "**Cancelled.** Nothing was made; change the settings and press Animate again."
+
+
+def show_motion_source(kind: str):
+    """The change handler of one motion input: when it gets a file, the other input is cleared and its tab shown."""
+
+    def show(value):
+        if not value:
+            return gr.skip(), gr.skip()
+        return None, gr.Tabs(selected=kind)
+
+    return show
 
 
 def estimate(reference, resolution, num_frames, steps, guidance_scale, pose_guidance_scale, window_start,
@@ -228,10 +267,10 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=1):
                 # image_mode=None: Gradio passes the upload on as is (our loader applies EXIF and transparency).
                 reference = gr.Image(label="Reference image", type="filepath", height=360, image_mode=None)
-                with gr.Tabs():
-                    with gr.Tab("Driving video"):
+                with gr.Tabs(selected="video") as motion_tabs:
+                    with gr.Tab("Driving video", id="video"):
                         driving_video = gr.Video(label="Driving video", height=300)
-                    with gr.Tab("Keypoints (JSON)"):
+                    with gr.Tab("Keypoints (JSON)", id="keypoints"):
                         keypoints = gr.File(label="Keypoint JSON (used instead of the video when given)",
                                             file_types=[".json"], type="filepath")
                 prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPT, lines=2,
@@ -290,7 +329,7 @@ def build_demo() -> gr.Blocks:
                     cancel_btn = gr.Button("Cancel", variant="stop")
             with gr.Column(scale=1):
                 with gr.Row():
-                    alignment = gr.Image(label=_tiny("Reference + first aligned pose"), type="filepath", height=300,
+                    alignment = gr.Image(label=_tiny("Reference + first aligned pose"), type="filepath", height=420,
                                          interactive=False)
                     pose_video = gr.Video(label=_tiny("Pose video"), height=300, interactive=False)
                 pose_report = gr.Markdown(label="Pose report")
@@ -300,7 +339,7 @@ def build_demo() -> gr.Blocks:
                     poses_json = gr.File(label=_tiny("Driving keypoints (JSON, reusable as input)"), interactive=False)
                 result = gr.Video(label=_tiny("Result"), height=420, interactive=False, autoplay=True)
                 with gr.Row():
-                    seed_used = gr.Number(label=_tiny("Seed used"), precision=0, interactive=False)
+                    seed_used = gr.Number(label=_tiny("Seed used"), value=None, precision=0, interactive=False)
                 result_report = gr.Markdown(label="Report")
 
         # Every value a request brings is checked on the server, named by its API parameter (see `guard`).
@@ -308,16 +347,26 @@ def build_demo() -> gr.Blocks:
                        smooth_start, smooth_start_frames, auto_start]
         extract_btn.click(
             extract_poses, pose_inputs, [pose_video, alignment, pose_report, negative_pose_video, poses_json],
-            api_name="extract_poses", concurrency_limit=2, concurrency_id="poses",
+            api_name="extract_poses", concurrency_limit=2, concurrency_id="poses", show_progress_on=[pose_video],
         )
         animate_inputs = [reference, driving_video, keypoints, prompt, negative_prompt, resolution, num_frames,
                           motion, align_to_reference, smooth_start, smooth_start_frames, auto_start, guidance_scale,
                           pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed]
+        # The previous result is cleared first, so a cancelled or failed job never leaves it looking like the new one.
         animate_event = animate_btn.click(
+            clear_result, None, [result, seed_used, result_report], queue=False, api_visibility="private",
+        ).then(
             animate, animate_inputs, [result, pose_video, seed_used, result_report],
-            api_name="animate", concurrency_limit=CONFIG.concurrency, concurrency_id="gpu",
+            api_name="animate", concurrency_limit=CONFIG.concurrency, concurrency_id="gpu", show_progress_on=[result],
         )
-        cancel_btn.click(None, None, None, cancels=[animate_event])
+        cancel_btn.click(cancelled_note, None, result_report, cancels=[animate_event], queue=False,
+                         api_visibility="private")
+        # One source of motion at a time, shown in its tab: a video replaces a keypoint file and vice versa
+        # (examples included), so a file left in the hidden tab never wins unseen.
+        driving_video.change(show_motion_source("video"), driving_video, [keypoints, motion_tabs], queue=False,
+                             api_visibility="private")
+        keypoints.change(show_motion_source("keypoints"), keypoints, [driving_video, motion_tabs], queue=False,
+                         api_visibility="private")
         pass_through_inputs(animate_inputs)  # every value is validated once, by the request (see `guard`)
 
         estimate_inputs = [reference, resolution, num_frames, steps, guidance_scale, pose_guidance_scale,
@@ -329,12 +378,13 @@ def build_demo() -> gr.Blocks:
         seconds.input(seconds_to_frames, seconds, [num_frames, seconds], queue=False, api_visibility="private")
         resolution.input(shift_for, resolution, shift, queue=False, api_visibility="private")
 
+        example_name = gr.Textbox(visible=False)
         gr.Examples(
-            examples=[[os.path.join(EXAMPLES_DIR, e.reference),
+            examples=[[e.label, os.path.join(EXAMPLES_DIR, e.reference),
                        os.path.join(EXAMPLES_DIR, e.video) if e.video else None,
                        os.path.join(EXAMPLES_DIR, e.keypoints) if e.keypoints else None,
                        e.prompt, e.num_frames] for e in EXAMPLES],
-            inputs=[reference, driving_video, keypoints, prompt, num_frames],
+            inputs=[example_name, reference, driving_video, keypoints, prompt, num_frames],
             outputs=[result, pose_video, seed_used, result_report],
             fn=animate_example,
             cache_examples=True,
@@ -365,4 +415,5 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     atexit.register(shutil.rmtree, SERVICE.output_dir, ignore_errors=True)
     demo.queue(max_size=CONFIG.queue_size, default_concurrency_limit=1).launch(
-        allowed_paths=[EXAMPLES_DIR], show_error=False, max_file_size=CONFIG.limits.max_file_bytes)
+        allowed_paths=[EXAMPLES_DIR], show_error=False, max_file_size=CONFIG.limits.max_file_bytes,
+        app_kwargs={"middleware": [Middleware(CancelListener, on_cancel=cancel_session)]})

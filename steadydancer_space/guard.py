@@ -14,6 +14,7 @@ hardening of Gradio's input components, GPU-memory release after a failure, and 
 import functools
 import gc
 import inspect
+import json
 import re
 import sys
 import traceback
@@ -160,6 +161,46 @@ def pass_through_inputs(components) -> None:
             component.preprocess = as_path  # an instance attribute: Gradio calls `block.preprocess(...)`
         else:
             component.preprocess = lambda payload: payload
+
+
+# ---------------------------------------------------------------------- cancel requests
+class CancelListener:
+    """ASGI middleware that sees every POST to Gradio's `/cancel` route (the browser's Cancel button and
+    `gradio_client`'s `job.cancel()` both send one) and calls `on_cancel(session_hash)` before Gradio handles it.
+
+    Gradio's own cancel stops the session's running task only. A cancel sent while the job is still waiting in the
+    queue, or before the client has even submitted it (gradio_client cancels during its upload and submits anyway),
+    would leave the job to run to the end unseen; `on_cancel` takes care of those. The request reaches Gradio
+    unchanged. Bodies are read up to `MAX_BODY` bytes; a larger one is passed on without being looked at.
+    """
+
+    MAX_BODY = 64 * 1024
+
+    def __init__(self, app, on_cancel):
+        self.app, self.on_cancel = app, on_cancel
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope["path"].rstrip("/").endswith("/cancel"):
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body") or size > self.MAX_BODY:
+                break
+        if size <= self.MAX_BODY and messages[-1]["type"] == "http.request":
+            try:
+                session = json.loads(b"".join(m.get("body", b"") for m in messages)).get("session_hash")
+            except (ValueError, AttributeError):
+                session = None
+            if isinstance(session, str) and session:
+                self.on_cancel(session)
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
 
 # ---------------------------------------------------------------------- output files

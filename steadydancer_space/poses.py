@@ -20,6 +20,8 @@ from .uploads import Limits, check_driving_video, check_keypoint_file, check_ref
 from .uploads import load_keypoints as _load_keypoints
 from .uploads import load_reference_image
 
+# A reference enlarged this much (or more) to the generation size gets a warning: the result will be blurry.
+SMALL_REFERENCE_SCALE = 4
 FAKE_POSES_NOTE = "The poses are FAKE: tiny mode uses a stand-in detector that ignores what the images show."
 
 
@@ -93,7 +95,9 @@ def frame_ranges(indices) -> str:
 
 
 def pose_warnings(prepared: PreparedPoses, synthetic: bool, reference_people: int | None = None,
-                  driving_people: np.ndarray | None = None) -> list[str]:
+                  driving_people: np.ndarray | None = None,
+                  reference_size: tuple[int, int] | None = None) -> list[str]:
+    """Warnings for people; `reference_size`: the uploaded reference's (height, width)."""
     notes = []
     if synthetic:
         notes.append(FAKE_POSES_NOTE)
@@ -121,7 +125,30 @@ def pose_warnings(prepared: PreparedPoses, synthetic: bool, reference_people: in
             f"The driving clip is shorter than {prepared.num_frames} frames: frames {frame_ranges(padded)} repeat its "
             "last pose. Choose a shorter length to avoid a frozen ending."
         )
+    outside = [i for i, pose in enumerate(prepared.driving_poses.poses) if _outside_frame(pose)]
+    if outside:
+        notes.append(
+            f"{len(outside)} of {len(prepared.driving_poses)} driving poses lie mostly outside their frame "
+            f"({frame_ranges(outside)}); check that the keypoints are fractions of the frame (0 to 1)."
+        )
+    if reference_size is not None:
+        height, width = reference_size
+        scale = max(prepared.height / height, prepared.width / width)
+        if scale >= SMALL_REFERENCE_SCALE:
+            notes.append(
+                f"The reference image is only {width}x{height}: it is enlarged {scale:.0f}x to {prepared.width}x"
+                f"{prepared.height}, so the video will look blurry. Use a larger photo for a sharp result."
+            )
     return notes
+
+
+def _outside_frame(pose: Pose, margin: float = 0.25) -> bool:
+    """Most of the pose's visible body points lie beyond `margin` of a frame side."""
+    points = pose.body[pose.body_present]
+    if not len(points):
+        return False
+    beyond = ((points < -margin) | (points > 1 + margin)).any(axis=1)
+    return beyond.mean() > 0.5
 
 
 def _digest(path: str | None) -> str | None:
@@ -209,7 +236,7 @@ def run_pose_step(
         driving_video=None if job.keypoints else job.driving_video,
         options=options,
         warnings=pose_warnings(prepared, getattr(detector, "is_synthetic", False), prepared.reference_people,
-                               prepared.driving_people),
+                               prepared.driving_people, reference.shape[:2]),
     )
     if cache is not None:
         cache.put(key, step)

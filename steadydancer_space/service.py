@@ -59,33 +59,58 @@ class AnimateResult:
 
 
 class CancelRegistry:
-    """Cancellation of running generations, by job id (a session may have one job running at a time)."""
+    """Cancellation of running jobs, by job id, visible across processes.
 
-    def __init__(self):
-        self._events: dict[str, threading.Event] = {}
+    On ZeroGPU the GPU part runs in a worker process that the app's cancel (set in the main process) cannot reach
+    through memory, so a cancel is a marker file in `directory`, which both processes see; `cancelled` is one
+    `os.path.exists` per denoising step.
+
+    A cancel can also come before its job reaches the server at all: `gradio_client` sends it while it is still
+    uploading the inputs, then submits the job anyway. `cancel_session` records such a cancel of a session with
+    nothing running, and the session's next job that starts within `early_window` seconds is cancelled at once.
+    """
+
+    def __init__(self, directory: str, early_window: float = 10.0):
+        self.directory = directory
+        self.early_window = early_window
+        os.makedirs(directory, exist_ok=True)
         self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._early: dict[str, float] = {}  # session -> when a cancel came with nothing of it running
 
-    def start(self, job_id: str) -> threading.Event:
-        with self._lock:
-            event = self._events[job_id] = threading.Event()
-            return event
+    def _marker(self, job_id: str) -> str:
+        return os.path.join(self.directory, f"{job_id}.cancel")
 
-    def cancel(self, job_id: str) -> bool:
+    def start(self, job_id: str, session: str) -> None:
+        """Registers a job of `session`; it starts cancelled when a cancel of the session came just before it."""
         with self._lock:
-            event = self._events.get(job_id)
-        if event is None:
-            return False
-        event.set()
-        return True
+            self._running.add(job_id)
+            early = self._early.pop(session, None)
+        if early is not None and time.monotonic() - early < self.early_window:
+            self.cancel(job_id)
 
-    def cancelled(self, job_id: str) -> bool:
+    def cancel(self, job_id: str) -> None:
+        with open(self._marker(job_id), "w"):
+            pass
+
+    def cancel_session(self, session: str) -> None:
+        """Cancels `session`'s running jobs, or the next one when none runs yet."""
+        prefix = f"{session}-"
         with self._lock:
-            event = self._events.get(job_id)
-        return event is not None and event.is_set()
+            running = [job for job in self._running if job.startswith(prefix)]
+            if not running:
+                self._early[session] = time.monotonic()
+        for job_id in running:
+            self.cancel(job_id)
+
+    def cancelled(self, job_id: str | None) -> bool:
+        return job_id is not None and os.path.exists(self._marker(job_id))
 
     def finish(self, job_id: str) -> None:
         with self._lock:
-            self._events.pop(job_id, None)
+            self._running.discard(job_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self._marker(job_id))
 
 
 def stamp(frames: np.ndarray, text: str) -> np.ndarray:
@@ -115,8 +140,8 @@ class AnimationService:
         self.faults = faults or FaultPlan.for_mode(self.config.faults, runtime.tiny)
         self.stats = GpuStats()
         self.pose_cache = PoseStepCache(size=2)
-        self.cancels = CancelRegistry()
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="steadydancer-outputs-")
+        self.cancels = CancelRegistry(os.path.join(self.output_dir, ".cancels"))
         self.output_max_age = output_max_age
         # Tiny mode runs on the CPU, but its estimates describe the real model on a typical GPU.
         auto = "h100" if runtime.tiny else detect_gpu(self.config.zerogpu, self.config.zerogpu_size)
@@ -208,20 +233,25 @@ class AnimationService:
 
     def live_workspaces(self) -> int:
         try:
-            return sum(1 for entry in os.scandir(self.output_dir) if entry.is_dir())
+            return sum(1 for entry in os.scandir(self.output_dir) if entry.is_dir() and entry.name[0] != ".")
         except OSError:
             return 0
 
     def _prune_outputs(self) -> None:
         cutoff = time.time() - self.output_max_age
-        try:
-            entries = list(os.scandir(self.output_dir))
+        try:  # request folders, and cancel markers left by a cancel that came after its job ended
+            entries = [e for e in os.scandir(self.output_dir) if e.name[0] != "."]
+            entries += list(os.scandir(self.cancels.directory))
         except OSError:
             return
         for entry in entries:
             try:
-                if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                if entry.stat().st_mtime >= cutoff:
+                    continue
+                if entry.is_dir():
                     shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.remove(entry.path)
             except OSError:
                 continue
 
@@ -358,12 +388,12 @@ class AnimationService:
         frames = np.clip(np.rint(output.frames[0] * 255.0), 0, 255).astype(np.uint8)
         return frames
 
-    def interrupt(self, job_id: str) -> bool:
-        """Cancels `job_id`; stops the pipeline after its current step when that job is the one running."""
-        known = self.cancels.cancel(job_id)
-        if known and self._running_job == job_id:
+    def interrupt(self, job_id: str) -> None:
+        """Cancels `job_id`: pose detection stops after the current frame, denoising after the current step (in
+        this process or in a ZeroGPU worker, which sees the same marker file)."""
+        self.cancels.cancel(job_id)
+        if self._running_job == job_id:
             self.runtime.pipe.interrupt_generation()
-        return known
 
     # ------------------------------------------------------------------ outputs
     def audio_note(self, step: PoseStep) -> str | None:
@@ -414,6 +444,8 @@ class AnimationService:
         """Check, poses, GPU part, writing. `run_on_gpu(reference, positive, negative, sampler, job_id)` is
         `generate_frames`, wrapped by the app for ZeroGPU; `warn` receives the pose step's warnings before the GPU
         part starts. Raises `GenerationCancelled` once `job_id` is cancelled."""
+        if self.cancels.cancelled(job_id):  # cancelled before it started
+            raise GenerationCancelled()
         self.check(job)
         step = self.poses(job, progress, job_id)
         for note in step.warnings if warn is not None else ():

@@ -96,6 +96,29 @@ def test_animate_keypoints_random_seed(client):
     assert isinstance(seed, int) and 0 <= seed < 2**31 and f"seed {seed}" in report
 
 
+def stats(client):
+    return client.predict(api_name="/tiny_stats")
+
+
+def test_a_cancel_right_after_submit_stops_the_job(app, client):
+    """A cancel 0.1 s after the submit (while the job is queued or starting) ends it: the GPU part never runs to
+    the end, and the client is told it was cancelled."""
+    from gradio_client.utils import Status
+
+    before = stats(client)
+    job = client.submit(*animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json",
+                                      frames=81, steps=80), api_name="/animate")
+    time.sleep(0.1)
+    job.cancel()
+    deadline = time.time() + 60
+    while time.time() < deadline and stats(client)["running"]:
+        time.sleep(0.2)
+    time.sleep(1.0)  # a job the cancel missed would be running (or have run) by now
+    after = stats(client)
+    assert after["running"] == 0 and after["succeeded"] == before["succeeded"]
+    assert job.status().code == Status.CANCELLED
+
+
 def test_cancel_stops_the_generation(app, client):
     job = client.submit(*animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json",
                                       frames=81, steps=80), api_name="/animate")

@@ -98,10 +98,20 @@ def test_frame_ranges_and_warnings():
     from steadydancer_space.poses import frame_ranges, pose_warnings
 
     assert frame_ranges([2, 3, 4, 8]) == "3-5, 9"
+    from steadydancer.pose import PoseSequence, SyntheticPoseDetector
+
+    pose = SyntheticPoseDetector()(np.zeros((64, 48, 3), np.uint8))
+    far = pose.with_size(48, 64)
+    far.body[far.body_present] += 3.0  # three frame widths to the right: keypoints given in the wrong unit
+    driving = PoseSequence([pose, far, far, pose], 48, 64, 16)
     prepared = SimpleNamespace(lost=np.array([0, 1, 1, 0, 1], bool), padded=np.array([0, 0, 0, 1, 1], bool),
-                               num_frames=5)
-    notes = pose_warnings(prepared, synthetic=True)
-    assert "FAKE" in notes[0] and "lost in 3 of 5 frames (2-3, 5)" in notes[1] and "4-5 repeat" in notes[2]
+                               num_frames=5, driving_poses=driving, height=512, width=384)
+    notes = pose_warnings(prepared, synthetic=True, driving_people=np.array([1, 2, 2, 1]), reference_size=(64, 48))
+    assert "FAKE" in notes[0] and "2 of 4 driving frames show several people (2-3)" in notes[1]
+    assert "lost in 3 of 5 frames (2-3, 5)" in notes[2] and "4-5 repeat" in notes[3]
+    assert "2 of 4 driving poses lie mostly outside their frame (2-3)" in notes[4]
+    assert "only 48x64: it is enlarged 8x to 384x512" in notes[5]
+    assert len(pose_warnings(prepared, synthetic=False, reference_size=(512, 384))) == 3  # lost, padded, outside
 
 
 def test_pose_step_cache_and_errors(tmp_path):
@@ -201,3 +211,62 @@ def test_committed_examples_match_the_script(tmp_path):
         else:
             ours, theirs = _decoded(path), _decoded(committed)
             assert ours.shape == theirs.shape and np.abs(ours - theirs).mean() < 2.0, path.name
+
+
+def _cancelled_elsewhere(directory, job_id):
+    from steadydancer_space.service import CancelRegistry
+
+    return CancelRegistry(directory).cancelled(job_id)
+
+
+def test_cancels_cross_processes_and_catch_a_cancel_that_beats_its_job(tmp_path):
+    import multiprocessing
+
+    from steadydancer_space.service import CancelRegistry
+
+    registry = CancelRegistry(str(tmp_path / "cancels"))
+    registry.start("s1-a", "s1")
+    # A ZeroGPU worker is another process: it sees the cancel through the marker file.
+    with multiprocessing.get_context("spawn").Pool(1) as worker:
+        assert worker.apply(_cancelled_elsewhere, (registry.directory, "s1-a")) is False
+        registry.cancel_session("s1")
+        assert worker.apply(_cancelled_elsewhere, (registry.directory, "s1-a")) is True
+    registry.finish("s1-a")
+    assert not registry.cancelled("s1-a")
+    # A cancel with nothing of the session running cancels its next job, if that starts soon; other sessions not.
+    registry.cancel_session("s2")
+    registry.start("s3-c", "s3")
+    registry.start("s2-b", "s2")
+    assert registry.cancelled("s2-b") and not registry.cancelled("s3-c")
+    registry.finish("s2-b")
+    registry.start("s2-d", "s2")  # the early cancel was used up
+    assert not registry.cancelled("s2-d")
+    late = CancelRegistry(str(tmp_path / "late"), early_window=0.0)
+    late.cancel_session("s4")
+    late.start("s4-e", "s4")
+    assert not late.cancelled("s4-e")
+
+
+def test_cancel_listener_sees_the_session_and_passes_the_request_on():
+    import asyncio
+
+    from steadydancer_space.guard import CancelListener
+
+    body = json.dumps({"fn_index": 2, "session_hash": "abc123", "event_id": None}).encode()
+    received, seen = [], []
+
+    async def app(scope, receive, send):
+        message = await receive()
+        received.append(message["body"])
+
+    async def run(path, chunks):
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+        async def receive():
+            return messages.pop(0)
+
+        await CancelListener(app, seen.append)({"type": "http", "method": "POST", "path": path}, receive, None)
+
+    asyncio.run(run("/gradio_api/cancel", [body[:10], body[10:]]))
+    asyncio.run(run("/gradio_api/queue/join", [body]))
+    assert seen == ["abc123"] and received == [body[:10], body]
