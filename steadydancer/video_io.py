@@ -172,3 +172,122 @@ def probe_mp4(path: str | os.PathLike) -> VideoProbe:
             samples = sum(f.samples for f in container.decode(stream))
             audio_duration = samples / float(stream.rate or 1)
     return VideoProbe(num_frames, width, height, fps, codec, pix_fmt, duration, audio_codec, audio_duration)
+
+
+def write_mp4_stream(path: str | os.PathLike, frames, fps: float = OUTPUT_FPS, *, audio: AudioClip | None = None,
+                     crf: int = 18, preset: str = "medium", threads: int = 0) -> str:
+    """`write_mp4` for an iterable of frames ((H, W, 3) uint8, or floats in [0, 1], all of one size), encoded one at
+    a time: a long video never has to be held whole in memory. Returns `path`."""
+    import av
+
+    path = os.fspath(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    num_frames = 0
+    with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        video = audio_stream = None
+        for image in frames:
+            image = _even(to_uint8_frames(np.asarray(image)[None]))[0]
+            if video is None:
+                video = container.add_stream("libx264", rate=rate)
+                video.width, video.height = image.shape[1], image.shape[0]
+                video.pix_fmt = "yuv420p"
+                video.options = {"crf": str(crf), "preset": preset, "threads": str(threads)}
+                video.time_base = 1 / rate
+                # The audio stream is declared before any packet is muxed (the mp4 header lists both).
+                audio_stream = _add_audio_stream(container, audio)
+            elif image.shape[:2] != (video.height, video.width):
+                raise ValueError(f"Frame {num_frames} is {image.shape[1]}x{image.shape[0]}, the video "
+                                 f"{video.width}x{video.height}.")
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = num_frames
+            for packet in video.encode(frame):
+                container.mux(packet)
+            num_frames += 1
+        if video is None:
+            raise ValueError("No frames to write.")
+        for packet in video.encode():
+            container.mux(packet)
+        if audio_stream is not None:
+            _encode_audio(container, audio_stream, audio, num_frames / float(rate))
+    return path
+
+
+def _add_audio_stream(container, audio: AudioClip | None):
+    if audio is None:
+        return None
+    layout = "mono" if audio.samples.shape[0] == 1 else "stereo"
+    stream = container.add_stream("aac", rate=audio.rate, layout=layout)
+    stream.bit_rate = 128_000
+    return stream
+
+
+def _encode_audio(container, stream, audio: AudioClip, duration: float) -> None:
+    import av
+
+    samples = np.ascontiguousarray(audio.samples[:, : int(round(duration * audio.rate))], dtype=np.float32)
+    chunk = stream.codec_context.frame_size or 1024
+    for begin in range(0, samples.shape[1], chunk):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, begin : begin + chunk]), format="fltp",
+                                           layout=stream.layout.name)
+        frame.sample_rate = audio.rate
+        frame.pts = begin
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def _frame_uint8(frame) -> np.ndarray:
+    """One frame (H, W, 3) as uint8, from uint8, floats in [0, 1] or a PIL image."""
+    return to_uint8_frames(np.asarray(frame)[None])[0]
+
+
+def _even_size(value: float) -> int:
+    return max(2, 2 * int(value / 2 + 0.5))  # nearest even, halves up
+
+
+def _fit_height(frame: np.ndarray, height: int) -> np.ndarray:
+    """`frame` resized to `height` (even) and the even width that keeps its aspect ratio."""
+    width = _even_size(frame.shape[1] * height / frame.shape[0])
+    if frame.shape[:2] == (height, width):
+        return frame
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def side_by_side_frames(result, pose, reference, *, driving=None, height: int | None = None):
+    """Yields the side-by-side frames (height, W, 3) uint8, one per frame of `result`: the reference photo (held
+    still), the driving video (if given), the pose video and the result, left to right.
+
+    `result`, `pose` and `driving`: sequences of frames (an (N, H, W, 3) array, a list of arrays or images; a
+    (1, N, H, W, 3) pipeline output too), uint8 or floats in [0, 1]. Each panel is resized to `height` (default: the
+    result's, made even) keeping its aspect ratio at an even width. A pose or driving video shorter than the result
+    holds its last frame; frames past the result's end are not shown.
+    """
+    videos = [np.asarray(v)[0] if isinstance(v, np.ndarray) and v.ndim == 5 else v for v in (result, pose, driving)]
+    result, pose, driving = videos
+    if len(result) == 0:
+        raise ValueError("The result has no frames.")
+    first = _frame_uint8(result[0])
+    height = _even_size(first.shape[0] if height is None else height)
+    photo = _fit_height(_frame_uint8(reference), height)
+    sources = [v for v in (driving, pose) if v is not None]
+    for v in sources:
+        if len(v) == 0:
+            raise ValueError("A pose or driving video has no frames.")
+
+    for index in range(len(result)):
+        panels = [photo] + [_fit_height(_frame_uint8(v[min(index, len(v) - 1)]), height) for v in sources]
+        panels.append(_fit_height(first if index == 0 else _frame_uint8(result[index]), height))
+        yield np.concatenate(panels, axis=1)
+
+
+def write_side_by_side_mp4(path: str | os.PathLike, result, pose, reference, *, driving=None,
+                           audio: AudioClip | None = None, fps: float = OUTPUT_FPS, height: int | None = None,
+                           crf: int = 18, preset: str = "medium", threads: int = 0) -> str:
+    """One H.264 mp4 of the reference photo, the driving video (optional), the aligned pose video and the result side
+    by side (`side_by_side_frames`), with `audio` cut to its length, at `fps` (16): as many frames as the result,
+    encoded one frame at a time. Returns `path`."""
+    frames = side_by_side_frames(result, pose, reference, driving=driving, height=height)
+    return write_mp4_stream(path, frames, fps, audio=audio, crf=crf, preset=preset, threads=threads)
