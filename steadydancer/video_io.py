@@ -112,45 +112,8 @@ def write_mp4(path: str | os.PathLike, frames, fps: float = OUTPUT_FPS, *, audio
     """Writes `frames` ((N, H, W, 3) uint8, or floats in [0, 1]) as H.264 High/yuv420p at `fps`, with `audio` as AAC
     (cut to the video's length). `movflags=+faststart` puts the index first so browsers start playing at once.
     `threads=1` makes the bytes reproducible (x264's threaded output varies from run to run); 0 lets x264 choose."""
-    import av
-
-    frames = _even(to_uint8_frames(frames))
-    path = os.fspath(path)
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-        video = container.add_stream("libx264", rate=rate)
-        video.width, video.height = frames.shape[2], frames.shape[1]
-        video.pix_fmt = "yuv420p"
-        video.options = {"crf": str(crf), "preset": preset, "threads": str(threads)}
-        audio_stream = None
-        if audio is not None:
-            layout = "mono" if audio.samples.shape[0] == 1 else "stereo"
-            audio_stream = container.add_stream("aac", rate=audio.rate, layout=layout)
-            audio_stream.bit_rate = 128_000
-
-        video.time_base = 1 / rate
-        for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = index  # explicit timestamps: x264's rate control reads them
-            for packet in video.encode(frame):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
-
-        if audio_stream is not None:
-            samples = audio.samples[:, : int(round(len(frames) / float(rate) * audio.rate))]
-            samples = np.ascontiguousarray(samples, dtype=np.float32)
-            chunk = audio_stream.codec_context.frame_size or 1024
-            for begin in range(0, samples.shape[1], chunk):
-                piece = np.ascontiguousarray(samples[:, begin : begin + chunk])
-                frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=audio_stream.layout.name)
-                frame.sample_rate = audio.rate
-                frame.pts = begin
-                for packet in audio_stream.encode(frame):
-                    container.mux(packet)
-            for packet in audio_stream.encode():
-                container.mux(packet)
-    return path
+    return write_mp4_stream(path, iter(to_uint8_frames(frames)), fps, audio=audio, crf=crf, preset=preset,
+                            threads=threads)
 
 
 def probe_mp4(path: str | os.PathLike) -> VideoProbe:
