@@ -61,6 +61,7 @@ from steadydancer_space.uploads import InputError  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES_DIR = os.path.join(HERE, "examples")
 EXAMPLE_SEED = 42
+MAX_HISTORY = 12
 
 try:
     RUNTIME = load_runtime(CONFIG)
@@ -145,7 +146,8 @@ async def _animate(job, request: gr.Request, progress):
         try:
             with SERVICE.workspace() as work:  # deleted on the way out (success, error, OOM or cancel)
                 result = SERVICE.animate(job, job_id, run_on_gpu, work, _reporter(progress), _warn)
-                return publish(result.video), publish(result.pose_video), result.seed, result.report
+                return (publish(result.video), publish(result.pose_video), result.seed, result.report,
+                        publish(result.side_by_side), result.recipe)
         finally:  # in the worker thread: a cancelled request's step is still running until here
             SERVICE.cancels.finish(job_id)
 
@@ -162,7 +164,8 @@ async def animate(reference, driving_video, keypoints, prompt, negative_prompt, 
                   pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed,
                   request: gr.Request, progress=gr.Progress()):
     """Animates the reference with the driving motion. Returns the video (H.264 mp4, 16 fps, with the driving video's
-    audio when it has some), the pose video, the seed used and a report."""
+    audio when it has some), the pose video, the seed used, a report, the side-by-side video (photo, poses, result)
+    and the recipe: the API values that make the same video again."""
     job = SERVICE.request(**_api_values(locals()), random_seed=lambda: random.randint(0, MAX_SEED))
     return await _animate(job, request, progress)
 
@@ -180,7 +183,28 @@ async def animate_example(example_name, reference, driving_video, keypoints, pro
 
 
 def clear_result():
-    return None, None, ""
+    return None, None, "", None, None
+
+
+def add_to_history(history, video, seed, recipe):
+    """This visitor's results (a `gr.State`: never shared between sessions), newest first. Entries whose files
+    Gradio's cache has swept (after the file time-to-live) are dropped."""
+    history = [entry for entry in history or [] if os.path.exists(entry["video"])]
+    if video:
+        history.insert(0, {"video": video, "thumbnail": SERVICE.thumbnail(video), "seed": seed,
+                           "recipe": recipe})
+    del history[MAX_HISTORY:]
+    return history, [(e["thumbnail"], history_caption(e)) for e in history]
+
+
+def history_caption(entry) -> str:
+    recipe = entry["recipe"] or {}
+    return f"seed {entry['seed']} · {recipe.get('steps')} steps · {recipe.get('resolution')} · {recipe.get('num_frames')} frames"
+
+
+def show_history_entry(history, selected: gr.SelectData):
+    entry = (history or [])[selected.index] if selected.index < len(history or []) else None
+    return (entry["video"], entry["recipe"]) if entry and os.path.exists(entry["video"]) else (None, None)
 
 
 def cancel_session(session: str) -> None:
@@ -341,6 +365,16 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     seed_used = gr.Number(label=_tiny("Seed used"), value=None, precision=0, interactive=False)
                 result_report = gr.Markdown(label="Report")
+                with gr.Accordion("Side by side and recipe", open=False):
+                    side_by_side = gr.Video(label=_tiny("Photo, poses and result"), height=300, interactive=False)
+                    recipe = gr.JSON(label="Recipe (the API values that make this video again)")
+                with gr.Accordion("Your results in this session", open=True):
+                    history = gr.State([])  # per browser session: one visitor never sees another's
+                    history_gallery = gr.Gallery(label="History (click one to see it again)", columns=4, height=220,
+                                                 allow_preview=False, interactive=False)
+                    with gr.Row():
+                        history_video = gr.Video(label="Selected result", height=260, interactive=False)
+                        history_recipe = gr.JSON(label="Its recipe")
 
         # Every value a request brings is checked on the server, named by its API parameter (see `guard`).
         pose_inputs = [reference, driving_video, keypoints, resolution, num_frames, motion, align_to_reference,
@@ -353,12 +387,18 @@ def build_demo() -> gr.Blocks:
                           motion, align_to_reference, smooth_start, smooth_start_frames, auto_start, guidance_scale,
                           pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed]
         # The previous result is cleared first, so a cancelled or failed job never leaves it looking like the new one.
+        animate_outputs = [result, pose_video, seed_used, result_report, side_by_side, recipe]
         animate_event = animate_btn.click(
-            clear_result, None, [result, seed_used, result_report], queue=False, api_visibility="private",
+            clear_result, None, [result, seed_used, result_report, side_by_side, recipe], queue=False,
+            api_visibility="private",
         ).then(
-            animate, animate_inputs, [result, pose_video, seed_used, result_report],
+            animate, animate_inputs, animate_outputs,
             api_name="animate", concurrency_limit=CONFIG.concurrency, concurrency_id="gpu", show_progress_on=[result],
         )
+        animate_event.success(add_to_history, [history, result, seed_used, recipe], [history, history_gallery],
+                              queue=False, api_visibility="private")
+        history_gallery.select(show_history_entry, history, [history_video, history_recipe], queue=False,
+                               api_visibility="private")
         cancel_btn.click(cancelled_note, None, result_report, cancels=[animate_event], queue=False,
                          api_visibility="private")
         # One source of motion at a time, shown in its tab: a video replaces a keypoint file and vice versa
@@ -385,7 +425,7 @@ def build_demo() -> gr.Blocks:
                        os.path.join(EXAMPLES_DIR, e.keypoints) if e.keypoints else None,
                        e.prompt, e.num_frames] for e in EXAMPLES],
             inputs=[example_name, reference, driving_video, keypoints, prompt, num_frames],
-            outputs=[result, pose_video, seed_used, result_report],
+            outputs=animate_outputs,
             fn=animate_example,
             cache_examples=True,
             cache_mode="lazy",

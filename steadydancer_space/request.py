@@ -176,6 +176,22 @@ class AnimationRequest:
     pose: PoseOptions = PoseOptions()
     sampler: SamplerOptions = SamplerOptions()
 
+    def recipe(self) -> dict:
+        """The API values (besides the files) that make this job again: `client.predict(reference=...,
+        driving_video=..., keypoints=..., **recipe, api_name="/animate")`."""
+        pose, sampler = self.pose, self.sampler
+        return {
+            "prompt": sampler.prompt, "negative_prompt": sampler.negative_prompt or "",
+            "resolution": pose.resolution, "num_frames": pose.num_frames,
+            "motion": "real_time" if pose.real_time else "every_frame", "align_to_reference": pose.align,
+            "smooth_start": pose.smooth_start_frames > 0,
+            "smooth_start_frames": pose.smooth_start_frames or DEFAULT_SMOOTH_START_FRAMES,
+            "auto_start": pose.auto_start, "guidance_scale": sampler.guidance_scale,
+            "pose_guidance_scale": sampler.pose_guidance_scale, "window_start": sampler.pose_guidance_window[0],
+            "window_end": sampler.pose_guidance_window[1], "steps": sampler.num_inference_steps,
+            "shift": sampler.shift, "seed": sampler.seed, "randomize_seed": False,
+        }
+
     def require_files(self) -> None:
         if not self.reference:
             raise InputError("Add a reference image (a photo of the person to animate).")

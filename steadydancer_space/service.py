@@ -17,7 +17,7 @@ import numpy as np
 
 from steadydancer.defaults import OUTPUT_FPS
 from steadydancer.flops import CONFIG_14B
-from steadydancer.video_io import AudioClip, delayed, read_audio, write_mp4
+from steadydancer.video_io import AudioClip, delayed, read_audio, write_mp4, write_side_by_side_mp4
 
 from .calibration import load_calibration
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
@@ -48,13 +48,22 @@ class ExtractResult:
 
 
 @dataclass
+class GeneratedFrames:
+    """What the GPU part hands back (picklable, for ZeroGPU's worker): (N, H, W, 3) uint8 frames, seconds by stage."""
+
+    frames: np.ndarray
+    timings: dict[str, float]
+
+
+@dataclass
 class AnimateResult:
     video: str
     pose_video: str
+    side_by_side: str  # photo | poses | result, with the audio
     seed: int
     report: str
-    has_audio: bool
-    seconds: float
+    recipe: dict  # the API values that make this video again
+    timings: dict[str, float]  # seconds by stage
     warnings: list[str]
 
 
@@ -318,8 +327,9 @@ class AnimationService:
     # ------------------------------------------------------------------ generation
     def generate_frames(self, reference: np.ndarray, positive: np.ndarray, negative: np.ndarray,
                         sampler: SamplerOptions, job_id: str | None = None,
-                        progress: Progress | None = None) -> np.ndarray:
-        """Runs the pipeline; returns (N, H, W, 3) uint8. Raises GenerationCancelled when the job is cancelled.
+                        progress: Progress | None = None) -> "GeneratedFrames":
+        """Runs the pipeline; returns the (N, H, W, 3) uint8 frames and the time of each stage. Raises
+        GenerationCancelled when the job is cancelled.
 
         This is the GPU part: its arguments are plain arrays and settings, so ZeroGPU can send them to its worker.
         """
@@ -330,7 +340,10 @@ class AnimationService:
         height, width = positive.shape[1:3]
         inject_oom = self.faults.take_oom(sampler.seed)
 
+        step_ends = []
+
         def on_step(pipeline, i, t, tensors):
+            step_ends.append(time.perf_counter())
             if inject_oom:  # tiny-mode fault injection (STEADYDANCER_FAULT): fail as CUDA would, inside the loop
                 raise torch.OutOfMemoryError(
                     f"CUDA out of memory after denoising step {i + 1} of {steps} (injected by STEADYDANCER_FAULT)")
@@ -353,6 +366,7 @@ class AnimationService:
                     progress(0, steps, "Encoding the reference, the prompt and the poses")
                 # Noise drawn on the CPU: the same seed gives the same video on any device.
                 generator = torch.Generator("cpu").manual_seed(sampler.seed)
+                start = time.perf_counter()
                 output = pipe(
                     image=reference,
                     pose_video=positive,
@@ -385,8 +399,14 @@ class AnimationService:
                 del output
                 free_accelerator_memory()
                 raise GenerationCancelled()
+        end = time.perf_counter()
         frames = np.clip(np.rint(output.frames[0] * 255.0), 0, 255).astype(np.uint8)
-        return frames
+        # The step callback runs after each step, so the encoders' time is the first interval less one step.
+        step = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) if len(step_ends) > 1 else 0.0
+        encoding = max(0.0, step_ends[0] - start - step) if step_ends else 0.0
+        timings = {"encoding": encoding, "denoising": (step_ends[-1] - start - encoding) if step_ends else 0.0,
+                   "decoding": end - (step_ends[-1] if step_ends else start)}
+        return GeneratedFrames(frames, timings)
 
     def interrupt(self, job_id: str) -> None:
         """Cancels `job_id`: pose detection stops after the current frame, denoising after the current step (in
@@ -419,23 +439,55 @@ class AnimationService:
             return None
         return delayed(clip, lead_in) if clip is not None else None
 
-    def finish(self, step: PoseStep, frames: np.ndarray, sampler: SamplerOptions, seconds: float, out_dir: str,
-               audio: AudioClip | None) -> AnimateResult:
-        """Writes the result with `audio` (read by `output_audio` before the generation, so a long generation never
-        needs the upload again) and its report."""
-        if self.tiny:
-            frames = stamp(frames, "TINY MODE - NOISE")
+    def finish(self, job: AnimationRequest, step: PoseStep, generated: "GeneratedFrames", out_dir: str,
+               audio: AudioClip | None, timings: dict[str, float]) -> AnimateResult:
+        """Writes the result and the side-by-side video (photo, poses, result) with `audio` (read by `output_audio`
+        before the generation, so a long generation never needs the upload again), and the report."""
+        start = time.perf_counter()
+        frames = stamp(generated.frames, "TINY MODE - NOISE") if self.tiny else generated.frames
+        sampler = job.sampler
         video = write_mp4(os.path.join(out_dir, f"steadydancer_seed{sampler.seed}.mp4"), frames, OUTPUT_FPS,
                           audio=audio)
+        side_by_side = write_side_by_side_mp4(os.path.join(out_dir, f"steadydancer_seed{sampler.seed}_sbs.mp4"),
+                                              frames, step.prepared.positive, step.reference, audio=audio)
+        pose_video = self.write_pose_video(step, out_dir)
+        timings = {**timings, **generated.timings, "writing": time.perf_counter() - start}
+        return AnimateResult(video, pose_video, side_by_side, sampler.seed, self.result_report(job, step, frames,
+                             audio is not None, timings), job.recipe(), timings, step.warnings)
+
+    def result_report(self, job: AnimationRequest, step: PoseStep, frames: np.ndarray, has_audio: bool,
+                      timings: dict[str, float]) -> str:
+        sampler, options = job.sampler, job.pose
         lines = [f"**{TINY_NOTICE}**"] if self.tiny else []
         lines.append(
             f"{len(frames)} frames at {frames.shape[2]}x{frames.shape[1]}, {OUTPUT_FPS} fps "
-            f"({len(frames) / OUTPUT_FPS:.2f} s), seed {sampler.seed}, {sampler.num_inference_steps} steps, "
-            f"generated in {format_seconds(seconds)}" + (", with the driving video's audio." if audio else ".")
+            f"({len(frames) / OUTPUT_FPS:.2f} s)" + (", with the driving video's audio." if has_audio else ".")
         )
+        lines.append(
+            f"Settings: {options.resolution}, seed {sampler.seed}, {sampler.num_inference_steps} steps, text guidance "
+            f"{sampler.guidance_scale:g}, pose guidance {sampler.pose_guidance_scale:g} in "
+            f"{sampler.pose_guidance_window[0]:g}-{sampler.pose_guidance_window[1]:g}, shift {sampler.shift:g}, "
+            f"motion {'real time' if options.real_time else 'every frame'}."
+        )
+        lines.append("Time: " + ", ".join(f"{stage} {format_seconds(seconds)}" for stage, seconds in timings.items())
+                     + f" ({format_seconds(sum(timings.values()))} in all).")
         lines += [f"Warning: {w}" for w in step.warnings]
-        return AnimateResult(video, self.write_pose_video(step, out_dir), sampler.seed, "\n\n".join(lines),
-                             audio is not None, seconds, step.warnings)
+        return "\n\n".join(lines)
+
+    def thumbnail(self, video: str, height: int = 160) -> str:
+        """A PNG of the video's middle frame beside it (for the visitor's history)."""
+        import PIL.Image
+
+        from steadydancer.pose import iter_video_frames, probe_video
+
+        middle = probe_video(video).num_frames // 2
+        for index, decoded in enumerate(iter_video_frames(video, None, max_frames=middle + 1)):
+            image = decoded.image  # frames are decoded one at a time: a long video is never held whole
+        frame = PIL.Image.fromarray(image)
+        frame.thumbnail((height * 4, height))
+        path = os.path.splitext(video)[0] + "_thumb.png"
+        frame.save(path)
+        return path
 
     # ------------------------------------------------------------------ the whole job
     def animate(self, job: AnimationRequest, job_id: str, run_on_gpu: Callable[..., np.ndarray],
@@ -447,13 +499,14 @@ class AnimationService:
         if self.cancels.cancelled(job_id):  # cancelled before it started
             raise GenerationCancelled()
         self.check(job)
+        start = time.perf_counter()
         step = self.poses(job, progress, job_id)
         for note in step.warnings if warn is not None else ():
             warn(note)
         audio = self.output_audio(step, step.prepared.num_frames)
-        start = time.perf_counter()
+        timings = {"poses": time.perf_counter() - start}
         prepared = step.prepared
-        frames = run_on_gpu(step.reference, prepared.positive, prepared.negative, job.sampler, job_id)
+        generated = run_on_gpu(step.reference, prepared.positive, prepared.negative, job.sampler, job_id)
         if progress is not None:
             progress(0, None, "Writing the video")
-        return self.finish(step, frames, job.sampler, time.perf_counter() - start, out_dir, audio)
+        return self.finish(job, step, generated, out_dir, audio, timings)

@@ -338,7 +338,7 @@ def call_raw(app, uploads, timeout=120, **overrides):
 
 
 def valid_request_succeeds(client, frames=5, seed=11):
-    video, pose_video, used_seed, report = client.predict(*animate_args(frames=frames, seed=seed),
+    video, pose_video, used_seed, report, *_ = client.predict(*animate_args(frames=frames, seed=seed),
                                                           api_name="/animate")
     assert probe_mp4(video).num_frames == frames and used_seed == seed
 
@@ -577,7 +577,7 @@ def test_concurrent_jobs_are_bounded_and_do_not_mix(app, client):
     done, refused = {}, []
     for (seed, frames), job in zip(requests, jobs):
         try:
-            video, pose_video, used_seed, report = job.result(timeout=120)
+            video, pose_video, used_seed, report, *_ = job.result(timeout=120)
         except QueueError as error:
             assert "Queue is full" in str(error)
             refused.append(seed)
