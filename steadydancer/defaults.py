@@ -24,6 +24,8 @@ class SamplerSettings:
 
 
 RELEASED = SamplerSettings()
+# The released command line's defaults: as RELEASED but with pose guidance 1.5 (its README and the paper use 1.0).
+RELEASED_CLI = SamplerSettings(pose_guidance_scale=1.5)
 FAST = SamplerSettings(num_inference_steps=4, guidance_scale=1.0)
 SHIFT_480P = 3.0
 

@@ -1,12 +1,16 @@
-"""SteadyDancerPipeline: reference image + pose frames + prompt -> video, with decoupled-condition guidance."""
+"""SteadyDancerPipeline: reference image + pose frames + prompt -> video, with decoupled-condition guidance.
 
-from dataclasses import dataclass
+Everything that feeds the transformer follows the released `generate` (see `steadydancer.pixels` for the pixel
+chain, `prompt_clean` for the text, `prepare_latents` for the noise).
+"""
+
+import html
+import re
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import numpy as np
-import PIL.Image
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, DiffusionPipeline, UniPCMultistepScheduler
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import WanLoraLoaderMixin
@@ -22,18 +26,45 @@ except ImportError:
 
 from .defaults import DEFAULT_NEGATIVE_PROMPT, OUTPUT_FPS, RELEASED
 from .models import PoseFeatures, SteadyDancerTransformer3DModel
+from .pixels import (
+    ImageInput,
+    check_image,
+    frames_of,
+    image_encoder_pixels,
+    image_size,
+    pose_video_pixels,
+    resize,
+    stored_frame_pixels,
+    to_pixels,
+)
 from .scheduling import pose_guidance_steps, set_released_timesteps
 from .sizing import (
     DEFAULT_MAX_AREA,
     SIZE_MULTIPLE,
+    VAE_SPATIAL_STRIDE,
+    VAE_TEMPORAL_STRIDE,
     generation_size,
     is_valid_frame_count,
-    latent_frame_count,
     nearest_valid_frame_count,
 )
 
-ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor
-VideoInput = list[PIL.Image.Image] | np.ndarray | torch.Tensor
+__all__ = ["DEFAULT_NEGATIVE_PROMPT", "SteadyDancerConditions", "SteadyDancerPipeline", "SteadyDancerPipelineOutput",
+           "prompt_clean"]
+
+VideoInput = list[ImageInput] | np.ndarray | torch.Tensor
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def prompt_clean(text: str) -> str:
+    """The released text encoder's cleaning, applied to every prompt before tokenising: ftfy's `fix_text` (mojibake,
+    and NFC/width fixes: full-width commas become ASCII ones), HTML entities unescaped twice, runs of whitespace
+    folded to one space, ends stripped."""
+    try:
+        import ftfy
+    except ImportError:  # a hard requirement: without it some prompts would tokenise differently, silently
+        raise ImportError("The released prompt cleaning needs ftfy: pip install ftfy") from None
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return re.sub(r"\s+", " ", text).strip()
 
 
 @dataclass
@@ -50,6 +81,11 @@ class SteadyDancerConditions:
     pose_latents: torch.Tensor
     negative_pose_latents: torch.Tensor | None = None
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "SteadyDancerConditions":
+        """The same conditions with `fn` applied to every tensor."""
+        tensors = (getattr(self, f.name) for f in fields(self))
+        return SteadyDancerConditions(*(None if t is None else fn(t) for t in tensors))
+
 
 @dataclass
 class SteadyDancerPipelineOutput(BaseOutput):
@@ -59,28 +95,13 @@ class SteadyDancerPipelineOutput(BaseOutput):
     fps: int = OUTPUT_FPS
 
 
-def _to_pixel_tensor(image: ImageInput) -> torch.Tensor:
-    """An RGB image as a float tensor (3, H, W) in [-1, 1]."""
-    if isinstance(image, PIL.Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"Expected an RGB image array (H, W, 3), got shape {image.shape}.")
-        tensor = torch.tensor(image).permute(2, 0, 1).float()  # a copy: uploads may be read-only arrays
-        return tensor / 127.5 - 1.0 if image.dtype == np.uint8 else tensor * 2.0 - 1.0
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"Expected an image tensor (3, H, W) in [-1, 1], got shape {tuple(image.shape)}.")
-        return image.float()
-    raise TypeError(f"Unsupported image type {type(image).__name__}.")
-
-
-def _frames(video: VideoInput) -> list[ImageInput]:
-    if isinstance(video, (np.ndarray, torch.Tensor)) and video.ndim == 4:
-        return list(video)
-    if isinstance(video, (list, tuple)):
-        return list(video)
-    raise TypeError("Pose videos must be a list of images or an array/tensor of frames (N, H, W, 3).")
+def _batched(tensor: torch.Tensor, batch_size: int, name: str) -> torch.Tensor:
+    """`tensor` with batch `batch_size` (a batch of one is broadcast)."""
+    if tensor.shape[0] == batch_size:
+        return tensor
+    if tensor.shape[0] == 1:
+        return tensor.expand(batch_size, *tensor.shape[1:])
+    raise ValueError(f"{name} has a batch of {tensor.shape[0]}; expected 1 or {batch_size} (the number of prompts).")
 
 
 class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
@@ -89,22 +110,34 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     with the motion of rendered pose frames.
 
     Components:
-        tokenizer, text_encoder: UMT5-XXL (prompt -> up to 512 x 4096 embeddings).
-        image_encoder, image_processor: open-CLIP ViT-H/14 vision tower (penultimate hidden states, 257 x 1280).
+        tokenizer, text_encoder: UMT5-XXL (prompt -> up to 512 x 4096 embeddings). Optional.
+        image_encoder, image_processor: open-CLIP ViT-H/14 vision tower (penultimate hidden states, 257 x 1280) and
+            the processor giving its input size, mean and std. Optional.
         transformer: `SteadyDancerTransformer3DModel`.
         vae: `AutoencoderKLWan`.
         scheduler: `UniPCMultistepScheduler` in flow mode, fed the released sigma schedule.
+
+    Without the optional components the pipeline runs on precomputed `prompt_embeds`, `negative_prompt_embeds`,
+    `image_embeds` and `pose_image_embeds`.
+
+    Pixel ranges, one per input type: PIL images are 8-bit RGB; numpy arrays (H, W, 3) are uint8 in [0, 255] or
+    float in [0, 1]; tensors (3, H, W) are float in [-1, 1]. Videos are lists of those, arrays (N, H, W, 3) or
+    tensors (N, 3, H, W). 8-bit pose frames (PIL, uint8) are read as the released `generate` reads its stored pose
+    frames: resized (PIL bicubic) to the reference image's size, then (torch bicubic, unclamped) to the generation
+    size. Float pose frames are pixels already through the first step (`steadydancer.pose.PreparedPoses.model_inputs`
+    makes them) and get the second only.
     """
 
     model_cpu_offload_seq = "text_encoder->image_encoder->transformer->vae"
+    _optional_components = ["tokenizer", "text_encoder", "image_encoder", "image_processor"]
     _callback_tensor_inputs = ["latents"]
 
     def __init__(
         self,
-        tokenizer: PreTrainedTokenizerBase,
-        text_encoder: UMT5EncoderModel,
-        image_encoder: CLIPVisionModel,
-        image_processor: CLIPImageProcessor,
+        tokenizer: PreTrainedTokenizerBase | None,
+        text_encoder: UMT5EncoderModel | None,
+        image_encoder: CLIPVisionModel | None,
+        image_processor: CLIPImageProcessor | None,
         transformer: SteadyDancerTransformer3DModel,
         vae: AutoencoderKLWan,
         scheduler: UniPCMultistepScheduler,
@@ -119,19 +152,12 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             vae=vae,
             scheduler=scheduler,
         )
-        self.vae_scale_factor_spatial = self.vae.config.scale_factor_spatial if getattr(self, "vae", None) else 8
+        vae_config = self.vae.config if getattr(self, "vae", None) is not None else None
+        self.vae_scale_factor_spatial = vae_config.scale_factor_spatial if vae_config else VAE_SPATIAL_STRIDE
+        self.vae_scale_factor_temporal = vae_config.scale_factor_temporal if vae_config else VAE_TEMPORAL_STRIDE
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
         self._interrupt = False
 
-    # ---------------------------------------------------------------- assembly
-    @classmethod
-    def from_hub(cls, **kwargs) -> "SteadyDancerPipeline":
-        """Assembles the pipeline from the Hub or local directories; see `steadydancer.assembly.load_pipeline`."""
-        from .assembly import load_pipeline
-
-        return load_pipeline(**kwargs)
-
-    # ---------------------------------------------------------------- encoders
     @property
     def interrupt(self) -> bool:
         return self._interrupt
@@ -140,6 +166,16 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         """Asks a running `__call__` to stop after the current step (it returns what it has)."""
         self._interrupt = True
 
+    @property
+    def _model_dtype(self) -> torch.dtype:
+        return self.transformer.dtype if getattr(self, "transformer", None) is not None else torch.float32
+
+    def _require(self, names: tuple[str, ...], precomputed: str) -> None:
+        missing = [n for n in names if getattr(self, n, None) is None]
+        if missing:
+            raise ValueError(f"This pipeline has no {' or '.join(missing)}; pass `{precomputed}` instead.")
+
+    # ---------------------------------------------------------------- encoders
     def encode_prompt(
         self,
         prompt: str | list[str],
@@ -147,11 +183,13 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         dtype: torch.dtype | None = None,
         max_sequence_length: int = 512,
     ) -> torch.Tensor:
-        """UMT5 embeddings (B, max_sequence_length, 4096), zero beyond each prompt's tokens (as released)."""
+        """UMT5 embeddings (B, max_sequence_length, 4096) of the cleaned prompts (`prompt_clean`), zero beyond each
+        prompt's tokens (as released)."""
+        self._require(("tokenizer", "text_encoder"), "prompt_embeds")
         device = device or self._execution_device
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         tokens = self.tokenizer(
-            [p.strip() for p in prompts],
+            [prompt_clean(p) for p in prompts],
             padding="max_length",
             max_length=max_sequence_length,
             truncation=True,
@@ -162,24 +200,33 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         mask = tokens.attention_mask.to(device)
         embeds = self.text_encoder(tokens.input_ids.to(device), mask).last_hidden_state
         embeds = embeds * mask[..., None].to(embeds.dtype)
-        return embeds.to(dtype=dtype or self.transformer.dtype)
+        return embeds.to(dtype=dtype or self._model_dtype)
 
-    def encode_image(self, images: list[ImageInput], device: torch.device | None = None) -> torch.Tensor:
-        """CLIP tokens (B, 257, 1280) from the penultimate layer. Like the released code, each image is resized
-        whole to the encoder's input size (no centre crop)."""
-        device = device or self._execution_device
-        size = self.image_processor.crop_size or self.image_processor.size
+    def image_encoder_input(self, images: list[ImageInput]) -> torch.Tensor:
+        """What the image encoder receives, as released: each image as [-1, 1] pixels at its own size, resized with
+        torch bicubic to the encoder's input size (no antialiasing, no centre crop), then CLIP's mean and std.
+        Returns (B, 3, S, S)."""
+        self._require(("image_processor",), "image_embeds and pose_image_embeds")
+        processor = self.image_processor
+        size = processor.crop_size or processor.size
         height = size.get("height", size.get("shortest_edge"))
         width = size.get("width", size.get("shortest_edge"))
-        pixels = [((_to_pixel_tensor(im) + 1.0) * 127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy() for im in images]
-        inputs = self.image_processor(
-            images=pixels,
-            size={"height": height, "width": width},
-            do_center_crop=False,
-            return_tensors="pt",
-        ).to(device=device, dtype=self.image_encoder.dtype)
-        hidden = self.image_encoder(**inputs, output_hidden_states=True).hidden_states[-2]
-        return hidden.to(self.transformer.dtype)
+        pixels = [to_pixels(im) for im in images]
+        return image_encoder_pixels(pixels, (height, width), processor.image_mean, processor.image_std)
+
+    def encode_image(self, images: list[ImageInput], device: torch.device | None = None) -> torch.Tensor:
+        """CLIP tokens (B, 257, 1280) from the penultimate layer of `image_encoder_input(images)`."""
+        self._require(("image_encoder", "image_processor"), "image_embeds and pose_image_embeds")
+        device = device or self._execution_device
+        pixel_values = self.image_encoder_input(images).to(device=device, dtype=self.image_encoder.dtype)
+        hidden = self.image_encoder(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-2]
+        return hidden.to(self._model_dtype)
+
+    @staticmethod
+    def first_pose_frame(pose_video: VideoInput, image: ImageInput) -> torch.Tensor:
+        """The pose image the image encoder sees by default, as released: the first pose frame after the first step of
+        the pose-frame chain (8-bit frames resized to the reference image's size), as pixels (3, H, W) in [-1, 1]."""
+        return stored_frame_pixels(frames_of(pose_video, "pose_video")[0], image_size(image))
 
     def _normalize_latents(self, latents: torch.Tensor, inverse: bool = False) -> torch.Tensor:
         config = self.vae.config
@@ -193,10 +240,10 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         latents = self.vae.encode(video).latent_dist.mode()
         return self._normalize_latents(latents.float())
 
-    def _resize(self, images: list[ImageInput], height: int, width: int) -> torch.Tensor:
-        # Bicubic resize of [-1, 1] pixels, as released: (3, N, H, W)
-        frames = torch.stack([_to_pixel_tensor(im) for im in images]) if images else torch.empty(0)
-        return F.interpolate(frames, size=(height, width), mode="bicubic", align_corners=False).transpose(0, 1)
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, 4n+1, H, W) in [-1, 1] (float32) of normalised latents (B, 16, n+1, h, w)."""
+        latents = self._normalize_latents(latents.float(), inverse=True).to(self.vae.dtype)
+        return self.vae.decode(latents, return_dict=False)[0].float()
 
     def prepare_conditions(
         self,
@@ -207,13 +254,22 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         width: int,
         num_frames: int,
     ) -> SteadyDancerConditions:
-        """VAE-encodes the reference and the pose videos into `SteadyDancerConditions` (batch of one)."""
-        reference = self._resize([image], height, width)  # (3, 1, H, W)
+        """VAE-encodes the reference and the pose videos into `SteadyDancerConditions` (batch of one).
+
+        The reference is resized with torch bicubic to (height, width); the pose frames go through the released
+        chain frame by frame (`steadydancer.pixels.pose_frame_pixels`), so a large reference costs one frame at its
+        size at a time, not a video.
+        """
+        reference = to_pixels(image)  # (3, H_ref, W_ref)
+        reference_size = tuple(reference.shape[-2:])
+        reference = resize(reference[None], height, width).transpose(0, 1)  # (3, 1, h, w)
         first_frames = torch.cat([reference, reference.new_zeros(3, num_frames - 1, height, width)], dim=1)
-        pose = self._resize(_frames(pose_video)[:num_frames], height, width)
-        videos = [first_frames, pose]
-        if negative_pose_video is not None:
-            videos.append(self._resize(_frames(negative_pose_video)[:num_frames], height, width))
+        videos = [first_frames]
+        for name, video in (("pose_video", pose_video), ("negative_pose_video", negative_pose_video)):
+            if video is not None:
+                frames = frames_of(video, name)  # checks every frame, naming the parameter
+                source = video if isinstance(video, torch.Tensor) else frames  # a prepared tensor is used as a view
+                videos.append(pose_video_pixels(source, num_frames, reference_size, height, width))
         latents = [self.encode_video(v[None]) for v in videos]
 
         # The causal VAE encodes the first frame alone, so the first latent frame of each video is the latent of
@@ -231,6 +287,39 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             negative_pose_latents=latents[2] if len(latents) > 2 else None,
         )
 
+    def latent_shape(self, batch_size: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        """(B, 16, F, h, w) of a batch of `num_frames`-frame videos at height x width."""
+        vae = getattr(self, "vae", None)
+        channels = vae.config.z_dim if vae is not None else self.transformer.config.in_channels
+        return (batch_size, channels, (num_frames - 1) // self.vae_scale_factor_temporal + 1,
+                height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial)
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        device: torch.device | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The starting noise (B, 16, F, h, w), float32 on `device`.
+
+        `seed` draws it as released: `torch.Generator(device).manual_seed(seed)` on the execution device, so on a GPU
+        it is CUDA noise. A `generator` is used as given; a CPU one gives the same noise on any hardware.
+        """
+        device = torch.device(device or self._execution_device)
+        shape = self.latent_shape(batch_size, num_frames, height, width)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+            return latents.to(device=device, dtype=torch.float32)
+        if seed is not None:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
     # ---------------------------------------------------------------- checks
     @staticmethod
     def check_inputs(
@@ -245,8 +334,13 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         shift: float,
         has_negative_pose: bool,
         num_pose_frames: int | None = None,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
     ) -> None:
-        """Raises `ValueError` naming the problem; called before any heavy work."""
+        """Raises `ValueError` naming the parameter; called before any heavy work."""
         if num_frames is not None and not is_valid_frame_count(num_frames):
             raise ValueError(f"num_frames must be 4n+1 (1, 5, 9, ..., 81), got {num_frames}.")
         if num_frames is not None and num_pose_frames is not None and num_pose_frames < num_frames:
@@ -265,6 +359,27 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             raise ValueError(f"pose_guidance_window must satisfy 0 <= start <= end <= 1, got ({start}, {end}).")
         if pose_guidance_scale > 0 and not has_negative_pose:
             raise ValueError("pose_guidance_scale > 0 needs negative poses (negative_pose_video or conditions).")
+        batch_size = None
+        if prompt is not None and not isinstance(prompt, str):
+            if not isinstance(prompt, (list, tuple)) or not prompt or not all(isinstance(p, str) for p in prompt):
+                raise ValueError(f"prompt must be a string or a non-empty list of strings (one video each), "
+                                 f"got {prompt!r}.")
+            batch_size = len(prompt)
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            if not isinstance(negative_prompt, (list, tuple)) or not all(isinstance(p, str) for p in negative_prompt):
+                raise ValueError(f"negative_prompt must be a string or a list of strings, got {negative_prompt!r}.")
+            if len(negative_prompt) != (batch_size or 1):
+                raise ValueError(f"negative_prompt has {len(negative_prompt)} entries but prompt has "
+                                 f"{batch_size or 1}.")
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+                raise ValueError(f"seed must be an integer, got {seed!r}.")
+            if generator is not None:
+                raise ValueError("Pass either `seed` or `generator`, not both.")
+        if isinstance(generator, list) and batch_size is not None and len(generator) not in (1, batch_size):
+            raise ValueError(f"generator has {len(generator)} entries but prompt has {batch_size}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}.")
 
     # ---------------------------------------------------------------- sampling
     def _predict(
@@ -385,7 +500,8 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         pose_video: VideoInput | None = None,
         negative_pose_video: VideoInput | None = None,
         prompt: str | list[str] | None = None,
-        negative_prompt: str | None = None,
+        negative_prompt: str | list[str] | None = None,
+        pose_image: ImageInput | None = None,
         height: int | None = None,
         width: int | None = None,
         max_area: int = DEFAULT_MAX_AREA,
@@ -395,6 +511,7 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         pose_guidance_scale: float = RELEASED.pose_guidance_scale,
         pose_guidance_window: tuple[float, float] = RELEASED.pose_guidance_window,
         shift: float = RELEASED.shift,
+        seed: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
@@ -414,17 +531,31 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         Animates `image` with the motion of `pose_video`.
 
         Args:
-            image: the reference photo (PIL, uint8 array HxWx3, or tensor 3xHxW in [-1, 1]); becomes frame 0.
-            pose_video: rendered pose frames (at least `num_frames`), e.g. from `steadydancer.pose.prepare_poses`.
-            negative_pose_video: perturbed pose frames for the pose guidance; required when pose_guidance_scale > 0.
-            prompt, negative_prompt: text; the released negative prompt is used when `negative_prompt` is None.
+            image: the reference photo; becomes frame 0. PIL (8-bit RGB), numpy (H, W, 3) uint8 in [0, 255] or float
+                in [0, 1], or tensor (3, H, W) float in [-1, 1].
+            pose_video: pose frames (at least `num_frames`): the `pose_video` of
+                `steadydancer.pose.PreparedPoses.model_inputs()` (float pixels (N, 3, h, w) in [-1, 1]), or rendered
+                8-bit frames (list of PIL / uint8 array (N, H, W, 3)), which are resized as the released `generate`
+                reads its stored frames: PIL bicubic to the reference's size, then torch bicubic to (height, width).
+            negative_pose_video: perturbed pose frames for the pose guidance, in the same forms; required when
+                pose_guidance_scale > 0.
+            prompt: text, or a list of texts for a batch of videos (one per prompt, same poses). None: "".
+            negative_prompt: text (or one per prompt); None or "" mean the released default negative prompt.
+                Every prompt is cleaned as released (`prompt_clean`) before tokenising.
+            pose_image: the image the image encoder sees for the pose. Default: the first pose frame after the first
+                step of the chain above (at the reference's size for 8-bit frames), as released.
             height, width: generation size (multiples of 16); by default from `max_area` and the image's aspect.
             num_frames: 4n+1 frames (default: as many as the pose video allows).
             num_inference_steps, guidance_scale (text), pose_guidance_scale, pose_guidance_window (start, end),
                 shift: the sampler's settings (defaults: `steadydancer.defaults.RELEASED`; shift 3.0 suits 480p).
-            generator, latents: the starting noise (B, 16, F, h, w) or the generator drawing it.
-            prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds, conditions: precomputed inputs;
-                with all of them the encoders are not needed.
+            seed: draws the starting noise as the released code does, with `torch.Generator(device)` on the execution
+                device (CUDA noise on a GPU: the released code's noise for that seed).
+            generator: instead of `seed`, the generator(s) drawing the noise. `torch.Generator("cpu").manual_seed(s)`
+                gives the same noise, so the same video, on any hardware (not the released GPU noise).
+            latents: the starting noise itself (B, 16, F, h, w).
+            prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds, conditions: precomputed inputs
+                (batch 1 or B); they take precedence over the raw ones, and with all of them the encoders are not
+                needed.
             batch_guidance: run the guidance passes of a step as one batched transformer call.
             output_type: "pil", "np", "pt" or "latent".
             callback_on_step_end: called as `callback(pipe, step, timestep, {"latents": ...})` after each step.
@@ -434,59 +565,92 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         self._interrupt = False
         device = self._execution_device
 
-        # 1. Sizes and checks, before any heavy work
+        # 1. Sizes and checks at the border, before any heavy work
         if conditions is not None:
             lat_frames, lat_h, lat_w = conditions.pose_latents.shape[2:]
             height, width = lat_h * self.vae_scale_factor_spatial, lat_w * self.vae_scale_factor_spatial
-            num_frames = (lat_frames - 1) * 4 + 1
+            num_frames = (lat_frames - 1) * self.vae_scale_factor_temporal + 1
             num_pose_frames = None
         else:
             if image is None or pose_video is None:
                 raise ValueError("Pass `image` and `pose_video`, or precomputed `conditions`.")
-            num_pose_frames = len(_frames(pose_video))
+            check_image(image, "image")
+            num_pose_frames = len(frames_of(pose_video, "pose_video"))
             if num_frames is None:
                 num_frames = nearest_valid_frame_count(num_pose_frames)
             if height is None or width is None:
-                ref_h, ref_w = _to_pixel_tensor(image).shape[1:]
-                height, width = generation_size(ref_h, ref_w, max_area)
-        has_negative_pose = negative_pose_video is not None or (conditions is not None and conditions.negative_pose_latents is not None)
+                if isinstance(max_area, bool) or not isinstance(max_area, (int, np.integer)) or max_area <= 0:
+                    raise ValueError(f"max_area must be a positive number of pixels, got {max_area!r}.")
+                height, width = generation_size(*image_size(image), max_area)
+        if image_embeds is None:
+            if image is None:
+                raise ValueError("Pass `image` or precomputed `image_embeds`.")
+            check_image(image, "image")
+        if pose_image is not None:
+            check_image(pose_image, "pose_image")
+        elif pose_image_embeds is None and (pose_video is None or image is None):
+            raise ValueError("Pass `pose_video` and `image` (or `pose_image`), or precomputed `pose_image_embeds`.")
+        has_negative_pose = negative_pose_video is not None or (
+            conditions is not None and conditions.negative_pose_latents is not None)
         self.check_inputs(
             height=height, width=width, num_frames=num_frames, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, pose_guidance_scale=pose_guidance_scale,
             pose_guidance_window=pose_guidance_window, shift=shift, has_negative_pose=has_negative_pose,
-            num_pose_frames=num_pose_frames,
+            num_pose_frames=num_pose_frames, prompt=None if prompt_embeds is not None else prompt,
+            negative_prompt=None if negative_prompt_embeds is not None else negative_prompt, seed=seed,
+            generator=generator, output_type=output_type,
         )
-        if negative_pose_video is not None and len(_frames(negative_pose_video)) < num_frames:
-            raise ValueError(f"{num_frames} frames asked for but only {len(_frames(negative_pose_video))} negative pose frames given.")
-        if prompt_embeds is None and prompt is None:
-            prompt = ""
+        if conditions is None and negative_pose_video is not None:
+            if (count := len(frames_of(negative_pose_video, "negative_pose_video"))) < num_frames:
+                raise ValueError(f"{num_frames} frames asked for but only {count} negative pose frames given.")
+        if prompt_embeds is not None:
+            batch_size = prompt_embeds.shape[0]
+        else:
+            batch_size = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+        for name, tensor in (("negative_prompt_embeds", negative_prompt_embeds), ("image_embeds", image_embeds),
+                             ("pose_image_embeds", pose_image_embeds),
+                             ("conditions", None if conditions is None else conditions.pose_latents)):
+            if tensor is not None:
+                _batched(tensor, batch_size, name)
+        shape = self.latent_shape(batch_size, num_frames, height, width)
+        if latents is not None and tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        if prompt_embeds is None:
+            self._require(("tokenizer", "text_encoder"), "prompt_embeds")
+        if negative_prompt_embeds is None and guidance_scale != 1.0:
+            self._require(("tokenizer", "text_encoder"), "negative_prompt_embeds")
+        if image_embeds is None or pose_image_embeds is None:
+            self._require(("image_encoder", "image_processor"), "image_embeds and pose_image_embeds")
 
         # 2. Encoders (skipped for whatever was given precomputed)
         if prompt_embeds is None:
-            prompt_embeds = self.encode_prompt(prompt, device, max_sequence_length=max_sequence_length)
+            prompt_embeds = self.encode_prompt("" if prompt is None else prompt, device,
+                                               max_sequence_length=max_sequence_length)
         if negative_prompt_embeds is None and guidance_scale != 1.0:
-            negative = DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
-            negative_prompt_embeds = self.encode_prompt(negative, device, max_sequence_length=max_sequence_length)
+            negatives = negative_prompt if isinstance(negative_prompt, (list, tuple)) else [negative_prompt]
+            negatives = [DEFAULT_NEGATIVE_PROMPT if not n else n for n in negatives]  # None and "" as released
+            negative_prompt_embeds = self.encode_prompt(negatives, device, max_sequence_length=max_sequence_length)
         if image_embeds is None:
             image_embeds = self.encode_image([image], device)
         if pose_image_embeds is None:
-            pose_image_embeds = self.encode_image([_frames(pose_video)[0]], device)
+            if pose_image is None:
+                pose_image = self.first_pose_frame(pose_video, image)
+            pose_image_embeds = self.encode_image([pose_image], device)
         if conditions is None:
             conditions = self.prepare_conditions(image, pose_video, negative_pose_video, height, width, num_frames)
-        conditions = SteadyDancerConditions(
-            *(t.to(device) if t is not None else None for t in conditions.__dict__.values())
-        )
+        conditions = conditions.map(lambda t: _batched(t.to(device), batch_size, "conditions"))
+        image_embeds = _batched(image_embeds, batch_size, "image_embeds")
+        pose_image_embeds = _batched(pose_image_embeds, batch_size, "pose_image_embeds")
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = _batched(negative_prompt_embeds, batch_size, "negative_prompt_embeds")
 
-        # 3. Noise
-        shape = (1, self.transformer.config.in_channels, latent_frame_count(num_frames), height // 8, width // 8)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        # 3. Noise: (B, 16, F, h, w)
+        latents = self.prepare_latents(batch_size, num_frames, height, width, device, seed=seed, generator=generator,
+                                       latents=latents)
 
         # 4. Denoising
         latents = self.denoise(
-            latents.to(device), conditions, prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds,
+            latents, conditions, prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             pose_guidance_scale=pose_guidance_scale, pose_guidance_window=pose_guidance_window, shift=shift,
             batch_guidance=batch_guidance, attention_kwargs=attention_kwargs,
@@ -498,8 +662,7 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         if output_type == "latent":
             video = latents
         else:
-            decoded = self.vae.decode(self._normalize_latents(latents, inverse=True).to(self.vae.dtype), return_dict=False)[0]
-            video = self.video_processor.postprocess_video(decoded.float(), output_type=output_type)
+            video = self.video_processor.postprocess_video(self.decode_latents(latents), output_type=output_type)
         self.maybe_free_model_hooks()
 
         if not return_dict:

@@ -4,7 +4,9 @@ import torch
 
 from conftest import random_video_inputs
 from steadydancer.assembly import load_transformer
+from steadydancer.defaults import DEFAULT_NEGATIVE_PROMPT
 from steadydancer.pipeline_steadydancer import SteadyDancerConditions
+from steadydancer.pixels import resize, to_pixels
 from steadydancer.scheduling import pose_guidance_steps
 
 HEIGHT, WIDTH, FRAMES = 96, 64, 9
@@ -87,9 +89,9 @@ def test_window_rule_is_strict():
 def test_precomputed_inputs_need_no_encoders(pipe, inputs):
     device = pipe._execution_device
     prompt_embeds = pipe.encode_prompt(inputs["prompt"])
-    negative = pipe.encode_prompt("")
+    negative = pipe.encode_prompt(DEFAULT_NEGATIVE_PROMPT)  # "" means the released default, as None does
     image_embeds = pipe.encode_image([inputs["image"]])
-    pose_image_embeds = pipe.encode_image([inputs["pose_video"][0]])
+    pose_image_embeds = pipe.encode_image([pipe.first_pose_frame(inputs["pose_video"], inputs["image"])])
     conditions = pipe.prepare_conditions(inputs["image"], inputs["pose_video"], inputs["negative_pose_video"], HEIGHT, WIDTH, FRAMES)
     expected = run(pipe, inputs, negative_prompt="", output_type="latent").frames
 
@@ -105,8 +107,8 @@ def test_precomputed_inputs_need_no_encoders(pipe, inputs):
 
 def test_reference_latents_equal_separate_single_frame_encodes(pipe, inputs):
     conditions = pipe.prepare_conditions(inputs["image"], inputs["pose_video"], None, HEIGHT, WIDTH, FRAMES)
-    reference = pipe._resize([inputs["image"]], HEIGHT, WIDTH)
-    first_pose = pipe._resize([inputs["pose_video"][0]], HEIGHT, WIDTH)
+    reference = resize(to_pixels(inputs["image"])[None], HEIGHT, WIDTH).transpose(0, 1)  # (3, 1, H, W)
+    first_pose = resize(to_pixels(inputs["pose_video"][0])[None], HEIGHT, WIDTH).transpose(0, 1)
     ref_alone, pose_alone = pipe.encode_video(reference[None]), pipe.encode_video(first_pose[None])
     torch.testing.assert_close(conditions.reference_latents[:, :16], ref_alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(conditions.reference_latents[:, 20:], ref_alone, atol=1e-5, rtol=1e-5)

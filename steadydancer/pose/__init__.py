@@ -29,7 +29,7 @@ from .image import load_image
 from .keypoints import BODY_NAMES, KEYPOINT_THRESHOLD, Pose, PoseSequence
 from .negative import Perturbation, negative_poses, perturb_pose, sample_perturbations
 from .prepare import PreparedPoses, prepare_poses
-from .render import draw_pose, render_poses
+from .render import PoseModelInputs, draw_pose, pose_model_inputs, render_pose_pixels, render_poses
 from ..sizing import DEFAULT_MAX_AREA, generation_size, generation_size_for_aspect
 from .start_gap import choose_start_frame, interpolate_pose, pose_distance, transition_poses
 from .synthetic import SyntheticPoseDetector
@@ -57,7 +57,7 @@ __all__ = [
     # alignment, start gap, negatives, rendering
     "PART_NAMES", "align_poses", "alignment_ratios", "choose_start_frame", "interpolate_pose", "pose_distance",
     "transition_poses", "Perturbation", "negative_poses", "perturb_pose", "sample_perturbations",
-    "draw_pose", "render_poses",
+    "draw_pose", "render_poses", "render_pose_pixels", "pose_model_inputs", "PoseModelInputs",
     # sizing, high level, checks
     "DEFAULT_MAX_AREA", "generation_size", "generation_size_for_aspect", "PreparedPoses", "prepare_poses",
     "CheckLine", "verify_pose_fixture",

@@ -138,7 +138,7 @@ def resize_for_detection(image: np.ndarray, resolution: int = DETECT_RESOLUTION)
     new_w = max(64, int(np.round(w * k / 64.0)) * 64)
     if (new_h, new_w) == (h, w):
         return image
-    interpolation = cv2.INTER_LANCZOS4 if k > 1 else cv2.INTER_AREA
+    interpolation = cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA  # released: INTER_CUBIC when enlarging
     return cv2.resize(image, (new_w, new_h), interpolation=interpolation)
 
 

@@ -23,7 +23,7 @@ from .errors import NoPersonInDrivingError, NoPersonInReferenceError, PoseError
 from .image import ImageLike, load_image
 from .keypoints import NECK, Pose, PoseSequence
 from .negative import negative_poses
-from .render import render_poses
+from .render import PoseModelInputs, pose_model_inputs, render_poses
 from ..sizing import DEFAULT_MAX_AREA, generation_size
 from .start_gap import choose_start_frame, transition_poses
 from ..defaults import OUTPUT_FPS
@@ -37,6 +37,10 @@ MAX_LOST_FRACTION = 0.5
 @dataclass
 class PreparedPoses:
     """Everything the pipeline and the app need from the pose stage.
+
+    The model's pose inputs come from :meth:`model_inputs` (computed on demand, frame by
+    frame, as the released ``generate`` computes them); ``positive`` and ``negative`` are
+    8-bit frames to show or save.
 
     Attributes:
         positive: (N, H, W, 3) uint8 RGB, the aligned poses drawn in the released style
@@ -66,6 +70,11 @@ class PreparedPoses:
         driving_people: (len(driving_poses),) int, people found in each driving frame read
             (None for keypoint input or a detector without ``detect``). Only the most
             prominent person of an image is posed; more than one means the motion may jump.
+        reference_size: (height, width) of the reference image; the released chain resizes
+            every pose frame to it before the generation size (None: the generation size).
+        canvas_scale: drawing canvas size relative to the generation size.
+        jpeg_quality: the canvases pass through JPEG files of this quality before
+            :meth:`model_inputs` resizes them (the released storage: 95); None: lossless.
     """
 
     positive: np.ndarray
@@ -88,6 +97,21 @@ class PreparedPoses:
     video_info: VideoInfo | None = None
     reference_people: int | None = None
     driving_people: np.ndarray | None = None
+    reference_size: tuple[int, int] | None = None
+    canvas_scale: int = 2
+    jpeg_quality: int | None = None
+
+    def model_inputs(self) -> PoseModelInputs:
+        """The pipeline's pose inputs (``pose_video``, ``negative_pose_video``, ``pose_image``)
+        as the released ``generate`` computes them: each canvas resized with PIL bicubic to the
+        reference's size, then with torch bicubic to the generation size, unclamped. Frame by
+        frame: it holds the (N, 3, H, W) float32 results and one frame at the reference's size.
+
+        ``pipe(image=reference, **prepared.model_inputs().pipeline_kwargs(), ...)``.
+        """
+        reference_size = self.reference_size or (self.height, self.width)
+        return pose_model_inputs(self.poses.poses, self.negative_poses.poses, self.height, self.width,
+                                 reference_size, canvas_scale=self.canvas_scale, jpeg_quality=self.jpeg_quality)
 
     @property
     def num_frames(self) -> int:
@@ -191,6 +215,8 @@ def prepare_poses(
     canvas_scale: int = 2,
     resize_frames: bool = True,
     skip_missing: bool = True,
+    start_at_align_frame: bool = False,
+    jpeg_quality: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> PreparedPoses:
     """Turns a reference image and a driving video (or keypoints) into pose frames.
@@ -221,9 +247,15 @@ def prepare_poses(
         max_lost_fraction: more lost frames than this fraction raises NoPersonInDrivingError.
         canvas_scale: drawing canvas size relative to the output (released: 2).
         resize_frames: False returns ``positive``/``negative`` at the canvas size
-            (canvas_scale x height, width) for the pipeline to resize in float like the
-            released code (see :func:`render_poses`).
+            (canvas_scale x height, width): the frames the released code stores, which the
+            pipeline also accepts (8-bit frames get the released resize chain). The model's
+            input is :meth:`PreparedPoses.model_inputs` either way.
         skip_missing: see :func:`steadydancer.pose.align.align_poses` (False: released arithmetic).
+        start_at_align_frame: the clip starts at ``align_frame`` (the released behaviour)
+            instead of at the first (or automatically chosen) frame.
+        jpeg_quality: for :meth:`PreparedPoses.model_inputs`, store each canvas as a JPEG of
+            this quality (4:2:0) and read it back before resizing, as the released code's
+            frame files are (95). None (default): lossless canvases.
         progress: called as progress(frames_done, frames_total_or_None) during detection.
 
     Raises:
@@ -238,6 +270,10 @@ def prepare_poses(
         raise PoseError(f"smooth_start_frames ({smooth_start_frames}) must be below num_frames ({num_frames})")
     if fps is not None and not fps > 0:
         raise PoseError(f"fps must be positive or None, got {fps}")
+    if jpeg_quality is not None and not (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100):
+        raise PoseError(f"jpeg_quality must be an integer from 1 to 100 or None, got {jpeg_quality!r}")
+    if start_at_align_frame and auto_start:
+        raise PoseError("auto_start and start_at_align_frame both choose the start frame; use one")
 
     # Reference: resized to the generation size, as the released preprocessing detects it.
     ref_rgb = load_image(reference_image)
@@ -257,6 +293,8 @@ def prepare_poses(
     needed = None
     if num_frames is not None:
         needed = (search_range - 1 if auto_start else 0) + max(num_frames - smooth_start_frames, align_frame + 1)
+        if start_at_align_frame:
+            needed = align_frame + num_frames - smooth_start_frames
     raw, times, _, info, source_fps, driving_people = _read_driving(driving, detector, fps, needed, progress)
     if len(raw) == 0:
         raise PoseError("the driving clip has no frames")
@@ -271,6 +309,8 @@ def prepare_poses(
     if auto_start:
         candidates = [Pose.empty(p.width, p.height) if lost else p for p, lost in zip(raw.poses, lost_all)]
         start, _ = choose_start_frame(reference_pose, candidates, search_range, skip_missing=skip_missing)
+    elif start_at_align_frame:
+        start = min(align_frame, len(raw) - 1)
     used = list(raw.poses[start:])
     lost = lost_all[start:]
     if lost.all():
@@ -278,7 +318,7 @@ def prepare_poses(
     filled = _hold_lost(used, lost) if hold_lost_frames else used
 
     # Alignment, measured on the requested frame or the nearest one with a visible neck.
-    align_rel = min(align_frame, len(used) - 1)
+    align_rel = 0 if start_at_align_frame else min(align_frame, len(used) - 1)
     if align:
         has_neck = np.array([p.body_present[NECK] for p in filled])
         if not has_neck.any():
@@ -323,4 +363,7 @@ def prepare_poses(
         video_info=info,
         reference_people=reference_people,
         driving_people=driving_people,
+        reference_size=(int(ref_rgb.shape[0]), int(ref_rgb.shape[1])),
+        canvas_scale=canvas_scale,
+        jpeg_quality=jpeg_quality,
     )

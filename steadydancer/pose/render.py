@@ -6,19 +6,27 @@ multiplied by 0.6; the 18 joints as filled circles of radius 4; hand edges as 2-
 coloured by hue = edge / 20; hand joints as filled circles of radius 4 in (0, 0, 255); no
 face. The released code draws those colour triples into a BGR canvas and converts it to
 RGB, so the RGB frames we return hold every triple channel-reversed (the first limb, listed
-as (255, 0, 0), comes out blue). The canvas is twice the generation size and is then
-resized (bicubic) to the generation size.
+as (255, 0, 0), comes out blue). The canvas is twice the generation size.
+
+What the model sees (:func:`pose_model_inputs`): the released code stores each canvas, reads
+it back, resizes it with PIL bicubic to the reference photo's own size and only then with
+torch bicubic (on [-1, 1] values, unclamped) to the generation size. :func:`render_poses`
+gives 8-bit frames to show or save (one OpenCV bicubic resize of each canvas).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
 
 from .keypoints import Pose
+
+if TYPE_CHECKING:
+    import torch
 
 # Limbs as 0-based OpenPose body index pairs; the released list has 19 entries but only
 # the first 17 are drawn (the last two, ear-shoulder, never are).
@@ -121,15 +129,17 @@ def draw_pose(pose: Pose, height: int, width: int, *, draw_hands: bool = True,
 
 def render_poses(poses: Sequence[Pose], height: int, width: int, *, canvas_scale: int = 2,
                  resize: bool = True, draw_hands: bool = True, draw_face: bool = False) -> np.ndarray:
-    """Renders poses at ``canvas_scale`` x the output size, then resizes (bicubic) to it.
+    """Renders poses at ``canvas_scale`` x the output size, then resizes (OpenCV bicubic) to it,
+    for display.
 
     Args:
         height, width: output frame size (the generation size).
         canvas_scale: released value 2: drawing on a canvas twice as large makes the
             fixed 4-px strokes half as thick relative to the frame.
-        resize: False returns the canvases themselves, so that the caller can resize in
-            float as the released pipeline does (torch bicubic on [-1, 1] values, unclamped:
-            its frames overshoot to about [-1.4, 1.5] at stroke edges, which uint8 cannot hold).
+        resize: False returns the canvases themselves (what the released code stores). The
+            model's input is not these frames resized here but :func:`render_pose_pixels`
+            (float, through the reference photo's size, unclamped: its frames overshoot to
+            about [-1.4, 1.5] at stroke edges, which uint8 cannot hold).
 
     Returns:
         (N, height, width, 3) uint8 RGB, or (N, canvas_scale * height, canvas_scale * width, 3)
@@ -144,3 +154,79 @@ def render_poses(poses: Sequence[Pose], height: int, width: int, *, canvas_scale
             frame = cv2.resize(frame, (ow, oh), interpolation=cv2.INTER_CUBIC)
         out[i] = frame
     return out
+
+
+@dataclass
+class PoseModelInputs:
+    """The pose inputs of :class:`~steadydancer.pipeline_steadydancer.SteadyDancerPipeline`, computed as the
+    released ``generate`` computes them from its stored pose frames.
+
+    Attributes:
+        pose_video, negative_pose_video: (N, 3, height, width) float32 pixels in [-1, 1], not
+            clamped (bicubic overshoot at stroke edges reaches about [-1.4, 1.5]).
+        pose_image: (H_ref, W_ref, 3) uint8, the first pose frame at the reference photo's
+            size: what the image encoder sees for the pose.
+    """
+
+    pose_video: "torch.Tensor"
+    negative_pose_video: "torch.Tensor"
+    pose_image: np.ndarray
+
+    def pipeline_kwargs(self) -> dict:
+        """``pose_video``, ``negative_pose_video`` and ``pose_image`` for the pipeline call."""
+        return dict(pose_video=self.pose_video, negative_pose_video=self.negative_pose_video,
+                    pose_image=self.pose_image)
+
+
+def _canvas(pose: Pose, height: int, width: int, canvas_scale: int, jpeg_quality: int | None,
+            draw_hands: bool = True, draw_face: bool = False) -> np.ndarray:
+    canvas = draw_pose(pose, int(height) * canvas_scale, int(width) * canvas_scale, draw_hands=draw_hands,
+                       draw_face=draw_face)
+    if jpeg_quality is None:
+        return canvas
+    from ..pixels import jpeg_roundtrip
+
+    return jpeg_roundtrip(canvas, jpeg_quality)
+
+
+def render_pose_pixels(poses: Sequence[Pose], height: int, width: int, reference_size: tuple[int, int], *,
+                       canvas_scale: int = 2, jpeg_quality: int | None = None, draw_hands: bool = True,
+                       draw_face: bool = False) -> "torch.Tensor":
+    """Poses as the model's pose video, frame by frame: each drawn on the canvas (``canvas_scale``
+    x the generation size), resized with PIL bicubic to ``reference_size`` (the reference photo's
+    (height, width)), then with torch bicubic to (height, width), unclamped.
+
+    ``jpeg_quality``: pass each canvas through a JPEG file of that quality first, as the
+    released code's stored frames (95); None keeps the canvases lossless.
+
+    Only one frame is ever held at the reference's size, so a 4096x4096 photo costs one
+    frame of it (about 300 MB while it is resized), not a video.
+
+    Returns:
+        (N, 3, height, width) float32 in [-1, 1].
+    """
+    import torch
+
+    from ..pixels import pose_frame_pixels
+
+    out = torch.empty(len(poses), 3, int(height), int(width))
+    for i, pose in enumerate(poses):
+        canvas = _canvas(pose, height, width, canvas_scale, jpeg_quality, draw_hands, draw_face)
+        out[i] = pose_frame_pixels(canvas, reference_size, height, width)
+    return out
+
+
+def pose_model_inputs(poses: Sequence[Pose], negative_poses: Sequence[Pose], height: int, width: int,
+                      reference_size: tuple[int, int], *, canvas_scale: int = 2,
+                      jpeg_quality: int | None = None) -> PoseModelInputs:
+    """The pipeline's pose inputs for ``poses`` and ``negative_poses`` with a reference photo of
+    ``reference_size`` (height, width); see :func:`render_pose_pixels`."""
+    from ..pixels import stored_frame
+
+    first = _canvas(poses[0], height, width, canvas_scale, jpeg_quality)
+    kwargs = dict(canvas_scale=canvas_scale, jpeg_quality=jpeg_quality)
+    return PoseModelInputs(
+        pose_video=render_pose_pixels(poses, height, width, reference_size, **kwargs),
+        negative_pose_video=render_pose_pixels(negative_poses, height, width, reference_size, **kwargs),
+        pose_image=np.array(stored_frame(first, reference_size)),
+    )
