@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from steadydancer.defaults import DEFAULT_NEGATIVE_PROMPT, RELEASED, RELEASED_CLI
 from steadydancer.pipeline_steadydancer import SteadyDancerPipeline, prompt_clean
 from steadydancer.pose import Pose, PoseError, PoseSequence, SyntheticPoseDetector, draw_pose, prepare_poses
-from steadydancer.presets import PRESETS, get_preset
+from steadydancer.fidelity import FIDELITY_MODES, get_fidelity_mode
 from steadydancer.sizing import RESOLUTIONS
 
 HEIGHT, WIDTH, FRAMES = 96, 64, 5
@@ -235,16 +235,16 @@ def test_core_pipeline_without_encoders(pipe):
 
 
 # -------------------------------------------------------------------- the released switch
-def test_released_preset_is_the_released_cli():
-    released, default = get_preset("released"), get_preset("default")
-    assert set(PRESETS) == {"default", "released"}
+def test_released_fidelity_mode_is_the_released_cli():
+    released, default = get_fidelity_mode("released"), get_fidelity_mode("default")
+    assert set(FIDELITY_MODES) == {"default", "released"}
     assert released.pose_kwargs()["fps"] is None and default.pose_kwargs()["fps"] == 16
     assert released.sampler_kwargs()["pose_guidance_scale"] == RELEASED_CLI.pose_guidance_scale == 1.5
     assert default.sampler_kwargs()["pose_guidance_scale"] == RELEASED.pose_guidance_scale == 1.0
     assert released.sampler_kwargs(RESOLUTIONS["480p"])["shift"] == 3.0
     assert released.sampler_kwargs(RESOLUTIONS["576p"])["shift"] == 5.0
-    with pytest.raises(ValueError, match="preset must be one of default, released"):
-        get_preset("paper")
+    with pytest.raises(ValueError, match="fidelity must be one of default, released"):
+        get_fidelity_mode("paper")
 
     # 30 fps keypoints, the person lost in one frame, aligned on frame 2.
     poses = [SYNTH(np.full((180, 320, 3), b, np.uint8)) for b in (10, 60, 110, 160, 210, 250, 200, 150, 100, 50)]

@@ -1,13 +1,14 @@
-"""One switch between this library's defaults and the released command line's behaviour.
+"""One switch between this library's defaults and the released command line's behaviour (the fidelity mode).
 
-`PRESETS["released"]` reproduces the released CLI as closely as the inputs allow; `PRESETS["default"]` is ours.
+`FIDELITY_MODES["released"]` reproduces the released CLI as closely as the inputs allow; `FIDELITY_MODES["default"]`
+is ours.
 Both feed the model through the same released-faithful path (pose-frame resize chain, image-encoder input, prompt
 cleaning, noise drawn on the execution device); they differ only in the choices below.
 
-    preset = get_preset("released")
-    prepared = prepare_poses(reference, video, detector=detector, **preset.pose_kwargs())
+    mode = get_fidelity_mode("released")
+    prepared = prepare_poses(reference, video, detector=detector, **mode.pose_kwargs())
     video = pipe(image=reference, **prepared.model_inputs().pipeline_kwargs(), prompt=prompt, seed=seed,
-                 **preset.sampler_kwargs(max_area))
+                 **mode.sampler_kwargs(max_area))
 
 | choice | default (ours) | released CLI | why ours |
 | --- | --- | --- | --- |
@@ -33,10 +34,10 @@ RELEASED_JPEG_QUALITY = 95  # the released frame files' quantisation tables; Ope
 
 
 @dataclass(frozen=True)
-class Preset:
+class FidelityMode:
     """A named set of choices: the `prepare_poses` options it fixes and the sampler's settings.
 
-    `pose` holds only what the preset decides; merge it over other settings (`{**yours, **preset.pose_kwargs()}`).
+    `pose` holds only what the mode decides; merge it over other settings (`{**yours, **mode.pose_kwargs()}`).
     """
 
     name: str
@@ -51,14 +52,14 @@ class Preset:
 
     def sampler_kwargs(self, max_area: int | None = None) -> dict[str, Any]:
         """Keyword arguments for the pipeline call: steps, both guidance scales, the window and the shift (the
-        480p shift when `max_area` is the 480p budget and the preset has one)."""
+        480p shift when `max_area` is the 480p budget and the mode has one)."""
         kwargs = asdict(self.sampler)
         if self.shift_480p is not None and max_area == RESOLUTIONS["480p"]:
             kwargs["shift"] = self.shift_480p
         return kwargs
 
 
-DEFAULT_PRESET = Preset(
+DEFAULT_MODE = FidelityMode(
     name="default",
     pose=MappingProxyType(dict(fps=OUTPUT_FPS, hold_lost_frames=True, skip_missing=True, start_at_align_frame=False,
                                jpeg_quality=None)),
@@ -66,7 +67,7 @@ DEFAULT_PRESET = Preset(
     shift_480p=SHIFT_480P,
     description="This library's defaults: motion resampled to 16 fps, lost poses held, robust alignment ratios.",
 )
-RELEASED_PRESET = Preset(
+RELEASED_MODE = FidelityMode(
     name="released",
     pose=MappingProxyType(dict(fps=None, hold_lost_frames=False, skip_missing=False, start_at_align_frame=True,
                                jpeg_quality=RELEASED_JPEG_QUALITY, align=True, auto_start=False,
@@ -76,12 +77,12 @@ RELEASED_PRESET = Preset(
     description="The released command line: every driving frame, lost poses black, released alignment arithmetic, "
                 "the clip starting at the align frame, pose frames through JPEG files, pose guidance 1.5.",
 )
-PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in (DEFAULT_PRESET, RELEASED_PRESET)})
+FIDELITY_MODES: Mapping[str, FidelityMode] = MappingProxyType({p.name: p for p in (DEFAULT_MODE, RELEASED_MODE)})
 
 
-def get_preset(name: str) -> Preset:
-    """The preset called `name` ("default" or "released"); ValueError naming `preset` otherwise."""
+def get_fidelity_mode(name: str) -> FidelityMode:
+    """The fidelity mode called `name` ("default" or "released"); ValueError naming `fidelity` otherwise."""
     try:
-        return PRESETS[name]
+        return FIDELITY_MODES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}.") from None
+        raise ValueError(f"fidelity must be one of {', '.join(FIDELITY_MODES)}, got {name!r}.") from None
