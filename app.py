@@ -48,6 +48,7 @@ from steadydancer_space.request import (  # noqa: E402
     DEFAULT_PROMPT,
     DEFAULT_RESOLUTION,
     DEFAULT_SMOOTH_START_FRAMES,
+    FIDELITY_LABELS,
     MAX_SEED,
     MOTION_LABELS,
     RESOLUTION_LABELS,
@@ -83,16 +84,16 @@ def gpu_task(duration):
     return spaces.GPU(duration=duration, **size)
 
 
-def _gpu_seconds(reference, positive, negative, sampler, job_id, progress=None):
-    frames, height, width = positive.shape[:3]
+def _gpu_seconds(reference, poses, sampler, job_id, progress=None):
+    frames, _, height, width = poses.pose_video.shape
     return SERVICE.estimate(frames, height, width, sampler).seconds
 
 
 @gpu_task(duration=_gpu_seconds)
-def generate_on_gpu(reference, positive, negative, sampler, job_id, progress=None):
+def generate_on_gpu(reference, poses, sampler, job_id, progress=None):
     """Arrays in, uint8 frames out: what ZeroGPU ships to its GPU worker and back. Out-of-memory errors and
     cancellations free the GPU memory here, in the GPU worker, and reach the visitor through `user_errors`."""
-    return SERVICE.generate_frames(reference, positive, negative, sampler, job_id, _reporter(progress))
+    return SERVICE.generate_frames(reference, poses, sampler, job_id, _reporter(progress))
 
 
 # ---------------------------------------------------------------------- handlers
@@ -121,7 +122,7 @@ def _warn(note: str) -> None:
 
 @user_errors
 def extract_poses(reference, driving_video, keypoints, resolution, num_frames, motion, align_to_reference,
-                  smooth_start, smooth_start_frames, auto_start, progress=gr.Progress()):
+                  smooth_start, smooth_start_frames, auto_start, fidelity="default", progress=gr.Progress()):
     """Detects and aligns the poses (CPU only). Returns the pose video, the reference with the first aligned pose
     drawn over it, a report with warnings, the negative pose video and the raw driving keypoints (JSON)."""
     job = SERVICE.request(**_api_values(locals()))
@@ -139,8 +140,8 @@ async def _animate(job, request: gr.Request, progress):
     job_id = f"{session}-{uuid.uuid4().hex[:8]}"
     SERVICE.cancels.start(job_id, session)
 
-    def run_on_gpu(reference, positive, negative, sampler, job_id):
-        return generate_on_gpu(reference, positive, negative, sampler, job_id, progress)
+    def run_on_gpu(reference, poses, sampler, job_id):
+        return generate_on_gpu(reference, poses, sampler, job_id, progress)
 
     def run():
         try:
@@ -162,7 +163,7 @@ async def _animate(job, request: gr.Request, progress):
 async def animate(reference, driving_video, keypoints, prompt, negative_prompt, resolution, num_frames, motion,
                   align_to_reference, smooth_start, smooth_start_frames, auto_start, guidance_scale,
                   pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed,
-                  request: gr.Request, progress=gr.Progress()):
+                  fidelity="default", request: gr.Request = None, progress=gr.Progress()):
     """Animates the reference with the driving motion. Returns the video (H.264 mp4, 16 fps, with the driving video's
     audio when it has some), the pose video, the seed used, a report, the side-by-side video (photo, poses, result)
     and the recipe: the API values that make the same video again."""
@@ -346,6 +347,11 @@ def build_demo() -> gr.Blocks:
                     with gr.Row():
                         seed = gr.Number(label="Seed", value=EXAMPLE_SEED, precision=0, **_range("seed"))
                         randomize_seed = gr.Checkbox(label="Randomise seed", value=True)
+                    fidelity = gr.Radio(label="Behaviour", value="default",
+                                        choices=[(label, key) for key, label in FIDELITY_LABELS.items()],
+                                        info="The released command line: every driving frame, lost poses black, the "
+                                        "released alignment arithmetic, the clip from the align frame, its guidance "
+                                        "(these settings then replace the ones above).")
                 estimate_md = gr.Markdown(label="GPU estimate")
                 with gr.Row():
                     extract_btn = gr.Button("Extract poses", variant="secondary")
@@ -378,14 +384,14 @@ def build_demo() -> gr.Blocks:
 
         # Every value a request brings is checked on the server, named by its API parameter (see `guard`).
         pose_inputs = [reference, driving_video, keypoints, resolution, num_frames, motion, align_to_reference,
-                       smooth_start, smooth_start_frames, auto_start]
+                       smooth_start, smooth_start_frames, auto_start, fidelity]
         extract_btn.click(
             extract_poses, pose_inputs, [pose_video, alignment, pose_report, negative_pose_video, poses_json],
             api_name="extract_poses", concurrency_limit=2, concurrency_id="poses", show_progress_on=[pose_video],
         )
         animate_inputs = [reference, driving_video, keypoints, prompt, negative_prompt, resolution, num_frames,
                           motion, align_to_reference, smooth_start, smooth_start_frames, auto_start, guidance_scale,
-                          pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed]
+                          pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed, fidelity]
         # The previous result is cleared first, so a cancelled or failed job never leaves it looking like the new one.
         animate_outputs = [result, pose_video, seed_used, result_report, side_by_side, recipe]
         animate_event = animate_btn.click(

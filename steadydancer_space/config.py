@@ -19,6 +19,7 @@ before those are imported. Host and port are Gradio's own: `GRADIO_SERVER_NAME`,
 | STEADYDANCER_VAE_DTYPE | --vae-dtype | float32 (default) or bfloat16 |
 | STEADYDANCER_DEVICE | --device | cuda, cpu, ... (default: cuda when available) |
 | STEADYDANCER_OFFLOAD=1 | --offload | model CPU offload, for GPUs with less memory |
+| STEADYDANCER_CPU_NOISE=1 | --cpu-noise | starting noise drawn on the CPU (same video on any hardware); default: on the GPU, as released |
 | STEADYDANCER_MAX_FRAMES | --max-frames | longest video offered (4n+1, default 121) |
 | STEADYDANCER_QUEUE_SIZE | --queue-size | requests waiting at most (default 20); more are refused ("Queue is full") |
 | STEADYDANCER_CONCURRENCY | --concurrency | generations running at once (default 1) |
@@ -90,6 +91,7 @@ class AppConfig:
     zerogpu_size: str | None = None  # None: what `spaces` chooses (xlarge for models above its size threshold)
     tiny_max_area: int = 128 * 96
     file_ttl: int = 3600
+    cpu_noise: bool = False  # draw the starting noise on the CPU (same video on any hardware) instead of the GPU
     zerogpu: bool = False  # running on ZeroGPU (SPACES_ZERO_GPU, set by the platform)
     faults: str = ""  # STEADYDANCER_FAULT, tiny mode only (`faults.py`)
     limits: Limits = field(default_factory=Limits)
@@ -159,6 +161,7 @@ class AppConfig:
             vae_dtype=get("VAE_DTYPE"),
             device=get("DEVICE"),
             offload=get("OFFLOAD", bool),
+            cpu_noise=get("CPU_NOISE", bool),
             max_frames=get("MAX_FRAMES", int),
             queue_size=get("QUEUE_SIZE", int),
             concurrency=get("CONCURRENCY", int),
@@ -200,6 +203,9 @@ def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
     p.add_argument("--vae-dtype", choices=DTYPES, default=d.vae_dtype)
     p.add_argument("--device", default=d.device)
     p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=d.offload)
+    p.add_argument("--cpu-noise", action=argparse.BooleanOptionalAction, default=d.cpu_noise,
+                   help="draw the starting noise on the CPU: a seed gives the same video on any hardware (released: "
+                   "on the GPU, so a seed reproduces the released code's result)")
     p.add_argument("--max-frames", type=int, default=d.max_frames)
     p.add_argument("--queue-size", type=int, default=d.queue_size)
     p.add_argument("--concurrency", type=int, default=d.concurrency)

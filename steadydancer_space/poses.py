@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from steadydancer.defaults import OUTPUT_FPS
+from steadydancer.fidelity import get_fidelity_mode
 from steadydancer.pose import Pose, PoseDetection, PoseSequence, PreparedPoses, load_image, prepare_poses
 from steadydancer.sizing import generation_size
 
@@ -217,19 +218,12 @@ def run_pose_step(
     height, width = generation_size(reference.shape[0], reference.shape[1], max_area)
     driving = load_keypoints(job.keypoints, limits) if job.keypoints else job.driving_video
     options = job.pose
-    prepared = prepare_poses(
-        reference,
-        driving,
-        detector=detector,
-        width=width,
-        height=height,
-        num_frames=options.num_frames,
-        fps=OUTPUT_FPS if options.real_time else None,
-        align=options.align,
-        smooth_start_frames=options.smooth_start_frames,
-        auto_start=options.auto_start,
-        progress=progress,
-    )
+    choices = dict(fps=OUTPUT_FPS if options.real_time else None, align=options.align,
+                   smooth_start_frames=options.smooth_start_frames, auto_start=options.auto_start)
+    if options.fidelity != "default":  # the released CLI's choices replace the visitor's
+        choices.update(get_fidelity_mode(options.fidelity).pose_kwargs())
+    prepared = prepare_poses(reference, driving, detector=detector, width=width, height=height,
+                             num_frames=options.num_frames, progress=progress, **choices)
     step = PoseStep(
         reference=reference,
         prepared=prepared,

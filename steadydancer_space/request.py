@@ -20,6 +20,7 @@ DEFAULT_SMOOTH_START_FRAMES = 8
 # API value -> UI label. The labels are what the first release's API took (still accepted, see `_choice`).
 RESOLUTION_LABELS = {"480p": "480p (832x480)", "576p": "576p (1024x576, paper)", "720p": "720p (1280x720)"}
 MOTION_LABELS = {"real_time": "Real time (16 fps)", "every_frame": "Every frame (released)"}
+FIDELITY_LABELS = {"default": "This Space's defaults", "released": "The released command line, as closely as possible"}
 
 
 def _choice(value, name: str, labels: dict[str, str]) -> str:
@@ -64,7 +65,7 @@ def number_fields(max_frames: int, limits: Limits) -> dict[str, NumberField]:
 
 
 POSE_PARAMETERS = ("resolution", "num_frames", "motion", "align_to_reference", "smooth_start", "smooth_start_frames",
-                   "auto_start")
+                   "auto_start", "fidelity")
 SAMPLER_PARAMETERS = ("prompt", "negative_prompt", "guidance_scale", "pose_guidance_scale", "window_start",
                       "window_end", "steps", "shift", "seed", "randomize_seed")
 
@@ -98,6 +99,7 @@ class PoseOptions:
     align: bool = True
     smooth_start_frames: int = 0
     auto_start: bool = False
+    fidelity: str = "default"  # "released": the released CLI's pose choices and guidance (`steadydancer.fidelity`)
 
     @property
     def area(self) -> int:
@@ -125,6 +127,7 @@ class PoseOptions:
             align=given.flag("align_to_reference", default.align),
             smooth_start_frames=smooth if given.flag("smooth_start", False) else 0,
             auto_start=given.flag("auto_start", default.auto_start),
+            fidelity=given.choice("fidelity", default.fidelity, FIDELITY_LABELS),
         )
 
 
@@ -187,6 +190,7 @@ class AnimationRequest:
             "smooth_start": pose.smooth_start_frames > 0,
             "smooth_start_frames": pose.smooth_start_frames or DEFAULT_SMOOTH_START_FRAMES,
             "auto_start": pose.auto_start, "guidance_scale": sampler.guidance_scale,
+            "fidelity": pose.fidelity,
             "pose_guidance_scale": sampler.pose_guidance_scale, "window_start": sampler.pose_guidance_window[0],
             "window_end": sampler.pose_guidance_window[1], "steps": sampler.num_inference_steps,
             "shift": sampler.shift, "seed": sampler.seed, "randomize_seed": False,

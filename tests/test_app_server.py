@@ -196,3 +196,19 @@ def test_missing_model_prints_how_to_run_tiny(tmp_path):
     assert done.returncode != 0
     assert "--tiny" in done.stderr and "Could not load the SteadyDancer model" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_released_behaviour_switch(client):
+    """fidelity="released" runs the released CLI's choices: its guidance (pose 1.5, 40 steps) whatever the sliders
+    say, every driving frame (a keypoint file at 16 fps gives the same frames), black frames where the person is
+    lost."""
+    args = animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json", frames=5, steps=2)
+    video, _, _, report, _, recipe = client.predict(*args, "released", api_name="/animate")
+    assert probe_mp4(video).num_frames == 5
+    assert "40 steps" in report and "pose guidance 1.5" in report and recipe["fidelity"] == "released"
+    message = None
+    try:
+        client.predict(*args, "paper", api_name="/animate")
+    except Exception as error:  # gradio_client's AppError
+        message = str(error)
+    assert message and "fidelity must be one of 'default', 'released'" in message
