@@ -21,11 +21,10 @@ import os
 from dataclasses import asdict
 from typing import Any
 
+from .acceleration import FAST_LORA_ADAPTER, StepDistillScheduler
 from .defaults import FAST_LORA, FAST_LORA_WEIGHT, PRESETS, Preset
 
 logger = logging.getLogger(__name__)
-
-DISTILL_ADAPTER = "step_distill"
 
 
 class PresetSwitch:
@@ -45,7 +44,8 @@ class PresetSwitch:
         seed: seeds the noise of the ``"lightx2v"`` scheduler, for presets that use it.
         hub_kwargs: ``cache_dir``, ``token``, ``local_files_only`` for the download.
 
-    The pipeline starts in the first preset that uses the LoRA (``"fast"``), the state just after loading it.
+    The pipeline starts in the state just after loading: the first preset that uses the LoRA (``"fast"``), or
+    without a LoRA the first that does not (``"quality"``).
     """
 
     def __init__(
@@ -58,12 +58,14 @@ class PresetSwitch:
         presets: dict[str, Preset] | None = None,
         fuse: bool = False,
         adapter_scale: float = 1.0,
-        adapter_name: str = DISTILL_ADAPTER,
+        adapter_name: str = FAST_LORA_ADAPTER,
         seed: int | None = None,
         **hub_kwargs,
     ):
         from .lora import fuse_wan_lora, load_wan_lora
 
+        if fuse and lora is None:
+            raise ValueError("fuse=True needs a LoRA to fuse.")
         self.pipe = pipe
         self.presets = dict(PRESETS if presets is None else presets)
         self.adapter_name = adapter_name
@@ -80,10 +82,7 @@ class PresetSwitch:
             )
             if fuse:
                 fuse_wan_lora(pipe, adapter_name)
-        elif fuse:
-            raise ValueError("fuse=True needs a LoRA to fuse.")
-        lora_on = lora is not None
-        start = next((n for n, p in self.presets.items() if p.uses_distill_lora == lora_on), None)
+        start = next((n for n, p in self.presets.items() if p.uses_distill_lora == self.has_lora), None)
         self.current: str | None = None
         if start is not None:
             self._set_scheduler(self.presets[start])
@@ -136,8 +135,6 @@ class PresetSwitch:
         if preset.scheduler not in self._schedulers:
             if preset.scheduler != "lightx2v":
                 raise ValueError(f"Unknown scheduler {preset.scheduler!r}; use 'unipc' or 'lightx2v'.")
-            from .acceleration import StepDistillScheduler
-
             self._schedulers["lightx2v"] = StepDistillScheduler(flow_shift=preset.settings.shift, seed=self._seed)
         self.pipe.scheduler = self._schedulers[preset.scheduler]
 

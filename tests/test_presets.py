@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from conftest import random_video_inputs
-from steadydancer.acceleration import StepDistillScheduler
+from steadydancer.acceleration import FAST_LORA_ADAPTER, StepDistillScheduler
 from steadydancer.defaults import FAST, PRESETS, RELEASED, Preset
 from steadydancer.lora import load_wan_lora, set_wan_lora_enabled, unload_wan_lora, wan_lora_enabled
-from steadydancer.presets import DISTILL_ADAPTER, PresetSwitch
+from steadydancer.presets import PresetSwitch
 from steadydancer.scheduling import transformer_passes
 from steadydancer.tiny import tiny_transformer
 from test_lora import lightx2v_lora, random_inputs
@@ -126,30 +126,30 @@ def test_switching_an_adapter_off_and_on_is_exact():
     with torch.no_grad():
         base = model(**inputs)[0]
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    load_wan_lora(model, lightx2v_lora(), adapter_name=DISTILL_ADAPTER)
+    load_wan_lora(model, lightx2v_lora(), adapter_name=FAST_LORA_ADAPTER)
     with torch.no_grad():
         on = model(**inputs)[0]
     on_weights = {k: v.clone() for k, v in model.state_dict().items()}
 
     for _ in range(2):
-        set_wan_lora_enabled(model, DISTILL_ADAPTER, False)
-        assert not wan_lora_enabled(model, DISTILL_ADAPTER)
+        set_wan_lora_enabled(model, FAST_LORA_ADAPTER, False)
+        assert not wan_lora_enabled(model, FAST_LORA_ADAPTER)
         current = {n.replace(".base_layer", ""): p for n, p in model.named_parameters() if "lora_" not in n}
         assert all(torch.equal(current[n], params[n]) for n in params)
         with torch.no_grad():
             assert torch.equal(model(**inputs)[0], base)
-        set_wan_lora_enabled(model, DISTILL_ADAPTER, True)
-        assert wan_lora_enabled(model, DISTILL_ADAPTER)
+        set_wan_lora_enabled(model, FAST_LORA_ADAPTER, True)
+        assert wan_lora_enabled(model, FAST_LORA_ADAPTER)
         assert all(torch.equal(model.state_dict()[k], on_weights[k]) for k in on_weights)
         with torch.no_grad():
             assert torch.equal(model(**inputs)[0], on)
 
     # Unloading while off restores the original weights too.
-    set_wan_lora_enabled(model, DISTILL_ADAPTER, False)
+    set_wan_lora_enabled(model, FAST_LORA_ADAPTER, False)
     unload_wan_lora(model)
     assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())
     with pytest.raises(ValueError, match="No adapter"):
-        set_wan_lora_enabled(model, DISTILL_ADAPTER, True)
+        set_wan_lora_enabled(model, FAST_LORA_ADAPTER, True)
 
 
 def test_other_adapters_stay_on_while_one_is_switched():
@@ -160,8 +160,8 @@ def test_other_adapters_stay_on_while_one_is_switched():
     load_wan_lora(model, lora_ab(seed=5), adapter_name="style")
     with torch.no_grad():
         style_only = model(**inputs)[0]
-    load_wan_lora(model, lightx2v_lora(), adapter_name=DISTILL_ADAPTER)
-    set_wan_lora_enabled(model, DISTILL_ADAPTER, False)
+    load_wan_lora(model, lightx2v_lora(), adapter_name=FAST_LORA_ADAPTER)
+    set_wan_lora_enabled(model, FAST_LORA_ADAPTER, False)
     assert model.active_adapters() == ["style"]
     with torch.no_grad():
         assert torch.equal(model(**inputs)[0], style_only)
