@@ -165,3 +165,14 @@ def test_other_adapters_stay_on_while_one_is_switched():
     assert model.active_adapters() == ["style"]
     with torch.no_grad():
         assert torch.equal(model(**inputs)[0], style_only)
+
+
+def test_switching_round_trips_under_the_fp8_memory_plan(make_tiny_pipe, inputs):
+    from steadydancer.memory import apply_memory_plan, plan_memory
+
+    pipe = make_tiny_pipe()
+    switch = PresetSwitch(pipe, lora=lightx2v_lora())  # LoRA first, then the plan wraps the final modules
+    applied = apply_memory_plan(pipe, plan_memory(48, (8, 6)), device="cpu")
+    assert applied.transformer == "float8_storage"
+    outputs = [run(pipe, inputs, switch.use(name))[0] for name in ("fast", "quality", "fast")]
+    assert torch.equal(outputs[0], outputs[2]) and not torch.allclose(outputs[0], outputs[1], atol=1e-3)
