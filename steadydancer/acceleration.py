@@ -338,6 +338,7 @@ def enable_fast_preset(
 
     Usage: ``pipe(image=..., pose_video=..., **enable_fast_preset(pipe))``. `lora` is a Hub repo id, a local file or
     directory, or a state dict (None: only return the preset, e.g. for a transformer that is already distilled).
+    To serve both the fast and the quality preset from one loaded pipeline, use `steadydancer.presets.PresetSwitch`.
 
     sampler: ``"unipc"`` keeps the pipeline's UniPC solver (what diffusers' Wan examples use with these LoRAs);
     ``"lightx2v"`` swaps in `StepDistillScheduler` (x0 prediction + fresh noise, the sampler lightx2v distilled for;

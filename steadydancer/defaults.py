@@ -52,3 +52,22 @@ BASE = HubSource("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers")
 DWPOSE = HubSource("yzd-v/DWPose")
 FAST_LORA = HubSource("lightx2v/Wan2.1-Distill-Loras")
 FAST_LORA_WEIGHT = "wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named speed/quality setting of one loaded pipeline: the sampler's settings, whether the step-distillation
+    LoRA (`FAST_LORA`) must be on, and the scheduler (``"unipc"``: the released UniPC solver; ``"lightx2v"``: the
+    x0-and-renoise sampler lightx2v distilled for, `steadydancer.acceleration.StepDistillScheduler`)."""
+
+    settings: SamplerSettings
+    uses_distill_lora: bool = False
+    scheduler: str = "unipc"
+
+
+# Switched between requests by `steadydancer.presets.PresetSwitch` without reloading weights. Transformer passes per
+# job (`scheduling.transformer_passes`): fast 4 + 1 = 5, quality 40 + 40 + 11 = 91.
+PRESETS = {
+    "fast": Preset(FAST, uses_distill_lora=True),
+    "quality": Preset(RELEASED),
+}

@@ -12,10 +12,13 @@ nothing else). What diffusers does not do, and this thin adapter adds:
    (scaled by `adapter_scale`), keeping the originals. ``patch_embedding`` deltas are skipped: Wan's 36-channel
    patch embedding has no single counterpart here (SteadyDancer embeds the video through a new 68-channel conv and
    only the reference frame through the Wan one).
-2. Exact unloading. `unload_wan_lora` removes the PEFT layers, restores the changed weights and the
+2. Exact switching. `set_wan_lora_enabled` turns one adapter off and on again between calls without reloading:
+   the LoRA layers leave and rejoin PEFT's active set, and the few delta-changed tensors swap between their two
+   kept versions (copies, so switching back is bit-exact). `fuse_wan_lora` merges an adapter for good instead.
+3. Exact unloading. `unload_wan_lora` removes the PEFT layers, restores the changed weights and the
    ``requires_grad`` flags PEFT cleared (some CPU kernels take another path for frozen weights, so outputs differ
    by ~1e-6 without it).
-3. Per-adapter scale. `adapter_scale` scales this adapter only, leaving other loaded adapters as they are.
+4. Per-adapter scale. `adapter_scale` scales this adapter only, leaving other loaded adapters as they are.
 
 Accepted layouts: kohya/ComfyUI (``diffusion_model.blocks.0.self_attn.q.lora_down.weight`` / ``lora_up.weight`` /
 ``.alpha``), ``lora_A`` / ``lora_B`` with the ``diffusion_model.`` prefix (or none), musubi-tuner (``lora_unet_``),
@@ -41,6 +44,7 @@ logger = logging.getLogger(__name__)
 _DIFF_SUFFIXES = {".diff": "weight", ".diff_b": "bias", ".diff_m": "modulation"}
 _BACKUP_ATTR = "_steadydancer_lora_backups"
 _GRAD_ATTR = "_steadydancer_requires_grad"  # PEFT freezes the base weights; unloading the last adapter restores this
+_APPLIED_ATTR = "_steadydancer_lora_applied"  # while an adapter is switched off: its weights with the deltas, kept aside
 
 
 @dataclass
@@ -268,6 +272,7 @@ def unload_wan_lora(pipe, adapter_name: str | None = None) -> None:
     for name in names:
         if name in loaded:
             transformer.delete_adapters(name)
+        getattr(transformer, _APPLIED_ATTR, {}).pop(name, None)
         for param_name, original in backups.pop(name, {}).items():
             with torch.no_grad():
                 _resolve_parameter(transformer, param_name).copy_(original)
@@ -276,6 +281,84 @@ def unload_wan_lora(pipe, adapter_name: str | None = None) -> None:
     if not getattr(transformer, "peft_config", None) and hasattr(transformer, _GRAD_ATTR):
         # PEFT froze every base weight; some CPU kernels take another path for frozen weights (outputs move by
         # ~1e-6), so the flags are part of "restored exactly".
+        for name, flag in getattr(transformer, _GRAD_ATTR).items():
+            transformer.get_parameter(name).requires_grad_(flag)
+        delattr(transformer, _GRAD_ATTR)
+
+
+def _loaded_adapters(transformer) -> set[str]:
+    return set(getattr(transformer, "peft_config", {})) | set(getattr(transformer, _BACKUP_ATTR, {}))
+
+
+def wan_lora_enabled(pipe, adapter_name: str) -> bool:
+    """Whether a loaded adapter is on (its LoRA layers active and its deltas applied)."""
+    transformer = getattr(pipe, "transformer", pipe)
+    if adapter_name not in _loaded_adapters(transformer):
+        raise ValueError(f"No adapter named {adapter_name!r} is loaded.")
+    return adapter_name not in getattr(transformer, _APPLIED_ATTR, {}) and (
+        adapter_name not in getattr(transformer, "peft_config", {}) or adapter_name in transformer.active_adapters()
+    )
+
+
+def set_wan_lora_enabled(pipe, adapter_name: str, enabled: bool) -> None:
+    """Switches one loaded adapter off or back on, its LoRA layers and its full-tensor deltas together.
+
+    Off: the adapter leaves PEFT's active set (other active adapters stay on) and every weight its deltas changed gets
+    its original back, the version with the delta being kept aside; on: the reverse. Tensors are swapped, not
+    recomputed, so off -> on gives bit-identical weights, and the outputs equal those of a fresh load with or without
+    the adapter. Costs no file reading; the weights may be on any device (swap between calls, not during one).
+    """
+    transformer = getattr(pipe, "transformer", pipe)
+    if adapter_name not in _loaded_adapters(transformer):
+        raise ValueError(f"No adapter named {adapter_name!r} is loaded.")
+    if adapter_name in getattr(transformer, "peft_config", {}):
+        others = [name for name in transformer.active_adapters() if name != adapter_name]
+        transformer.set_adapter([*others, adapter_name] if enabled else others)
+        flags = getattr(transformer, _GRAD_ATTR, None)
+        if flags is not None and not others:
+            # As a fresh load: PEFT freezes the base weights, the plain model keeps its flags (some CPU kernels take
+            # another path for frozen weights, ~1e-6 apart).
+            for name, flag in flags.items():
+                param = _resolve_parameter(transformer, name)
+                if param is not None:
+                    param.requires_grad_(flag and not enabled)
+
+    backups = getattr(transformer, _BACKUP_ATTR, {}).get(adapter_name)
+    if not backups:
+        return
+    applied = getattr(transformer, _APPLIED_ATTR, None)
+    if applied is None:
+        applied = {}
+        setattr(transformer, _APPLIED_ATTR, applied)
+    with torch.no_grad():
+        if not enabled and adapter_name not in applied:
+            params = {name: _resolve_parameter(transformer, name) for name in backups}
+            applied[adapter_name] = {name: param.detach().clone() for name, param in params.items()}
+            for name, param in params.items():
+                param.copy_(backups[name])
+        elif enabled and adapter_name in applied:
+            for name, value in applied.pop(adapter_name).items():
+                _resolve_parameter(transformer, name).copy_(value)
+
+
+def fuse_wan_lora(pipe, adapter_name: str) -> None:
+    """Merges the only loaded adapter into the weights for good, for deployments that always run it.
+
+    The LoRA matrices are folded into the base weights (PEFT merge, at the adapter's scale) and the PEFT layers
+    removed, so each pass skips the low-rank matmuls and the transformer exports as plain modules; the deltas stay
+    applied and their backups are freed. Irreversible: reload the transformer to get the base model back.
+    """
+    transformer = getattr(pipe, "transformer", pipe)
+    loaded = _loaded_adapters(transformer)
+    if loaded != {adapter_name}:
+        raise ValueError(f"fuse_wan_lora needs {adapter_name!r} to be the only adapter loaded; loaded: {sorted(loaded)}.")
+    if not wan_lora_enabled(transformer, adapter_name):
+        raise ValueError(f"Adapter {adapter_name!r} is switched off; switch it on before fusing it.")
+    if adapter_name in getattr(transformer, "peft_config", {}):
+        transformer.fuse_lora(adapter_names=[adapter_name])
+        transformer.unload_lora()  # drops the PEFT layers; the merged base weights stay
+    getattr(transformer, _BACKUP_ATTR, {}).pop(adapter_name, None)
+    if hasattr(transformer, _GRAD_ATTR):
         for name, flag in getattr(transformer, _GRAD_ATTR).items():
             transformer.get_parameter(name).requires_grad_(flag)
         delattr(transformer, _GRAD_ATTR)
