@@ -38,15 +38,16 @@ import uuid  # noqa: E402
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from steadydancer.defaults import DEFAULT_NEGATIVE_PROMPT, OUTPUT_FPS  # noqa: E402
+from steadydancer.defaults import DEFAULT_NEGATIVE_PROMPT, OUTPUT_FPS, PRESETS  # noqa: E402
 from steadydancer.sizing import nearest_valid_frame_count  # noqa: E402
 from steadydancer_space.estimate import format_seconds  # noqa: E402
 from steadydancer_space.examples import EXAMPLES  # noqa: E402
 from steadydancer_space.guard import CancelListener, pass_through_inputs, publish, user_errors  # noqa: E402
 from steadydancer_space.poses import FAKE_POSES_NOTE  # noqa: E402
 from steadydancer_space.request import (  # noqa: E402
+    DEFAULT_PRESET,
     DEFAULT_PROMPT,
-    DEFAULT_RESOLUTION,
+    PRESET_LABELS,
     DEFAULT_SMOOTH_START_FRAMES,
     FIDELITY_LABELS,
     MAX_SEED,
@@ -71,6 +72,8 @@ except ModelLoadError as error:
     sys.exit(2)
 SERVICE = AnimationService(RUNTIME, output_max_age=CONFIG.file_ttl)
 FIELDS = SERVICE.fields
+# On ZeroGPU the defaults (and the examples) fit the per-call cap with a margin, with the fast preset.
+DEFAULT_RESOLUTION, DEFAULT_FRAMES = SERVICE.default_choices()
 print(f"SteadyDancer app: {'TINY (noise) ' if RUNTIME.tiny else ''}models loaded in {RUNTIME.load_seconds:.1f} s "
       f"on {RUNTIME.device}; GPU estimates for {SERVICE.gpu}.", flush=True)
 
@@ -163,7 +166,7 @@ async def _animate(job, request: gr.Request, progress):
 async def animate(reference, driving_video, keypoints, prompt, negative_prompt, resolution, num_frames, motion,
                   align_to_reference, smooth_start, smooth_start_frames, auto_start, guidance_scale,
                   pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed,
-                  fidelity="default", request: gr.Request = None, progress=gr.Progress()):
+                  fidelity="default", preset=DEFAULT_PRESET, request: gr.Request = None, progress=gr.Progress()):
     """Animates the reference with the driving motion. Returns the video (H.264 mp4, 16 fps, with the driving video's
     audio when it has some), the pose video, the seed used, a report, the side-by-side video (photo, poses, result)
     and the recipe: the API values that make the same video again."""
@@ -179,7 +182,8 @@ async def animate_example(example_name, reference, driving_video, keypoints, pro
     example = next(e for e in EXAMPLES if e.label == example_name)
     job = SERVICE.request(*(os.path.join(EXAMPLES_DIR, name) if name else None
                             for name in (example.reference, example.video, example.keypoints)),
-                          prompt=example.prompt, num_frames=example.num_frames, seed=EXAMPLE_SEED)
+                          prompt=example.prompt, num_frames=min(example.num_frames, DEFAULT_FRAMES),
+                          resolution=DEFAULT_RESOLUTION, seed=EXAMPLE_SEED)
     return await _animate(job, request, progress)
 
 
@@ -238,7 +242,7 @@ def show_motion_source(kind: str):
 
 
 def estimate(reference, resolution, num_frames, steps, guidance_scale, pose_guidance_scale, window_start,
-             window_end):
+             window_end, preset=DEFAULT_PRESET):
     """The GPU time a generation with these settings needs (markdown). Uses the reference's aspect when given."""
     try:
         job = SERVICE.request(**_api_values(locals()))
@@ -258,6 +262,13 @@ def tiny_stats() -> dict:
     """Tiny mode only (tests): the GPU part's counters, live request workspaces, pending faults, queue settings."""
     return {**SERVICE.stats.snapshot(), "workspaces": SERVICE.live_workspaces(), "faults": SERVICE.faults.describe(),
             "queue_size": CONFIG.queue_size, "concurrency": CONFIG.concurrency}
+
+
+def preset_sliders(name):
+    if name not in PRESETS:  # "custom": the sliders stay as they are
+        return gr.skip(), gr.skip()
+    settings = PRESETS[name].settings
+    return settings.num_inference_steps, settings.guidance_scale
 
 
 def frames_to_seconds(num_frames):
@@ -301,7 +312,7 @@ def build_demo() -> gr.Blocks:
                 prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPT, lines=2,
                                     max_length=CONFIG.limits.max_prompt_chars)
                 with gr.Row():
-                    default_frames = min(81, CONFIG.max_frames)
+                    default_frames = DEFAULT_FRAMES
                     num_frames = gr.Slider(label="Length (frames, 4n+1)", step=4, value=default_frames,
                                            **_range("num_frames"))
                     seconds = gr.Number(label="Length (seconds at 16 fps)", value=frames_to_seconds(default_frames),
@@ -329,7 +340,7 @@ def build_demo() -> gr.Blocks:
                                                  value="", placeholder=DEFAULT_NEGATIVE_PROMPT,
                                                  max_length=CONFIG.limits.max_prompt_chars)
                     with gr.Row():
-                        guidance_scale = gr.Slider(label="Text guidance scale", step=0.1,
+                        guidance_scale = gr.Slider(label="Text guidance scale (custom speed)", step=0.1,
                                                    value=defaults.guidance_scale, **_range("guidance_scale"))
                         pose_guidance_scale = gr.Slider(label="Pose guidance scale", step=0.1,
                                                         value=defaults.pose_guidance_scale,
@@ -340,10 +351,10 @@ def build_demo() -> gr.Blocks:
                         window_end = gr.Slider(label="Pose guidance until", step=0.05,
                                                value=defaults.pose_guidance_window[1], **_range("window_end"))
                     with gr.Row():
-                        steps = gr.Slider(label="Steps", step=1, value=min(defaults.num_inference_steps,
+                        steps = gr.Slider(label="Steps (custom speed)", step=1, value=min(defaults.num_inference_steps,
                                                                            CONFIG.limits.max_steps), **_range("steps"))
                         shift = gr.Slider(label="Shift (5 at 1024x576, 3 at 832x480)", step=0.5,
-                                          value=defaults.shift, **_range("shift"))
+                                          value=shift_for(DEFAULT_RESOLUTION), **_range("shift"))
                     with gr.Row():
                         seed = gr.Number(label="Seed", value=EXAMPLE_SEED, precision=0, **_range("seed"))
                         randomize_seed = gr.Checkbox(label="Randomise seed", value=True)
@@ -352,6 +363,10 @@ def build_demo() -> gr.Blocks:
                                         info="The released command line: every driving frame, lost poses black, the "
                                         "released alignment arithmetic, the clip from the align frame, its guidance "
                                         "(these settings then replace the ones above).")
+                preset = gr.Radio(label="Speed", value=DEFAULT_PRESET,
+                                  choices=[(label, key) for key, label in PRESET_LABELS.items()],
+                                  info="Fast: about a minute of GPU (4 steps, pose guidance kept). Quality: the "
+                                  "paper's 40 steps, about 20x the GPU time.")
                 estimate_md = gr.Markdown(label="GPU estimate")
                 with gr.Row():
                     extract_btn = gr.Button("Extract poses", variant="secondary")
@@ -391,7 +406,8 @@ def build_demo() -> gr.Blocks:
         )
         animate_inputs = [reference, driving_video, keypoints, prompt, negative_prompt, resolution, num_frames,
                           motion, align_to_reference, smooth_start, smooth_start_frames, auto_start, guidance_scale,
-                          pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed, fidelity]
+                          pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed, fidelity,
+                          preset]
         # The previous result is cleared first, so a cancelled or failed job never leaves it looking like the new one.
         animate_outputs = [result, pose_video, seed_used, result_report, side_by_side, recipe]
         animate_event = animate_btn.click(
@@ -416,7 +432,11 @@ def build_demo() -> gr.Blocks:
         pass_through_inputs(animate_inputs)  # every value is validated once, by the request (see `guard`)
 
         estimate_inputs = [reference, resolution, num_frames, steps, guidance_scale, pose_guidance_scale,
-                           window_start, window_end]
+                           window_start, window_end, preset]
+        # A preset shows its steps and text guidance on the sliders; moving either slider makes the job "custom".
+        preset.input(preset_sliders, preset, [steps, guidance_scale], queue=False, api_visibility="private")
+        for slider in (steps, guidance_scale):
+            slider.input(lambda: "custom", None, preset, queue=False, api_visibility="private")
         gr.on([demo.load] + [c.change for c in estimate_inputs], estimate, estimate_inputs, estimate_md,
               api_name="estimate", concurrency_limit=None, show_progress="hidden")  # instant: never waits
         # Frames drive seconds on any change (examples set them too); seconds drive frames on typing only.

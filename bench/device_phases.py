@@ -316,7 +316,7 @@ def phase_env(p: Phase):
 def phase_transformer(p: Phase):
     from diffusers.models.attention_dispatch import attention_backend, dispatch_attention_fn
 
-    from bench.run import core_pipeline
+    from bench.run import core_pipeline, guidance_step
     from steadydancer.acceleration import (attention_backend_candidates, attention_backend_works,
                                            best_attention_backend, reset_attention_backend)
     from steadydancer.pipeline_steadydancer import SteadyDancerConditions
@@ -430,17 +430,8 @@ def phase_transformer(p: Phase):
             image_condition=x["image_condition"], reference_latents=x["reference_latents"],
             pose_reference_latents=x["pose_reference_latents"], pose_latents=x["pose_latents"],
             negative_pose_latents=x["pose_latents"].flip(-1))
-        latents, timestep = x["hidden_states"], x["timestep"]
-        text, negative = x["encoder_hidden_states"], x["encoder_hidden_states"].flip(1)
-
         def step(passes, batched):
-            pose = model.encode_pose(latents, cond.pose_latents)
-            texts, poses = [text, negative], [pose, pose]
-            if passes == 3:
-                texts.append(text)
-                poses.append(model.encode_pose(latents, cond.negative_pose_latents))
-            return pipe._predict(latents, timestep, texts, poses, x["encoder_hidden_states_image"],
-                                 x["encoder_hidden_states_pose_image"], cond, batched, None)
+            return guidance_step(pipe, model, x, cond, passes, batched)
 
         for name, passes, batched in (("step2_sequential_576p", 2, False), ("step2_batched_576p", 2, True),
                                       ("step3_batched_576p", 3, True)):

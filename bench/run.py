@@ -261,26 +261,6 @@ def random_pass_inputs(model, frames: int, height: int, width: int, device, dtyp
     )
 
 
-def synthetic_wan_lora(transformer, rank: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random LoRA in the kohya/ComfyUI Wan layout on every block linear and the head (lightx2v's coverage)."""
-    g = torch.Generator().manual_seed(seed)
-    wan = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
-    sd = {}
-    for i, block in enumerate(transformer.blocks):
-        layers = {f"self_attn.{w}": block.attn1.get_submodule(d) for d, w in wan.items()}
-        layers.update({f"cross_attn.{w}": block.attn2.get_submodule(d) for d, w in wan.items()})
-        layers.update({"cross_attn.k_img": block.attn2.add_k_proj, "cross_attn.v_img": block.attn2.add_v_proj})
-        layers.update({"ffn.0": block.ffn.net[0].proj, "ffn.2": block.ffn.net[2]})
-        for name, layer in layers.items():
-            sd[f"diffusion_model.blocks.{i}.{name}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * 0.01
-            sd[f"diffusion_model.blocks.{i}.{name}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * 0.01
-            sd[f"diffusion_model.blocks.{i}.{name}.alpha"] = torch.tensor(float(rank))
-    head = transformer.proj_out
-    sd["diffusion_model.head.head.lora_down.weight"] = torch.randn(rank, head.in_features, generator=g) * 0.01
-    sd["diffusion_model.head.head.lora_up.weight"] = torch.randn(head.out_features, rank, generator=g) * 0.01
-    return {k: v.to(torch.bfloat16) if v.ndim else v for k, v in sd.items()}
-
-
 # --------------------------------------------------------------------------------------------- benchmarks
 @dataclass
 class Case:
@@ -340,6 +320,20 @@ def pass_case(ctx: Context, variant: str) -> Case:
     return Case("pass", lambda: transformer(**inputs), flops=pass_flops(ctx), extra=extra)
 
 
+def guidance_step(pipe, transformer, x: dict, conditions, passes: int, batched: bool):
+    """One sampling step's transformer work on random pass inputs `x`: the conditional and negative-text passes, plus
+    the negative-pose pass when `passes` is 3, batched into one call or not."""
+    latents, timestep = x["hidden_states"], x["timestep"]
+    text, negative = x["encoder_hidden_states"], x["encoder_hidden_states"].flip(1)
+    pose = transformer.encode_pose(latents, conditions.pose_latents)
+    texts, poses = [text, negative], [pose, pose]
+    if passes == 3:
+        texts.append(text)
+        poses.append(transformer.encode_pose(latents, conditions.negative_pose_latents))
+    return pipe._predict(latents, timestep, texts, poses, x["encoder_hidden_states_image"],
+                         x["encoder_hidden_states_pose_image"], conditions, batched, None)
+
+
 def step_case(ctx: Context, variant: str, passes: int) -> Case:
     """One decoupled-CFG step through the pipeline's own `_predict` (batched on the fast path, sequential passes
     on the reference path)."""
@@ -353,17 +347,8 @@ def step_case(ctx: Context, variant: str, passes: int) -> Case:
         pose_reference_latents=x["pose_reference_latents"], pose_latents=x["pose_latents"],
         negative_pose_latents=x["pose_latents"].flip(-1),
     )
-    latents, timestep = x["hidden_states"], x["timestep"]
-    text, negative = x["encoder_hidden_states"], x["encoder_hidden_states"].flip(1)
-
     def step():
-        pose = transformer.encode_pose(latents, conditions.pose_latents)
-        texts, poses = [text, negative], [pose, pose]
-        if passes == 3:
-            texts.append(text)
-            poses.append(transformer.encode_pose(latents, conditions.negative_pose_latents))
-        return pipe._predict(latents, timestep, texts, poses, x["encoder_hidden_states_image"],
-                             x["encoder_hidden_states_pose_image"], conditions, variant != "reference", None)
+        return guidance_step(pipe, transformer, x, conditions, passes, batched=variant != "reference")
 
     extra = dict(passes=passes, weight_bytes=weights_on_device(transformer, ctx.device))
     return Case(f"step{passes}", step, flops=passes * pass_flops(ctx), extra=extra)
@@ -451,6 +436,7 @@ def setup_fast(ctx: Context, pipe, record: bool = True):
     """The fast variant's setup: the optional LoRA first (fast paths wrap the modules that exist), then the paths."""
     from steadydancer.acceleration import apply_fast_paths
     from steadydancer.lora import load_wan_lora
+    from steadydancer.tiny import synthetic_wan_lora
 
     a = ctx.args
     has_transformer = getattr(pipe, "transformer", None) is not None

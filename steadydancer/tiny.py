@@ -79,3 +79,37 @@ def build_tiny_checkpoints(root: str | os.PathLike, seed: int = 0) -> tuple[Path
     ).save_pretrained(base_dir / "image_processor")
     (base_dir / "model_index.json").write_text(json.dumps(TINY_MODEL_INDEX, indent=1))
     return transformer_dir, base_dir
+
+
+def synthetic_wan_lora(transformer, rank: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random LoRA in the kohya/ComfyUI Wan layout on every block linear and the head (lightx2v's coverage)."""
+    g = torch.Generator().manual_seed(seed)
+    wan = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
+    sd = {}
+    for i, block in enumerate(transformer.blocks):
+        layers = {f"self_attn.{w}": block.attn1.get_submodule(d) for d, w in wan.items()}
+        layers.update({f"cross_attn.{w}": block.attn2.get_submodule(d) for d, w in wan.items()})
+        layers.update({"cross_attn.k_img": block.attn2.add_k_proj, "cross_attn.v_img": block.attn2.add_v_proj})
+        layers.update({"ffn.0": block.ffn.net[0].proj, "ffn.2": block.ffn.net[2]})
+        for name, layer in layers.items():
+            sd[f"diffusion_model.blocks.{i}.{name}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * 0.01
+            sd[f"diffusion_model.blocks.{i}.{name}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * 0.01
+            sd[f"diffusion_model.blocks.{i}.{name}.alpha"] = torch.tensor(float(rank))
+    head = transformer.proj_out
+    sd["diffusion_model.head.head.lora_down.weight"] = torch.randn(rank, head.in_features, generator=g) * 0.01
+    sd["diffusion_model.head.head.lora_up.weight"] = torch.randn(head.out_features, rank, generator=g) * 0.01
+    # A diff per block norm, as lightx2v's files carry (applied in place by the loader, switched by presets).
+    for i, block in enumerate(transformer.blocks):
+        sd[f"diffusion_model.blocks.{i}.norm3.diff"] = torch.randn(block.norm2.weight.shape, generator=g) * 0.01
+    return {k: v.to(torch.bfloat16) if v.ndim else v for k, v in sd.items()}
+
+
+def build_tiny_lora(path: str | os.PathLike, transformer: SteadyDancerTransformer3DModel, rank: int = 4,
+                    seed: int = 0) -> Path:
+    """Writes `synthetic_wan_lora` as a safetensors file (tiny mode's stand-in for the 4-step distillation LoRA)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(synthetic_wan_lora(transformer, rank, seed), str(path))
+    return path

@@ -1,10 +1,14 @@
-"""App-side logic of the SteadyDancer Space, kept out of `app.py` so it can be tested without a browser.
+"""The SteadyDancer Space: everything between a visitor and the `steadydancer` library, testable without a browser.
+`app.py` is the UI wiring (components, events, the `spaces.GPU` wrapper).
 
-- `config`: runtime settings from environment variables and command-line flags (stdlib only, read before torch).
-- `runtime`: loading the pipeline and the pose detector once per process (the real model or `--tiny`).
-- `duration`: the GPU-time estimate ZeroGPU is asked for.
-- `video_io`: H.264/AAC mp4 writing with the driving video's audio, and probing.
-- `poses`: the pose step as the app runs it (inputs from files, caching, warnings for people).
-- `service`: extract poses, generate, write the outputs; progress and cancellation.
-- `examples`: the drawn characters and keypoint dances of `examples/` (made by `examples/make_examples.py`).
+- `config`: the settings, from command-line flags and environment variables (the only reader of either).
+- `request`: API values -> `AnimationRequest`, each value validated once, errors naming the API parameter.
+- `uploads`: upload policy and limits; files checked from their content.
+- `service`: the one orchestrator: GPU-time check, poses, generation (the GPU part), writing; progress and cancel.
+- `poses`: the pose step as the app runs it (files in, a small cache, warnings for people).
+- `runtime`: the models of one process (the real model with its presets and memory plan, or `--tiny`).
+- `estimate` / `calibration`: the GPU time a job needs, from the FLOP model or from the device check's figures.
+- `guard`: the one place exceptions become the messages people see; Gradio input and cancel plumbing.
+- `faults`: tiny mode's fault injection and counters, for the tests.
+- `examples`: the example table (the files are made by `examples/make_examples.py`).
 """

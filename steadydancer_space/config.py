@@ -18,7 +18,10 @@ before those are imported. Host and port are Gradio's own: `GRADIO_SERVER_NAME`,
 | STEADYDANCER_DTYPE | --dtype | bfloat16 (default), float16 or float32 for the DiT and encoders |
 | STEADYDANCER_VAE_DTYPE | --vae-dtype | float32 (default) or bfloat16 |
 | STEADYDANCER_DEVICE | --device | cuda, cpu, ... (default: cuda when available) |
-| STEADYDANCER_OFFLOAD=1 | --offload | model CPU offload, for GPUs with less memory |
+| STEADYDANCER_MEMORY_PLAN | --memory-plan | auto (from the GPU's memory), resident, fp8 or offload (`steadydancer.memory`) |
+| STEADYDANCER_FAST_LORA | --fast-lora | Hub repo id, local file or directory of the 4-step distillation LoRA (fast preset) |
+| STEADYDANCER_FAST_LORA_REVISION | --fast-lora-revision | revision of its repo |
+| STEADYDANCER_FAST_ONLY=1 | --fast-only | serve only the fast preset, with the LoRA fused into the weights (faster) |
 | STEADYDANCER_CPU_NOISE=1 | --cpu-noise | starting noise drawn on the CPU (same video on any hardware); default: on the GPU, as released |
 | STEADYDANCER_MAX_FRAMES | --max-frames | longest video offered (4n+1, default 121) |
 | STEADYDANCER_QUEUE_SIZE | --queue-size | requests waiting at most (default 20); more are refused ("Queue is full") |
@@ -41,7 +44,7 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Sequence
 
-from steadydancer.defaults import BASE, DWPOSE, TRANSFORMER
+from steadydancer.defaults import BASE, DWPOSE, FAST_LORA, TRANSFORMER
 
 from .estimate import GPU_THROUGHPUT
 from .uploads import Limits
@@ -65,6 +68,10 @@ class ConfigError(ValueError):
 
 DTYPES = ("bfloat16", "float16", "float32")
 GPU_CHOICES = ("auto", *GPU_THROUGHPUT)
+MEMORY_PLANS = ("auto", "resident", "fp8", "offload")
+# GPU memory (GB) of each ZeroGPU size: `large` is half an RTX Pro 6000 Blackwell (compute capability 12.0).
+ZEROGPU_MEMORY_GB = {"large": 48, "xlarge": 96}
+ZEROGPU_COMPUTE_CAPABILITY = (12, 0)
 TRUE = {"1", "true", "yes", "on"}
 
 
@@ -82,7 +89,10 @@ class AppConfig:
     dtype: str = "bfloat16"
     vae_dtype: str = "float32"
     device: str | None = None
-    offload: bool = False
+    memory_plan: str = "auto"
+    fast_lora: str = FAST_LORA.repo_id
+    fast_lora_revision: str | None = FAST_LORA.revision
+    fast_only: bool = False
     max_frames: int = 121
     queue_size: int = 20
     concurrency: int = 1
@@ -102,6 +112,8 @@ class AppConfig:
                 raise ValueError(f"{name} must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}.")
         if self.max_frames < 5 or (self.max_frames - 1) % 4:
             raise ValueError(f"max_frames must be 4n+1 and at least 5, got {self.max_frames}.")
+        if self.memory_plan not in MEMORY_PLANS:
+            raise ValueError(f"memory_plan must be one of {', '.join(MEMORY_PLANS)}, got {self.memory_plan!r}.")
         if self.gpu not in GPU_CHOICES:
             raise ValueError(f"gpu must be one of {', '.join(GPU_CHOICES)}, got {self.gpu!r}.")
         if self.zerogpu_size not in (None, "large", "xlarge"):
@@ -160,7 +172,10 @@ class AppConfig:
             dtype=get("DTYPE"),
             vae_dtype=get("VAE_DTYPE"),
             device=get("DEVICE"),
-            offload=get("OFFLOAD", bool),
+            memory_plan=get("MEMORY_PLAN"),
+            fast_lora=get("FAST_LORA"),
+            fast_lora_revision=get("FAST_LORA_REVISION"),
+            fast_only=get("FAST_ONLY", bool),
             cpu_noise=get("CPU_NOISE", bool),
             max_frames=get("MAX_FRAMES", int),
             queue_size=get("QUEUE_SIZE", int),
@@ -202,7 +217,12 @@ def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default=d.dtype)
     p.add_argument("--vae-dtype", choices=DTYPES, default=d.vae_dtype)
     p.add_argument("--device", default=d.device)
-    p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=d.offload)
+    p.add_argument("--memory-plan", choices=MEMORY_PLANS, default=d.memory_plan,
+                   help="where the models live: auto (from the GPU's memory), resident, fp8 or offload")
+    p.add_argument("--fast-lora", default=d.fast_lora, help="the 4-step distillation LoRA: repo id, file or directory")
+    p.add_argument("--fast-lora-revision", default=d.fast_lora_revision)
+    p.add_argument("--fast-only", action=argparse.BooleanOptionalAction, default=d.fast_only,
+                   help="serve only the fast preset, with the LoRA fused into the weights")
     p.add_argument("--cpu-noise", action=argparse.BooleanOptionalAction, default=d.cpu_noise,
                    help="draw the starting noise on the CPU: a seed gives the same video on any hardware (released: "
                    "on the GPU, so a seed reproduces the released code's result)")

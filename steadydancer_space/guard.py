@@ -26,7 +26,7 @@ from .uploads import InputError
 
 OOM_MESSAGE = (
     "Out of memory: this request needs more GPU memory than is free. Choose fewer frames or a lower resolution "
-    "(whoever runs the app can also start it with --offload). The memory has been released; the app is ready for "
+    "(whoever runs the app can also start it with --memory-plan offload). The memory has been released; the app is ready for "
     "the next request."
 )
 CANCELLED_MESSAGE = "Cancelled."

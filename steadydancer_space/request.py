@@ -7,7 +7,7 @@ Every `/extract_poses`, `/animate` and `/estimate` value passes through `PoseOpt
 
 from dataclasses import dataclass
 
-from steadydancer.defaults import RELEASED, SHIFT_480P
+from steadydancer.defaults import FAST, PRESETS, RELEASED, SHIFT_480P
 from steadydancer.sizing import RESOLUTIONS, generation_size, is_valid_frame_count
 
 from .uploads import InputError, Limits, check_flag, check_number, check_prompt
@@ -20,6 +20,10 @@ DEFAULT_SMOOTH_START_FRAMES = 8
 # API value -> UI label. The labels are what the first release's API took (still accepted, see `_choice`).
 RESOLUTION_LABELS = {"480p": "480p (832x480)", "576p": "576p (1024x576, paper)", "720p": "720p (1280x720)"}
 MOTION_LABELS = {"real_time": "Real time (16 fps)", "every_frame": "Every frame (released)"}
+# Speed presets (`steadydancer.defaults.PRESETS`) and "custom": the steps and text guidance given, on the base model.
+PRESET_LABELS = {"fast": "Fast: 4 steps with the distillation LoRA", "quality": "Quality: the released 40 steps",
+                 "custom": "Custom: the steps and guidance below"}
+DEFAULT_PRESET = "fast"
 FIDELITY_LABELS = {"default": "This Space's defaults", "released": "The released command line, as closely as possible"}
 
 
@@ -67,7 +71,7 @@ def number_fields(max_frames: int, limits: Limits) -> dict[str, NumberField]:
 POSE_PARAMETERS = ("resolution", "num_frames", "motion", "align_to_reference", "smooth_start", "smooth_start_frames",
                    "auto_start", "fidelity")
 SAMPLER_PARAMETERS = ("prompt", "negative_prompt", "guidance_scale", "pose_guidance_scale", "window_start",
-                      "window_end", "steps", "shift", "seed", "randomize_seed")
+                      "window_end", "steps", "shift", "seed", "randomize_seed", "preset")
 
 
 class _Given:
@@ -133,16 +137,21 @@ class PoseOptions:
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """The sampler's settings of one job (defaults: the released ones, `steadydancer.defaults.RELEASED`)."""
+    """The sampler's settings of one job (defaults: the fast preset, `steadydancer.defaults.FAST`)."""
 
     prompt: str = DEFAULT_PROMPT
     negative_prompt: str | None = None  # None: the released default negative prompt
-    guidance_scale: float = RELEASED.guidance_scale
-    pose_guidance_scale: float = RELEASED.pose_guidance_scale
-    pose_guidance_window: tuple[float, float] = RELEASED.pose_guidance_window
-    num_inference_steps: int = RELEASED.num_inference_steps
-    shift: float = RELEASED.shift
+    guidance_scale: float = FAST.guidance_scale
+    pose_guidance_scale: float = FAST.pose_guidance_scale
+    pose_guidance_window: tuple[float, float] = FAST.pose_guidance_window
+    num_inference_steps: int = FAST.num_inference_steps
+    shift: float = FAST.shift
     seed: int = 0
+    preset: str = DEFAULT_PRESET  # whose weights run: "fast" the distillation LoRA's, else the released model's
+
+    @property
+    def uses_distill_lora(self) -> bool:
+        return self.preset != "custom" and PRESETS[self.preset].uses_distill_lora
 
     @classmethod
     def parse(cls, fields: dict[str, NumberField], limits: Limits, random_seed=None, **values) -> "SamplerOptions":
@@ -156,15 +165,21 @@ class SamplerOptions:
         if start > end:
             raise InputError(f"pose_guidance_window: window_start ({start:g}) must not be after window_end ({end:g}).")
         randomize = given.flag("randomize_seed", False) and random_seed is not None
+        preset = given.choice("preset", default.preset, PRESET_LABELS)
+        steps = given.number("steps", default.num_inference_steps)
+        guidance = given.number("guidance_scale", default.guidance_scale)
+        if preset != "custom":  # a preset fixes what it was made for; the sliders count only for "custom"
+            steps, guidance = PRESETS[preset].settings.num_inference_steps, PRESETS[preset].settings.guidance_scale
         return cls(
             prompt=check_prompt(values.get("prompt"), limits, "prompt").strip() or DEFAULT_PROMPT,
             negative_prompt=check_prompt(values.get("negative_prompt"), limits, "negative prompt").strip() or None,
-            guidance_scale=given.number("guidance_scale", default.guidance_scale),
+            guidance_scale=guidance,
             pose_guidance_scale=given.number("pose_guidance_scale", default.pose_guidance_scale),
             pose_guidance_window=(start, end),
-            num_inference_steps=given.number("steps", default.num_inference_steps),
+            num_inference_steps=steps,
             shift=given.number("shift", default.shift),
             seed=random_seed() if randomize else given.number("seed", default.seed),
+            preset=preset,
         )
 
 
@@ -193,7 +208,7 @@ class AnimationRequest:
             "fidelity": pose.fidelity,
             "pose_guidance_scale": sampler.pose_guidance_scale, "window_start": sampler.pose_guidance_window[0],
             "window_end": sampler.pose_guidance_window[1], "steps": sampler.num_inference_steps,
-            "shift": sampler.shift, "seed": sampler.seed, "randomize_seed": False,
+            "shift": sampler.shift, "seed": sampler.seed, "randomize_seed": False, "preset": sampler.preset,
         }
 
     def require_files(self) -> None:

@@ -12,7 +12,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .config import AppConfig
+from steadydancer.defaults import FAST_LORA_WEIGHT
+
+from .config import ZEROGPU_COMPUTE_CAPABILITY, ZEROGPU_MEMORY_GB, AppConfig
 
 TINY_NOTICE = "TINY MODE: random weights and fake poses. The video is noise, not an animation."
 
@@ -35,8 +37,11 @@ class Runtime:
     detector: object
     device: str
     load_seconds: float
+    presets: object  # `steadydancer.presets.PresetSwitch`: fast (LoRA on) or quality, per request
+    prompts: object  # `steadydancer.prompt_cache.PromptCache`
+    memory_plan: str  # what `steadydancer.memory` chose, in words
     tiny_dir: tempfile.TemporaryDirectory | None = None
-    # One generation at a time per process: the scheduler and the interrupt flag belong to the pipeline.
+    # One generation at a time per process: the scheduler, the LoRA state and the interrupt flag are the pipeline's.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -72,6 +77,33 @@ def _pose_detector(config: AppConfig, device: str):
                           device="cpu" if config.zerogpu else None, **kwargs)
 
 
+def _preset_switch(config: AppConfig, pipe, lora: str):
+    """Loads the distillation LoRA once; requests then switch between the presets without reloading weights."""
+    from steadydancer.presets import PresetSwitch
+
+    local = os.path.exists(lora)
+    hub = {} if local else dict(revision=config.fast_lora_revision, cache_dir=config.cache_dir,
+                                local_files_only=config.offline)
+    return PresetSwitch(pipe, lora=lora, weight_name=None if local else FAST_LORA_WEIGHT, fuse=config.fast_only,
+                        **hub)
+
+
+def _memory_plan(config: AppConfig, device: str):
+    """The plan for this GPU (or the one asked for): ZeroGPU's size, else the CUDA device's memory."""
+    from steadydancer.memory import gpu_memory_and_capability, plan_memory
+
+    if config.zerogpu:
+        memory, capability = ZEROGPU_MEMORY_GB[config.zerogpu_size or "large"], ZEROGPU_COMPUTE_CAPABILITY
+    elif device.startswith("cuda"):
+        memory, capability = gpu_memory_and_capability(device)
+    else:
+        memory, capability = 1e6, None  # a CPU: everything "fits"
+    forced = {"resident": 1e6, "fp8": ZEROGPU_MEMORY_GB["large"], "offload": 24}
+    plan = plan_memory(forced.get(config.memory_plan, memory), capability)
+    print(f"SteadyDancer app: memory plan {plan.name}: {plan.reason}.", flush=True)
+    return plan
+
+
 def load_runtime(config: AppConfig) -> Runtime:
     """Loads everything the app needs; raises `ModelLoadError` with instructions instead of a traceback."""
     start = time.perf_counter()
@@ -79,11 +111,13 @@ def load_runtime(config: AppConfig) -> Runtime:
         return _load_tiny(config, start)
 
     from steadydancer.assembly import load_pipeline
+    from steadydancer.prompt_cache import PromptCache
 
     device = _device(config)
     if device == "cpu":
         print("warning: no GPU found; the 14B model on a CPU takes hours per video.", file=sys.stderr)
     try:
+        # On the CPU first: the memory plan decides what goes to the GPU, in which precision.
         pipe = load_pipeline(
             config.transformer,
             config.base,
@@ -91,17 +125,24 @@ def load_runtime(config: AppConfig) -> Runtime:
             base_revision=config.base_revision,
             torch_dtype=_torch_dtype(config.dtype),
             vae_dtype=_torch_dtype(config.vae_dtype),
-            device=device,
-            enable_model_cpu_offload=config.offload,
             cache_dir=config.cache_dir,
         )
+        presets = _preset_switch(config, pipe, config.fast_lora)
+        plan = _memory_plan(config, device)
+        if device != "cpu":
+            from steadydancer.memory import apply_memory_plan
+
+            # On ZeroGPU the main process has no real GPU yet: no CUDA streams for offloading.
+            apply_memory_plan(pipe, plan, device, use_stream=False if config.zerogpu else None)
+        else:
+            pipe.to(device)
     except Exception as error:  # OSError (Hub, files), ValueError (layouts), OOM, ...: one actionable message
         raise ModelLoadError(
             f"Could not load the SteadyDancer model (transformer {config.transformer!r}, base {config.base!r}):\n"
             f"    {type(error).__name__}: {error}\n\n"
             "The full model needs tens of GB of weights (downloaded from the Hugging Face Hub on first start, or "
-            "given as local directories with --transformer/--base) and a GPU with about 80 GB of memory "
-            "(or --offload).\n\n" + RUN_TINY_HINT
+            "given as local directories with --transformer/--base) and a GPU with about 48 GB of memory or more "
+            "(or --memory-plan offload).\n\n" + RUN_TINY_HINT
         ) from error
 
     try:
@@ -112,7 +153,8 @@ def load_runtime(config: AppConfig) -> Runtime:
             "Pass --pose-models with a directory holding yolox_l.onnx and dw-ll_ucoco_384.onnx, or allow the "
             "download from the Hub.\n\n" + RUN_TINY_HINT
         ) from error
-    return Runtime(config, pipe, detector, device, time.perf_counter() - start)
+    return Runtime(config, pipe, detector, device, time.perf_counter() - start, presets, PromptCache(pipe),
+                   f"{plan.name} ({plan.reason})")
 
 
 def _load_tiny(config: AppConfig, start: float) -> Runtime:
@@ -120,7 +162,8 @@ def _load_tiny(config: AppConfig, start: float) -> Runtime:
 
     from steadydancer.assembly import load_pipeline
     from steadydancer.pose import SyntheticPoseDetector
-    from steadydancer.tiny import build_tiny_checkpoints
+    from steadydancer.prompt_cache import PromptCache
+    from steadydancer.tiny import build_tiny_checkpoints, build_tiny_lora
 
     from .poses import StandInPeopleDetector
 
@@ -129,6 +172,10 @@ def _load_tiny(config: AppConfig, start: float) -> Runtime:
     # Same loader as the real model, from the Hub layouts the tiny builder wrote: tiny mode tests the loading path.
     pipe = load_pipeline(transformer_dir, base_dir, torch_dtype=torch.float32, device="cpu")
     pipe.set_progress_bar_config(disable=True)
+    # A random LoRA of the distillation LoRA's layout stands in for it, so the presets switch as in real mode.
+    lora = build_tiny_lora(os.path.join(tiny_dir.name, "lora", "tiny_distill_lora.safetensors"), pipe.transformer)
+    presets = _preset_switch(config, pipe, str(lora))
     # Fake skeletons, but only where the image shows a figure: the no-person and several-people paths work in tiny mode.
     detector = StandInPeopleDetector(SyntheticPoseDetector(animate=True))
-    return Runtime(config, pipe, detector, "cpu", time.perf_counter() - start, tiny_dir=tiny_dir)
+    return Runtime(config, pipe, detector, "cpu", time.perf_counter() - start, presets, PromptCache(pipe),
+                   "cpu (tiny mode)", tiny_dir=tiny_dir)

@@ -35,6 +35,10 @@ OUTPUT_MAX_AGE_SECONDS = 2 * 3600  # leftovers of requests that never finished (
 # not documented). Without STEADYDANCER_MAX_GPU_SECONDS, requests estimated above this are refused before any work.
 ZEROGPU_MAX_SECONDS = 300
 
+# Defaults offered, best first: the first that fits the GPU-time cap (with a margin) is the UI's default.
+DEFAULT_CHOICES = (("576p", 81), ("480p", 81), ("576p", 49), ("480p", 49), ("480p", 33), ("480p", 17))
+DEFAULT_MARGIN = 0.75
+
 # progress(done, total, description): `total` None when unknown (the app shows an indeterminate bar).
 Progress = Callable[[int, int | None, str], None]
 
@@ -155,7 +159,9 @@ class AnimationService:
         self.cancels = CancelRegistry(os.path.join(self.output_dir, ".cancels"))
         self.output_max_age = output_max_age
         # Tiny mode runs on the CPU, but its estimates describe the real model on a typical GPU.
-        auto = "h100" if runtime.tiny else detect_gpu(self.config.zerogpu, self.config.zerogpu_size)
+        # (ZeroGPU, real or simulated, is planned for as such.)
+        auto = "h100" if runtime.tiny and not self.config.zerogpu else detect_gpu(self.config.zerogpu,
+                                                                                 self.config.zerogpu_size)
         self.gpu = self.config.gpu if self.config.gpu != "auto" else auto
         # Figures the device check measured on this GPU, when bench/results/ has them (else the FLOP model).
         self.calibration = load_calibration(hardware=self.gpu)
@@ -179,7 +185,7 @@ class AnimationService:
         if job.pose.fidelity == "default":
             return job.sampler
         settings = get_fidelity_mode(job.pose.fidelity).sampler_kwargs(job.pose.area)
-        return replace(job.sampler, num_inference_steps=settings["num_inference_steps"],
+        return replace(job.sampler, preset="quality", num_inference_steps=settings["num_inference_steps"],
                        guidance_scale=settings["guidance_scale"], pose_guidance_scale=settings["pose_guidance_scale"],
                        pose_guidance_window=tuple(settings["pose_guidance_window"]), shift=settings["shift"])
 
@@ -204,6 +210,17 @@ class AnimationService:
         ref_h, ref_w = reference_size(job.reference, self.limits) if job.reference else (576, 1024)
         height, width = job.pose.generation_size(ref_h, ref_w)
         return self.estimate(job.pose.num_frames, height, width, self.sampler_for(job)), height, width
+
+    def default_choices(self, margin: float = DEFAULT_MARGIN) -> tuple[str, int]:
+        """(resolution, frames) offered by default: the largest that fits `margin` of the GPU-time cap with the
+        default (fast) preset, for a landscape reference (the estimate depends on the area, not the aspect)."""
+        limit = self.max_gpu_seconds
+        for resolution, frames in DEFAULT_CHOICES:
+            frames = min(frames, self.config.max_frames)
+            height, width = PoseOptions(resolution=resolution).generation_size(576, 1024)
+            if limit is None or self.estimate(frames, height, width, SamplerOptions()).seconds <= margin * limit:
+                return resolution, frames
+        return DEFAULT_CHOICES[-1]
 
     @property
     def max_gpu_seconds(self) -> float | None:
@@ -231,7 +248,7 @@ class AnimationService:
         if limit is not None and estimate.seconds > limit:
             raise InputError(
                 f"This request needs about {format_seconds(estimate.seconds)} of GPU time; this app allows "
-                f"{format_seconds(limit)}. Choose fewer frames, fewer steps or a lower resolution."
+                f"{format_seconds(limit)}. Choose the fast preset, fewer frames or a lower resolution."
             )
 
     # ------------------------------------------------------------------ files
@@ -379,12 +396,15 @@ class AnimationService:
                 noise = (dict(generator=torch.Generator("cpu").manual_seed(sampler.seed)) if self.config.cpu_noise
                          else dict(seed=sampler.seed))
                 start = time.perf_counter()
+                # The LoRA on or off (no reload), and the prompts' embeddings from the cache when seen before.
+                self.runtime.presets.use("fast" if sampler.uses_distill_lora else "quality")
+                prompts = self.runtime.prompts.pipeline_kwargs(sampler.prompt, sampler.negative_prompt,
+                                                               guidance_scale=sampler.guidance_scale)
                 output = pipe(
                     image=reference,
                     **poses.pipeline_kwargs(),
                     **noise,
-                    prompt=sampler.prompt,
-                    negative_prompt=sampler.negative_prompt,
+                    **prompts,
                     height=height,
                     width=width,
                     num_frames=num_frames,

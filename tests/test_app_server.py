@@ -30,7 +30,7 @@ def animate_args(reference, video=None, keypoints=None, *, frames=17, steps=4, s
     """Positional inputs of /animate in order (see the API section of the README)."""
     return [handle_file(str(reference)), handle_file(str(video)) if video else None,
             handle_file(str(keypoints)) if keypoints else None, prompt, "", PAPER, frames, REAL_TIME, True,
-            smooth_start, smooth_frames, False, 5.0, 1.0, 0.1, 0.4, steps, 5.0, seed, randomize]
+            smooth_start, smooth_frames, False, 5.0, 1.0, 0.1, 0.4, steps, 5.0, seed, randomize, "default", "custom"]
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +183,13 @@ def test_errors_reach_the_visitor(client):
 
 
 def test_estimate_endpoint(client):
-    text = client.predict(handle_file(str(EXAMPLES / "ref_red_dress.png")), PAPER, 81, 40, 5.0, 1.0, 0.1, 0.4,
-                          api_name="/estimate")
-    assert "GPU time" in text and "91 transformer passes" in text
+    reference = handle_file(str(EXAMPLES / "ref_red_dress.png"))
+    quality = client.predict(reference, PAPER, 81, 40, 5.0, 1.0, 0.1, 0.4, "quality", api_name="/estimate")
+    assert "GPU time" in quality and "91 transformer passes" in quality
+    fast = client.predict(reference, PAPER, 81, 40, 5.0, 1.0, 0.1, 0.4, "fast", api_name="/estimate")
+    assert "5 transformer passes" in fast  # the fast preset's 4 steps + 1 pose-guidance pass, whatever the sliders
+    custom = client.predict(reference, PAPER, 81, 10, 1.0, 0.0, 0.1, 0.4, "custom", api_name="/estimate")
+    assert "10 transformer passes" in custom
 
 
 def test_missing_model_prints_how_to_run_tiny(tmp_path):
@@ -203,12 +207,12 @@ def test_the_released_behaviour_switch(client):
     say, every driving frame (a keypoint file at 16 fps gives the same frames), black frames where the person is
     lost."""
     args = animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json", frames=5, steps=2)
-    video, _, _, report, _, recipe = client.predict(*args, "released", api_name="/animate")
+    video, _, _, report, _, recipe = client.predict(*args[:-2], "released", "custom", api_name="/animate")
     assert probe_mp4(video).num_frames == 5
     assert "40 steps" in report and "pose guidance 1.5" in report and recipe["fidelity"] == "released"
     message = None
     try:
-        client.predict(*args, "paper", api_name="/animate")
+        client.predict(*args[:-2], "paper", "custom", api_name="/animate")
     except Exception as error:  # gradio_client's AppError
         message = str(error)
     assert message and "fidelity must be one of 'default', 'released'" in message

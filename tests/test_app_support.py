@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------------- config
 def test_config_env_then_flags():
     env = {"STEADYDANCER_TINY": "1", "STEADYDANCER_TRANSFORMER": "/weights/dit", "STEADYDANCER_DTYPE": "float16",
-           "STEADYDANCER_MAX_FRAMES": "161", "HF_HUB_OFFLINE": "1", "STEADYDANCER_OFFLOAD": "true"}
+           "STEADYDANCER_MAX_FRAMES": "161", "HF_HUB_OFFLINE": "1", "STEADYDANCER_MEMORY_PLAN": "fp8"}
     config = AppConfig.from_env(env)
-    assert config.tiny and config.offline and config.offload
+    assert config.tiny and config.offline and config.memory_plan == "fp8"
     assert (config.transformer, config.dtype, config.max_frames) == ("/weights/dit", "float16", 161)
     flagged = parse_config(["--no-tiny", "--base", "me/base", "--base-revision", "abc123", "--concurrency", "2"], env)
     assert not flagged.tiny and flagged.base == "me/base" and flagged.base_revision == "abc123"

@@ -152,13 +152,21 @@ def test_pinned_revisions_reach_every_download(monkeypatch):
     from steadydancer_space.runtime import ModelLoadError, load_runtime
     from steadydancer.loading import resolve_checkpoint_dir
 
+    import steadydancer.presets
+
+    class Pipeline:  # what the runtime does with a loaded pipeline on the CPU
+        def to(self, device):
+            return self
+
     seen = {}
-    monkeypatch.setattr(steadydancer.assembly, "load_pipeline", lambda *a, **k: seen.setdefault("pipe", k) and "pipe")
+    monkeypatch.setattr(steadydancer.assembly, "load_pipeline", lambda *a, **k: seen.setdefault("pipe", k) and Pipeline())
+    monkeypatch.setattr(steadydancer.presets, "PresetSwitch", lambda *a, **k: seen.setdefault("lora", k) and object())
     monkeypatch.setattr(steadydancer.pose, "DWPoseDetector", lambda *a, **k: seen.setdefault("pose", k) and object())
-    config = AppConfig(transformer_revision="t" * 40, base_revision="b" * 40, pose_revision="p" * 40, device="cpu")
+    config = AppConfig(transformer_revision="t" * 40, base_revision="b" * 40, pose_revision="p" * 40,
+                       fast_lora_revision="l" * 40, device="cpu")
     load_runtime(config)
     assert seen["pipe"]["transformer_revision"] == "t" * 40 and seen["pipe"]["base_revision"] == "b" * 40
-    assert seen["pose"]["revision"] == "p" * 40
+    assert seen["pose"]["revision"] == "p" * 40 and seen["lora"]["revision"] == "l" * 40
 
     def snapshot_download(repo, revision=None, **kwargs):
         seen["snapshot"] = revision
@@ -275,7 +283,7 @@ def animate_args(reference=EXAMPLES / "ref_red_dress.png", video=None, keypoints
                 negative_prompt="", resolution=PAPER, num_frames=frames, motion=REAL_TIME, align_to_reference=True,
                 smooth_start=False, smooth_start_frames=4, auto_start=False, guidance_scale=5.0,
                 pose_guidance_scale=1.0, window_start=0.1, window_end=0.4, steps=steps, shift=5.0, seed=seed,
-                randomize_seed=False)
+                randomize_seed=False, fidelity="default", preset="custom")
     args.update(overrides)
     return list(args.values())
 
@@ -298,7 +306,7 @@ def expect_error(call, pattern: str) -> str:
 ANIMATE_PARAMS = [
     "reference", "driving_video", "keypoints", "prompt", "negative_prompt", "resolution", "num_frames", "motion", "align_to_reference", "smooth_start",
     "smooth_start_frames", "auto_start", "guidance_scale", "pose_guidance_scale", "window_start", "window_end",
-    "steps", "shift", "seed", "randomize_seed"]
+    "steps", "shift", "seed", "randomize_seed", "fidelity", "preset"]
 
 
 @pytest.fixture(scope="module")
@@ -546,14 +554,16 @@ def _stats(client) -> dict:
 
 
 def _workspaces(app) -> list[Path]:
-    return [d for root in (app.tmp / "tmp").glob("steadydancer-outputs-*") for d in root.iterdir()]
+    """Request folders left under the app's output folder (its hidden bookkeeping, e.g. `.cancels`, is no request's)."""
+    return [d for root in (app.tmp / "tmp").glob("steadydancer-outputs-*") for d in root.iterdir()
+            if not d.name.startswith(".")]
 
 
 def test_out_of_memory_inside_generation_leaves_the_app_usable(app, client):
     before = _stats(client)
     start = time.perf_counter()
     message = expect_error(lambda: client.predict(*animate_args(seed=OOM_SEED, steps=4), api_name="/animate"),
-                           r"Out of memory: .*fewer frames or a lower resolution .*--offload")
+                           r"Out of memory: .*fewer frames or a lower resolution .*--memory-plan offload")
     assert time.perf_counter() - start < 60
     after = _stats(client)
     assert after["out_of_memory"] == before["out_of_memory"] + 1 and after["running"] == 0
