@@ -64,6 +64,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES_DIR = os.path.join(HERE, "examples")
 EXAMPLE_SEED = 42
 MAX_HISTORY = 12
+PREVIEW_POLL_SECONDS = 0.5
 
 try:
     RUNTIME = load_runtime(CONFIG)
@@ -87,16 +88,16 @@ def gpu_task(duration):
     return spaces.GPU(duration=duration, **size)
 
 
-def _gpu_seconds(reference, poses, sampler, job_id, progress=None):
+def _gpu_seconds(reference, poses, sampler, job_id, preview_dir=None, progress=None):
     frames, _, height, width = poses.pose_video.shape
     return SERVICE.estimate(frames, height, width, sampler).seconds
 
 
 @gpu_task(duration=_gpu_seconds)
-def generate_on_gpu(reference, poses, sampler, job_id, progress=None):
+def generate_on_gpu(reference, poses, sampler, job_id, preview_dir=None, progress=None):
     """Arrays in, uint8 frames out: what ZeroGPU ships to its GPU worker and back. Out-of-memory errors and
     cancellations free the GPU memory here, in the GPU worker, and reach the visitor through `user_errors`."""
-    return SERVICE.generate_frames(reference, poses, sampler, job_id, _reporter(progress))
+    return SERVICE.generate_frames(reference, poses, sampler, job_id, _reporter(progress), preview_dir)
 
 
 # ---------------------------------------------------------------------- handlers
@@ -138,25 +139,36 @@ def extract_poses(reference, driving_video, keypoints, resolution, num_frames, m
 
 
 async def _animate(job, request: gr.Request, progress):
-    """Runs one animation job in a worker thread; Gradio's cancel stops it after the current step."""
+    """Runs one animation job in a worker thread, yielding a preview of the video each denoising step predicts
+    while it runs, then the outputs. Gradio's cancel stops it after the current step."""
     session = getattr(request, "session_hash", None) or "local"
     job_id = f"{session}-{uuid.uuid4().hex[:8]}"
     SERVICE.cancels.start(job_id, session)
+    work = SERVICE.new_output_dir()  # deleted when the job ends (success, error, OOM or cancel)
 
     def run_on_gpu(reference, poses, sampler, job_id):
-        return generate_on_gpu(reference, poses, sampler, job_id, progress)
+        return generate_on_gpu(reference, poses, sampler, job_id, work, progress)
 
     def run():
         try:
-            with SERVICE.workspace() as work:  # deleted on the way out (success, error, OOM or cancel)
-                result = SERVICE.animate(job, job_id, run_on_gpu, work, _reporter(progress), _warn)
-                return (publish(result.video), publish(result.pose_video), result.seed, result.report,
-                        publish(result.side_by_side), result.recipe)
+            result = SERVICE.animate(job, job_id, run_on_gpu, work, _reporter(progress), _warn)
+            return (publish(result.video), publish(result.pose_video), result.seed, result.report,
+                    publish(result.side_by_side), result.recipe)
         finally:  # in the worker thread: a cancelled request's step is still running until here
             SERVICE.cancels.finish(job_id)
+            shutil.rmtree(work, ignore_errors=True)
 
+    task = asyncio.ensure_future(asyncio.to_thread(run))
+    shown = preview = None
     try:
-        return await asyncio.to_thread(run)
+        while not task.done():
+            await asyncio.wait({task}, timeout=PREVIEW_POLL_SECONDS)
+            latest = SERVICE.latest_preview(work)
+            if latest and latest != shown:
+                with contextlib.suppress(OSError):  # the job may have ended and taken its folder with it
+                    preview, shown = publish(latest), latest
+                    yield (gr.skip(),) * 6 + (preview,)
+        yield (*task.result(), preview)
     except asyncio.CancelledError:  # Gradio's cancel (Stop button, client.cancel()): stop after the current step
         SERVICE.interrupt(job_id)
         raise
@@ -171,7 +183,8 @@ async def animate(reference, driving_video, keypoints, prompt, negative_prompt, 
     audio when it has some), the pose video, the seed used, a report, the side-by-side video (photo, poses, result)
     and the recipe: the API values that make the same video again."""
     job = SERVICE.request(**_api_values(locals()), random_seed=lambda: random.randint(0, MAX_SEED))
-    return await _animate(job, request, progress)
+    async for outputs in _animate(job, request, progress):
+        yield outputs
 
 
 @user_errors
@@ -184,11 +197,12 @@ async def animate_example(example_name, reference, driving_video, keypoints, pro
                             for name in (example.reference, example.video, example.keypoints)),
                           prompt=example.prompt, num_frames=min(example.num_frames, DEFAULT_FRAMES),
                           resolution=DEFAULT_RESOLUTION, seed=EXAMPLE_SEED)
-    return await _animate(job, request, progress)
+    async for outputs in _animate(job, request, progress):
+        yield outputs
 
 
 def clear_result():
-    return None, None, "", None, None
+    return None, None, "", None, None, None
 
 
 def add_to_history(history, video, seed, recipe):
@@ -382,6 +396,8 @@ def build_demo() -> gr.Blocks:
                     negative_pose_video = gr.Video(label=_tiny("Negative poses (pose guidance)"), height=240,
                                                    interactive=False)
                     poses_json = gr.File(label=_tiny("Driving keypoints (JSON, reusable as input)"), interactive=False)
+                preview = gr.Image(label=_tiny("Preview while it runs (the video each step predicts, 4 frames)"),
+                                   height=160, interactive=False, show_label=True)
                 result = gr.Video(label=_tiny("Result"), height=420, interactive=False, autoplay=True)
                 with gr.Row():
                     seed_used = gr.Number(label=_tiny("Seed used"), value=None, precision=0, interactive=False)
@@ -409,9 +425,9 @@ def build_demo() -> gr.Blocks:
                           pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed, fidelity,
                           preset]
         # The previous result is cleared first, so a cancelled or failed job never leaves it looking like the new one.
-        animate_outputs = [result, pose_video, seed_used, result_report, side_by_side, recipe]
+        animate_outputs = [result, pose_video, seed_used, result_report, side_by_side, recipe, preview]
         animate_event = animate_btn.click(
-            clear_result, None, [result, seed_used, result_report, side_by_side, recipe], queue=False,
+            clear_result, None, [result, seed_used, result_report, side_by_side, recipe, preview], queue=False,
             api_visibility="private",
         ).then(
             animate, animate_inputs, animate_outputs,

@@ -130,7 +130,7 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
 
     model_cpu_offload_seq = "text_encoder->image_encoder->transformer->vae"
     _optional_components = ["tokenizer", "text_encoder", "image_encoder", "image_processor"]
-    _callback_tensor_inputs = ["latents"]
+    _callback_tensor_inputs = ["latents", "denoised"]
 
     def __init__(
         self,
@@ -481,10 +481,14 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
                 velocity = v_base + guidance_scale * (v_cond - v_base)
                 if pose_step:
                     velocity = velocity + pose_guidance_scale * (v_cond - preds[-1])
+                local = {}
+                if callback_on_step_end is not None and "denoised" in callback_on_step_end_tensor_inputs:
+                    # The clean latent this step predicts (flow matching: x0 = x_t - sigma_t v), for previews.
+                    local["denoised"] = latents - scheduler.sigmas[i].to(device) * velocity
                 latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
-                    local = {"latents": latents}
+                    local["latents"] = latents
                     outputs = callback_on_step_end(
                         self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs if k in local}
                     )
@@ -558,7 +562,9 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
                 needed.
             batch_guidance: run the guidance passes of a step as one batched transformer call.
             output_type: "pil", "np", "pt" or "latent".
-            callback_on_step_end: called as `callback(pipe, step, timestep, {"latents": ...})` after each step.
+            callback_on_step_end: called as `callback(pipe, step, timestep, {"latents": ...})` after each step; with
+                "denoised" in `callback_on_step_end_tensor_inputs` it also gets the clean latent the step predicted
+                (x0 = x_t - sigma_t v), e.g. for `steadydancer.preview.preview_strip`.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs

@@ -104,11 +104,24 @@ def to_user_error(error: BaseException):
 
 
 def user_errors(fn):
-    """Decorates a Gradio handler (sync or async) so every exception reaches the client as a clear `gr.Error`.
+    """Decorates a Gradio handler (sync, async or an async generator) so every exception reaches the client as a
+    clear `gr.Error`.
 
     The signature is kept (`functools.wraps`), so Gradio still finds `gr.Request` and `gr.Progress` parameters.
     `asyncio.CancelledError` (Gradio's cancel) passes through untouched.
     """
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def async_generator_wrapper(*args, **kwargs):
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except Exception as error:
+                raise to_user_error(error) from None
+
+        return async_generator_wrapper
+
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)

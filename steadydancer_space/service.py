@@ -355,11 +355,14 @@ class AnimationService:
 
     # ------------------------------------------------------------------ generation
     def generate_frames(self, reference: np.ndarray, poses: PoseModelInputs, sampler: SamplerOptions,
-                        job_id: str | None = None, progress: Progress | None = None) -> "GeneratedFrames":
+                        job_id: str | None = None, progress: Progress | None = None,
+                        preview_dir: str | None = None) -> "GeneratedFrames":
         """Runs the pipeline; returns the (N, H, W, 3) uint8 frames and the time of each stage. Raises
         GenerationCancelled when the job is cancelled.
 
         This is the GPU part: its arguments are plain arrays and settings, so ZeroGPU can send them to its worker.
+        With `preview_dir`, each step writes a preview of the video it predicts there (`write_preview`): a file, so
+        the app sees it from a ZeroGPU worker too.
         """
         import torch
 
@@ -375,6 +378,8 @@ class AnimationService:
             if inject_oom:  # tiny-mode fault injection (STEADYDANCER_FAULT): fail as CUDA would, inside the loop
                 raise torch.OutOfMemoryError(
                     f"CUDA out of memory after denoising step {i + 1} of {steps} (injected by STEADYDANCER_FAULT)")
+            if preview_dir is not None:
+                self.write_preview(tensors["denoised"], i, preview_dir)
             if progress is not None:
                 progress(i + 1, steps, f"Denoising: step {i + 1} of {steps}")
             if job_id is not None and self.cancels.cancelled(job_id):
@@ -415,6 +420,7 @@ class AnimationService:
                     shift=sampler.shift,
                     output_type="np",
                     callback_on_step_end=on_step,
+                    callback_on_step_end_tensor_inputs=["latents", "denoised"],
                 )
             except (GenerationCancelled, torch.OutOfMemoryError) as error:
                 # The traceback holds the frames of the failed step and their tensors: drop it, so the memory can
@@ -438,6 +444,26 @@ class AnimationService:
         timings = {"encoding": encoding, "denoising": (step_ends[-1] - start - encoding) if step_ends else 0.0,
                    "decoding": end - (step_ends[-1] if step_ends else start)}
         return GeneratedFrames(frames, timings)
+
+    @staticmethod
+    def write_preview(denoised, step: int, directory: str) -> str:
+        """A strip of 4 frames of the clean video step `step` predicts, by the Wan VAE's linear latent-to-RGB
+        projection (no VAE decode: about a millisecond), as `preview_NNN.png` in `directory`."""
+        import PIL.Image
+
+        from steadydancer.preview import preview_strip
+
+        path = os.path.join(directory, f"preview_{step:04d}.png")
+        PIL.Image.fromarray(preview_strip(denoised, max_frames=4, scale=2)).save(path + ".tmp", format="PNG")
+        os.replace(path + ".tmp", path)  # whole files only: the app may read it at any moment
+        return path
+
+    @staticmethod
+    def latest_preview(directory: str) -> str | None:
+        with contextlib.suppress(OSError):
+            names = sorted(n for n in os.listdir(directory) if n.startswith("preview_") and n.endswith(".png"))
+            return os.path.join(directory, names[-1]) if names else None
+        return None
 
     def interrupt(self, job_id: str) -> None:
         """Cancels `job_id`: pose detection stops after the current frame, denoising after the current step (in

@@ -77,7 +77,7 @@ def test_animate_video_with_audio(client):
             if unit.desc and unit.desc.startswith("Denoising"):
                 seen_steps.add(unit.index)
         time.sleep(0.05)
-    video, pose_video, seed, report, side_by_side, recipe = job.result()
+    video, pose_video, seed, report, side_by_side, recipe, preview = job.result()
     probe = probe_mp4(video)
     assert (probe.num_frames, probe.width, probe.height, probe.fps) == (17, 80, 128, 16.0)
     assert (probe.codec, probe.pix_fmt) == ("h264", "yuv420p")
@@ -114,6 +114,26 @@ def test_a_recipe_replayed_through_the_api_gives_the_same_video(client):
     assert max(differences) < 2.0, differences
     other = client.predict(**files, **{**first[5], "seed": first[5]["seed"] + 1}, api_name="/animate")
     assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(pixels(first[0]), pixels(other[0]))]) > 5
+
+
+def test_previews_arrive_while_the_job_runs(client):
+    """Each denoising step's predicted video shows as a preview (a 4-frame strip) before the result: intermediate
+    outputs of /animate, the result last."""
+    from PIL import Image
+
+    job = client.submit(*animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json",
+                                      frames=17, steps=12), api_name="/animate")
+    previews_before_result = set()
+    while not job.done():
+        for outputs in job.outputs():
+            if not isinstance(outputs[0], str) and outputs[-1]:  # the result not there yet (a skip), a preview
+                previews_before_result.add(outputs[-1])
+        time.sleep(0.1)
+    final = job.result()
+    assert final[0] and final[-1]
+    assert len(previews_before_result) >= 2, "no previews came before the result"
+    strip = Image.open(sorted(previews_before_result)[0])
+    assert strip.width == 4 * strip.height * 80 // 128  # 4 frames of the 80x128 video, side by side
 
 
 def test_animate_keypoints_random_seed(client):
@@ -207,7 +227,7 @@ def test_the_released_behaviour_switch(client):
     say, every driving frame (a keypoint file at 16 fps gives the same frames), black frames where the person is
     lost."""
     args = animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json", frames=5, steps=2)
-    video, _, _, report, _, recipe = client.predict(*args[:-2], "released", "custom", api_name="/animate")
+    video, _, _, report, _, recipe, _ = client.predict(*args[:-2], "released", "custom", api_name="/animate")
     assert probe_mp4(video).num_frames == 5
     assert "40 steps" in report and "pose guidance 1.5" in report and recipe["fidelity"] == "released"
     message = None

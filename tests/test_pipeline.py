@@ -184,3 +184,22 @@ def test_hub_download_failure_is_actionable(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError, match="HF_HUB_OFFLINE"):
         load_transformer("MCG-NJU/SteadyDancer-14B", cache_dir=str(tmp_path))
+
+
+def test_step_callback_gets_the_predicted_clean_latent(make_tiny_pipe):
+    """With "denoised" asked for, each step's callback gets x0 = x_t - sigma_t v; at the last step (sigma 0 next) the
+    sampler lands on it, so the last one equals the returned latents."""
+    from conftest import random_video_inputs
+
+    pipe, seen = make_tiny_pipe(), []
+
+    def callback(pipeline, i, t, tensors):
+        seen.append((tensors["denoised"].clone(), tensors["latents"].clone()))
+        return {}
+
+    out = pipe(**random_video_inputs(32, 32, 5), num_inference_steps=3, pose_guidance_scale=0.0, guidance_scale=1.0,
+               output_type="latent", seed=0, callback_on_step_end=callback,
+               callback_on_step_end_tensor_inputs=["latents", "denoised"]).frames
+    assert len(seen) == 3 and seen[0][0].shape == out.shape
+    torch.testing.assert_close(seen[-1][0], out, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(seen[0][0], seen[0][1])  # early on, x0 is not the noisy latent
