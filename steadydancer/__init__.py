@@ -14,6 +14,7 @@ _EXPORTS = {
     "assembly": ["load_pipeline", "load_transformer"],
     "defaults": ["DEFAULT_NEGATIVE_PROMPT", "FAST", "OUTPUT_FPS", "RELEASED", "SamplerSettings"],
     "loading": ["load_released_transformer", "save_released_layout"],
+    "long_video": ["LongVideo", "generate_long_video"],
     "lora": ["load_wan_lora", "unload_wan_lora"],
     "models": ["SteadyDancerTransformer3DModel"],
     "pipeline_steadydancer": ["SteadyDancerConditions", "SteadyDancerPipeline", "SteadyDancerPipelineOutput"],
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from .assembly import load_pipeline, load_transformer
     from .defaults import DEFAULT_NEGATIVE_PROMPT, FAST, OUTPUT_FPS, RELEASED, SamplerSettings
     from .loading import load_released_transformer, save_released_layout
+    from .long_video import LongVideo, generate_long_video
     from .lora import load_wan_lora, unload_wan_lora
     from .models import SteadyDancerTransformer3DModel
     from .pipeline_steadydancer import SteadyDancerConditions, SteadyDancerPipeline, SteadyDancerPipelineOutput

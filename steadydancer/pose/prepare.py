@@ -113,6 +113,17 @@ class PreparedPoses:
         return pose_model_inputs(self.poses.poses, self.negative_poses.poses, self.height, self.width,
                                  reference_size, canvas_scale=self.canvas_scale, jpeg_quality=self.jpeg_quality)
 
+    def window(self, start: int, stop: int) -> PoseModelInputs:
+        """:meth:`model_inputs` of frames ``start:stop`` only, so a long video's windows can be prepared one at a
+        time (memory flat in the length). Its ``pose_image`` is frame ``start`` at the reference's size: what the
+        image encoder sees for a window starting there."""
+        if not 0 <= start < stop <= self.num_frames:
+            raise PoseError(f"window [{start}, {stop}) is outside the {self.num_frames} prepared frames")
+        reference_size = self.reference_size or (self.height, self.width)
+        return pose_model_inputs(self.poses.poses[start:stop], self.negative_poses.poses[start:stop], self.height,
+                                 self.width, reference_size, canvas_scale=self.canvas_scale,
+                                 jpeg_quality=self.jpeg_quality)
+
     @property
     def num_frames(self) -> int:
         return int(self.positive.shape[0])
