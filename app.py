@@ -88,6 +88,16 @@ def gpu_task(duration):
     return spaces.GPU(duration=duration, **size)
 
 
+def _window_seconds(job_id, index, state, sampler, progress=None):
+    return SERVICE.window_seconds(job_id, sampler)
+
+
+@gpu_task(duration=_window_seconds)
+def generate_window_on_gpu(job_id, index, state, sampler, progress=None):
+    """One window of a long video, its own GPU call: what it carries to the next window comes back with its frames."""
+    return SERVICE.generate_window(job_id, index, state, sampler)
+
+
 def _gpu_seconds(reference, poses, sampler, job_id, preview_dir=None, progress=None):
     frames, _, height, width = poses.pose_video.shape
     return SERVICE.estimate(frames, height, width, sampler).seconds
@@ -151,7 +161,8 @@ async def _animate(job, request: gr.Request, progress):
 
     def run():
         try:
-            result = SERVICE.animate(job, job_id, run_on_gpu, work, _reporter(progress), _warn)
+            result = SERVICE.animate(job, job_id, run_on_gpu, work, _reporter(progress), _warn,
+                                     run_window_on_gpu=generate_window_on_gpu)
             return (publish(result.video), publish(result.pose_video), result.seed, result.report,
                     publish(result.side_by_side), result.recipe)
         finally:  # in the worker thread: a cancelled request's step is still running until here
@@ -263,7 +274,7 @@ def estimate(reference, resolution, num_frames, steps, guidance_scale, pose_guid
         e, height, width = SERVICE.estimate_request(job)
     except InputError as error:  # shown in place while the visitor is still choosing
         return f"Estimate unavailable: {error}"
-    text = f"**{width}x{height}, {job.pose.num_frames} frames**: GPU time {e.describe()}."
+    text = SERVICE.describe_estimate(job.pose.num_frames, height, width, SERVICE.sampler_for(job))
     if RUNTIME.tiny:
         text += " (For the real model; tiny mode runs on the CPU at a capped size.)"
     limit = SERVICE.max_gpu_seconds
@@ -327,7 +338,8 @@ def build_demo() -> gr.Blocks:
                                     max_length=CONFIG.limits.max_prompt_chars)
                 with gr.Row():
                     default_frames = DEFAULT_FRAMES
-                    num_frames = gr.Slider(label="Length (frames, 4n+1)", step=4, value=default_frames,
+                    num_frames = gr.Slider(label=f"Length (frames, 4n+1; above {CONFIG.window_frames}: in windows)",
+                                           step=4, value=default_frames,
                                            **_range("num_frames"))
                     seconds = gr.Number(label="Length (seconds at 16 fps)", value=frames_to_seconds(default_frames),
                                         precision=2, minimum=0.25, step=0.25)

@@ -23,7 +23,8 @@ before those are imported. Host and port are Gradio's own: `GRADIO_SERVER_NAME`,
 | STEADYDANCER_FAST_LORA_REVISION | --fast-lora-revision | revision of its repo |
 | STEADYDANCER_FAST_ONLY=1 | --fast-only | serve only the fast preset, with the LoRA fused into the weights (faster) |
 | STEADYDANCER_CPU_NOISE=1 | --cpu-noise | starting noise drawn on the CPU (same video on any hardware); default: on the GPU, as released |
-| STEADYDANCER_MAX_FRAMES | --max-frames | longest video offered (4n+1, default 121) |
+| STEADYDANCER_MAX_FRAMES | --max-frames | longest video offered (4n+1, default 481: 30 s at 16 fps) |
+| STEADYDANCER_WINDOW_FRAMES | --window-frames | frames per window of a longer video (4n+1, default 81; each window is its own GPU call) |
 | STEADYDANCER_QUEUE_SIZE | --queue-size | requests waiting at most (default 20); more are refused ("Queue is full") |
 | STEADYDANCER_CONCURRENCY | --concurrency | generations running at once (default 1) |
 | STEADYDANCER_MAX_GPU_SECONDS | --max-gpu-seconds | refuse requests estimated above this (default: 300 on ZeroGPU, else none) |
@@ -93,7 +94,8 @@ class AppConfig:
     fast_lora: str = FAST_LORA.repo_id
     fast_lora_revision: str | None = FAST_LORA.revision
     fast_only: bool = False
-    max_frames: int = 121
+    max_frames: int = 481
+    window_frames: int = 81
     queue_size: int = 20
     concurrency: int = 1
     max_gpu_seconds: float | None = None
@@ -110,8 +112,10 @@ class AppConfig:
         for name in ("dtype", "vae_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"{name} must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}.")
-        if self.max_frames < 5 or (self.max_frames - 1) % 4:
-            raise ValueError(f"max_frames must be 4n+1 and at least 5, got {self.max_frames}.")
+        for name in ("max_frames", "window_frames"):
+            value = getattr(self, name)
+            if value < 5 or (value - 1) % 4:
+                raise ValueError(f"{name} must be 4n+1 and at least 5, got {value}.")
         if self.memory_plan not in MEMORY_PLANS:
             raise ValueError(f"memory_plan must be one of {', '.join(MEMORY_PLANS)}, got {self.memory_plan!r}.")
         if self.gpu not in GPU_CHOICES:
@@ -178,6 +182,7 @@ class AppConfig:
             fast_only=get("FAST_ONLY", bool),
             cpu_noise=get("CPU_NOISE", bool),
             max_frames=get("MAX_FRAMES", int),
+            window_frames=get("WINDOW_FRAMES", int),
             queue_size=get("QUEUE_SIZE", int),
             concurrency=get("CONCURRENCY", int),
             max_gpu_seconds=get("MAX_GPU_SECONDS", float),
@@ -226,7 +231,9 @@ def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
     p.add_argument("--cpu-noise", action=argparse.BooleanOptionalAction, default=d.cpu_noise,
                    help="draw the starting noise on the CPU: a seed gives the same video on any hardware (released: "
                    "on the GPU, so a seed reproduces the released code's result)")
-    p.add_argument("--max-frames", type=int, default=d.max_frames)
+    p.add_argument("--max-frames", type=int, default=d.max_frames, help="longest video offered (4n+1)")
+    p.add_argument("--window-frames", type=int, default=d.window_frames,
+                   help="frames per window of a longer video (4n+1); each window is its own GPU call")
     p.add_argument("--queue-size", type=int, default=d.queue_size)
     p.add_argument("--concurrency", type=int, default=d.concurrency)
     p.add_argument("--max-gpu-seconds", type=float, default=d.max_gpu_seconds)

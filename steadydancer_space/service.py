@@ -166,6 +166,7 @@ class AnimationService:
         # Figures the device check measured on this GPU, when bench/results/ has them (else the FLOP model).
         self.calibration = load_calibration(hardware=self.gpu)
         self._running_job: str | None = None
+        self._long_jobs: dict = {}  # job id -> its LongVideo while it runs
 
     # ------------------------------------------------------------------ requests
     @property
@@ -198,15 +199,33 @@ class AnimationService:
         return CONFIG_14B if self.tiny else dict(self.runtime.pipe.transformer.config)
 
     def estimate(self, num_frames: int, height: int, width: int, sampler: SamplerOptions) -> GpuEstimate:
+        """One GPU call: the whole video, or one window of a longer one (`num_windows`)."""
         return estimate_gpu_seconds(
-            num_frames, height, width, sampler.num_inference_steps, sampler.guidance_scale,
-            sampler.pose_guidance_scale, sampler.pose_guidance_window, gpu=self.gpu,
+            min(num_frames, self.config.window_frames), height, width, sampler.num_inference_steps,
+            sampler.guidance_scale, sampler.pose_guidance_scale, sampler.pose_guidance_window, gpu=self.gpu,
             transformer_config=self.transformer_config(), calibration=self.calibration,
         )
 
+    def num_windows(self, num_frames: int) -> int:
+        """GPU calls a video of `num_frames` takes: 1, or its windows (`steadydancer.long_video.plan_windows`)."""
+        from steadydancer.long_video import plan_windows
+
+        window = self.config.window_frames
+        return 1 if num_frames <= window else len(plan_windows(num_frames, window))
+
+    def describe_estimate(self, num_frames: int, height: int, width: int, sampler: SamplerOptions) -> str:
+        estimate, windows = self.estimate(num_frames, height, width, sampler), self.num_windows(num_frames)
+        text = f"**{width}x{height}, {num_frames} frames**: GPU time {estimate.describe()}"
+        if windows > 1:
+            text += (f" per window; {windows} windows of {self.config.window_frames} frames, each its own GPU call: "
+                     f"about {format_seconds(windows * (estimate.transformer_seconds + estimate.other_seconds))}"
+                     + (f" and {format_seconds(windows * estimate.quota_seconds)} of quota"
+                        if estimate.quota_seconds is not None else "") + " in all")
+        return text + "."
+
     def estimate_request(self, job: AnimationRequest) -> tuple[GpuEstimate, int, int]:
-        """(estimate, height, width) at the size the visitor chose, from the reference's header (a portrait
-        1024x576 frame when there is no reference yet)."""
+        """(estimate of one GPU call, height, width) at the size the visitor chose, from the reference's header (a
+        landscape 1024x576 frame when there is no reference yet)."""
         ref_h, ref_w = reference_size(job.reference, self.limits) if job.reference else (576, 1024)
         height, width = job.pose.generation_size(ref_h, ref_w)
         return self.estimate(job.pose.num_frames, height, width, self.sampler_for(job)), height, width
@@ -348,8 +367,7 @@ class AnimationService:
         if sampler is not None:
             # Tiny mode caps the size; the estimate is for the real model at the size the visitor asked for.
             height, width = step.options.generation_size(*step.reference.shape[:2])
-            estimate = self.estimate(p.num_frames, height, width, sampler)
-            lines.append(f"Generation estimate for {width}x{height}: {estimate.describe()}.")
+            lines.append("Generation estimate: " + self.describe_estimate(p.num_frames, height, width, sampler))
         lines += [f"Warning: {w}" for w in step.warnings]
         return "\n\n".join(lines)
 
@@ -444,6 +462,59 @@ class AnimationService:
         timings = {"encoding": encoding, "denoising": (step_ends[-1] - start - encoding) if step_ends else 0.0,
                    "decoding": end - (step_ends[-1] if step_ends else start)}
         return GeneratedFrames(frames, timings)
+
+    # ------------------------------------------------------------------ long videos
+    def generate_long(self, step: PoseStep, sampler: SamplerOptions, job_id: str,
+                      run_window_on_gpu: Callable[..., tuple], progress: Progress | None = None) -> "GeneratedFrames":
+        """A video longer than a window (`steadydancer.long_video.LongVideo`): windows of `config.window_frames`,
+        each continuing from the last frame of the one before, each keeping the original photo as its identity
+        anchor, window i seeded with seed + i. What a window carries to the next comes back from each GPU call."""
+        from steadydancer.long_video import LongVideo
+
+        def report(window, windows, done, steps):
+            if progress is not None:
+                progress(done, steps, f"Window {window + 1} of {windows}, step {done} of {steps}")
+
+        video = LongVideo(
+            self.runtime.pipe, step.reference, step.prepared, step.prepared.num_frames,
+            segment_frame_length=self.config.window_frames, prompt=sampler.prompt,
+            negative_prompt=sampler.negative_prompt, num_inference_steps=sampler.num_inference_steps,
+            guidance_scale=sampler.guidance_scale, pose_guidance_scale=sampler.pose_guidance_scale,
+            pose_guidance_window=sampler.pose_guidance_window, shift=sampler.shift, seed=sampler.seed,
+            noise_device="cpu" if self.config.cpu_noise else None, callback=report,
+            cancel=lambda: self.cancels.cancelled(job_id),
+        )
+        self._long_jobs[job_id] = video
+        start, windows = time.perf_counter(), []
+        try:
+            for index in range(video.num_windows):
+                frames, video.state = run_window_on_gpu(job_id, index, video.state, sampler)
+                windows.append(frames)
+        finally:
+            self._long_jobs.pop(job_id, None)
+        return GeneratedFrames(np.concatenate(windows), {"generating": time.perf_counter() - start})
+
+    def generate_window(self, job_id: str, index: int, state, sampler: SamplerOptions) -> tuple[np.ndarray, object]:
+        """The GPU part of one window of a long video: (its new frames as uint8, the state for the next window)."""
+        from steadydancer.long_video import LongVideoCancelled
+
+        video = self._long_jobs[job_id]
+        video.state = state
+        with self.runtime.lock, self.stats.track():
+            self._running_job = job_id
+            try:
+                self.runtime.presets.use("fast" if sampler.uses_distill_lora else "quality")
+                frames = video.run_window(index)
+            except LongVideoCancelled:
+                raise GenerationCancelled() from None
+            finally:
+                self._running_job = None
+        return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8), video.state
+
+    def window_seconds(self, job_id: str, sampler: SamplerOptions) -> int:
+        """The GPU time one window asks for (ZeroGPU's duration of a window's call)."""
+        video = self._long_jobs[job_id]
+        return self.estimate(self.config.window_frames, video.height, video.width, sampler).seconds
 
     @staticmethod
     def write_preview(denoised, step: int, directory: str) -> str:
@@ -548,12 +619,13 @@ class AnimationService:
         return path
 
     # ------------------------------------------------------------------ the whole job
-    def animate(self, job: AnimationRequest, job_id: str, run_on_gpu: Callable[..., np.ndarray],
-                out_dir: str, progress: Progress | None = None,
-                warn: Callable[[str], None] | None = None) -> AnimateResult:
+    def animate(self, job: AnimationRequest, job_id: str, run_on_gpu: Callable[..., "GeneratedFrames"],
+                out_dir: str, progress: Progress | None = None, warn: Callable[[str], None] | None = None,
+                run_window_on_gpu: Callable[..., tuple] | None = None) -> AnimateResult:
         """Check, poses, GPU part, writing. `run_on_gpu(reference, poses, sampler, job_id)` is
-        `generate_frames`, wrapped by the app for ZeroGPU; `warn` receives the pose step's warnings before the GPU
-        part starts. Raises `GenerationCancelled` once `job_id` is cancelled."""
+        `generate_frames`, wrapped by the app for ZeroGPU; a video longer than a window runs window by window through
+        `run_window_on_gpu(job_id, index, state, sampler)` (`generate_window`, wrapped likewise: each window is its own
+        GPU call). `warn` receives the pose step's warnings before the GPU part starts. Raises `GenerationCancelled` once `job_id` is cancelled."""
         if self.cancels.cancelled(job_id):  # cancelled before it started
             raise GenerationCancelled()
         self.check(job)
@@ -563,9 +635,13 @@ class AnimationService:
             warn(note)
         audio = self.output_audio(step, step.prepared.num_frames)
         timings = {"poses": time.perf_counter() - start}
-        prepared = step.prepared
-        # The released resize chain of the pose frames, on the CPU before the GPU part (not cached: 1.15 GB at 576p).
-        generated = run_on_gpu(step.reference, prepared.model_inputs(), self.sampler_for(job), job_id)
+        prepared, sampler = step.prepared, self.sampler_for(job)
+        if prepared.num_frames > self.config.window_frames:
+            generated = self.generate_long(step, sampler, job_id, run_window_on_gpu or self.generate_window, progress)
+        else:
+            # The released resize chain of the pose frames, on the CPU before the GPU part (not cached: 1.15 GB at
+            # 576p).
+            generated = run_on_gpu(step.reference, prepared.model_inputs(), sampler, job_id)
         if progress is not None:
             progress(0, None, "Writing the video")
         return self.finish(job, step, generated, out_dir, audio, timings)

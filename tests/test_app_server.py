@@ -236,3 +236,41 @@ def test_the_released_behaviour_switch(client):
     except Exception as error:  # gradio_client's AppError
         message = str(error)
     assert message and "fidelity must be one of 'default', 'released'" in message
+
+
+def long_driving_clip(path, seconds=20):
+    """The example dance looped to `seconds`, with a tone of the same length: a long driving video with audio."""
+    import av
+    import numpy as np
+
+    from steadydancer.video_io import AudioClip, write_mp4
+
+    with av.open(str(EXAMPLES / "drive_groove_beat.mp4")) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    frames = np.resize(frames, (seconds * 16, *frames.shape[1:]))
+    t = np.arange(seconds * 44100) / 44100
+    write_mp4(path, frames, 16, audio=AudioClip((0.2 * np.sin(2 * np.pi * 220 * t))[None].astype(np.float32)),
+              crf=35, preset="ultrafast")
+    return path
+
+
+def test_a_20_second_video_in_windows(client, tmp_path):
+    """321 frames (20 s at 16 fps) run as windows of 81 (81 + 80 + 80 + 80), each continuing from the last; one mp4
+    of the full length with the audio across it, and progress that names the windows."""
+    clip = long_driving_clip(tmp_path / "long_dance.mp4")
+    args = animate_args(EXAMPLES / "ref_blue_hoodie.png", clip, frames=321, steps=1)
+    before = stats(client)
+    job = client.submit(*args, api_name="/animate")
+    windows_seen = set()
+    while not job.done():
+        for unit in job.status().progress_data or []:
+            if unit.desc and unit.desc.startswith("Window"):
+                windows_seen.add(unit.desc.split(",")[0])
+        time.sleep(0.1)
+    video, _, _, report, side_by_side, *_ = job.result()
+    probe = probe_mp4(video)
+    assert (probe.num_frames, probe.fps, probe.audio_codec) == (321, 16.0, "aac")
+    assert abs(probe.audio_duration - 321 / 16) < 0.1
+    assert probe_mp4(side_by_side).num_frames == 321
+    assert windows_seen >= {"Window 1 of 4", "Window 4 of 4"}, windows_seen
+    assert stats(client)["started"] - before["started"] == 4  # one GPU call a window

@@ -60,3 +60,11 @@ def test_a_quality_request_over_the_cap_names_the_fast_preset(client):
         client.predict(reference=handle_file(str(EXAMPLES / "ref_red_dress.png")), driving_video=None,
                        keypoints=handle_file(str(EXAMPLES / "dance_wave.json")), resolution="576p", num_frames=81,
                        preset="quality", api_name="/animate")
+
+
+def test_a_long_video_is_one_gpu_call_a_window_each_under_the_cap(client):
+    animate = defaults(client, "/animate")
+    text = client.predict(reference=handle_file(str(EXAMPLES / "ref_red_dress.png")),
+                          resolution=animate["resolution"], num_frames=321, preset="fast", api_name="/estimate")
+    assert "per window; 4 windows of 81 frames, each its own GPU call" in text, text
+    assert "Over this app's limit" not in text and "of quota in all" in text
