@@ -200,7 +200,7 @@ async def animate(reference, driving_video, keypoints, prompt, negative_prompt, 
 
 @user_errors
 async def animate_example(example_name, reference, driving_video, keypoints, prompt, num_frames,
-                          request: gr.Request, progress=gr.Progress()):
+                          request: gr.Request = None, progress=gr.Progress()):
     """An example's result (cached lazily). Its files are read from examples/, not from the copies Gradio's cache
     holds (those are swept after the file time-to-live, or when another instance sharing the folder stops)."""
     example = next(e for e in EXAMPLES if e.label == example_name)

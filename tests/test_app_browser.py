@@ -36,7 +36,9 @@ def page(app):
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(app.url, wait_until="networkidle", timeout=60_000)
+        # Not "networkidle": the page keeps Gradio's heartbeat stream open (the session's history is per-page state).
+        page.goto(app.url, wait_until="load", timeout=60_000)
+        page.get_by_role("button", name="Animate").wait_for(timeout=60_000)
         page.errors = errors
         yield page
         browser.close()
@@ -74,3 +76,28 @@ def test_extract_poses_button(page):
     page.screenshot(path=str(OUTPUT / "app_poses.png"), full_page=True)
     assert (state["width"], state["height"]) == (80, 128)
     assert page.get_by_text("The poses are FAKE", exact=False).first.is_visible()
+
+
+def test_preview_updates_and_history_keeps_two_runs(page):
+    """Two runs of the loaded example: the preview strip changes while each runs, and the session's history then shows
+    both results."""
+    import time
+
+    preview = page.locator(".block").filter(has=page.get_by_text(
+        "Preview while it runs (the video each step predicts, 4 frames) (TINY MODE: noise)", exact=True)).last
+    history = page.locator(".block").filter(has=page.get_by_text("History (click one to see it again)",
+                                                                 exact=True)).last
+    previews = set()
+    for run in (1, 2):
+        page.get_by_role("button", name="Animate").click()
+        deadline = time.time() + 180
+        while time.time() < deadline and history.locator("img").count() < run:
+            for image in preview.locator("img").all():
+                if src := image.get_attribute("src"):
+                    previews.add(src)
+            time.sleep(0.1)
+    page.get_by_text("Your results in this session").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(OUTPUT / "app_history.png"), full_page=True)
+    assert history.locator("img").count() == 2
+    assert len(previews) >= 2, "the preview did not update while the jobs ran"
+    assert not page.errors, page.errors
