@@ -101,3 +101,19 @@ def test_preview_updates_and_history_keeps_two_runs(page):
     assert history.locator("img").count() == 2
     assert len(previews) >= 2, "the preview did not update while the jobs ran"
     assert not page.errors, page.errors
+
+
+def test_another_visitor_does_not_see_that_history(app, page):
+    """A second visitor (another browser context: another session) opens the page while the first one's history holds
+    two results: theirs is empty."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        other = browser.new_context().new_page(viewport={"width": 1400, "height": 1800})
+        other.goto(app.url, wait_until="load", timeout=60_000)
+        other.get_by_role("button", name="Animate").wait_for(timeout=60_000)
+        history = other.locator(".block").filter(has=other.get_by_text("History (click one to see it again)",
+                                                                       exact=True)).last
+        assert history.locator("img").count() == 0
+        browser.close()
+    first = page.locator(".block").filter(has=page.get_by_text("History (click one to see it again)", exact=True)).last
+    assert first.locator("img").count() == 2
