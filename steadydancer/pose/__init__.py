@@ -12,6 +12,7 @@ from .detector import (
     DWPoseDetector,
     PoseDetection,
     PoseDetector,
+    WholeBody,
     default_providers,
     resolve_model_file,
 )
@@ -33,6 +34,7 @@ from .render import PoseModelInputs, draw_pose, pose_model_inputs, render_pose_p
 from ..sizing import DEFAULT_MAX_AREA, generation_size, generation_size_for_aspect
 from .start_gap import choose_start_frame, interpolate_pose, pose_distance, transition_poses
 from .synthetic import SyntheticPoseDetector
+from .tracking import PoseTracker
 from .video import (
     VideoClip,
     VideoFrame,
@@ -49,7 +51,7 @@ __all__ = [
     "BODY_NAMES", "KEYPOINT_THRESHOLD", "Pose", "PoseSequence",
     # detection
     "DETECTOR_FILE", "DWPOSE_REPO", "POSE_FILE", "DWPoseDetector", "PoseDetection", "PoseDetector",
-    "SyntheticPoseDetector",
+    "PoseTracker", "SyntheticPoseDetector", "WholeBody",
     "default_providers", "resolve_model_file", "load_image",
     # video
     "VideoClip", "VideoFrame", "VideoInfo", "fit_length", "iter_video_frames",

@@ -6,7 +6,9 @@ boxes, 1x3x640x640 letterboxed input) and DWPose's RTMPose-L (``dw-ll_ucoco_384.
 ``simcc_x`` 1x133x576 and ``simcc_y`` 1x133x768). As in the released preprocessing, each
 image is first resized so its short side is 1024 (sides rounded to multiples of 64), only
 the most prominent person (highest detector score) is kept, the whole image is used as the
-box when no person is detected, and keypoints scoring at or below 0.35 are missing.
+box when no person is detected, and keypoints scoring at or below 0.35 are missing. In a
+video, :meth:`DWPoseDetector.tracker` follows the person from frame to frame and runs YOLOX
+only every few frames (see :mod:`steadydancer.pose.tracking`).
 
 Why our own thin wrapper rather than rtmlib or controlnet_aux: the pre- and post-processing
 is ~200 lines of numpy + OpenCV that we want to own exactly (the released thresholds and
@@ -15,14 +17,16 @@ the Hub files through ``hf_hub_download`` (cache, ``HF_HUB_OFFLINE``, local path
 than a library's own download URLs, and neither library is needed for anything else: rtmlib
 pulls the GUI build of OpenCV next to our headless one and controlnet_aux pulls torch-side
 annotators, while mmcv/mmpose/mmdet are exactly the install pain this avoids. ONNX Runtime
-runs the models on CUDA when its GPU build and a GPU are present, otherwise on the CPU.
+runs the models on CUDA when its GPU build (``onnxruntime-gpu``) and a GPU are present,
+otherwise on the CPU; :meth:`DWPoseDetector.to` moves them, e.g. into a ZeroGPU call.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
@@ -31,6 +35,9 @@ from .errors import DetectorModelError
 from .image import ImageLike, load_image
 from ..defaults import DWPOSE
 from .keypoints import KEYPOINT_THRESHOLD, NUM_WHOLEBODY, Pose
+
+if TYPE_CHECKING:
+    from .tracking import PoseTracker
 
 DWPOSE_REPO = DWPOSE.repo_id
 DETECTOR_FILE = "yolox_l.onnx"
@@ -46,6 +53,11 @@ BBOX_PADDING = 1.25              # the crop is the box enlarged by this factor
 SIMCC_SPLIT_RATIO = 2.0          # SimCC bins per input pixel
 POSE_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)  # RGB
 POSE_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+REDETECT_EVERY = 8               # video: YOLOX runs on one frame in 8, the box is tracked in between
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -53,7 +65,9 @@ class PoseDetector(Protocol):
     """Anything that maps an RGB image to the pose of its most prominent person.
 
     A detector may also have ``detect(image) -> PoseDetection``, which says how many people it
-    saw as well; :func:`~steadydancer.pose.prepare_poses` records the counts when it has.
+    saw as well; :func:`~steadydancer.pose.prepare_poses` records the counts when it has. One
+    with ``tracker()`` (:class:`DWPoseDetector`) gives ``prepare_poses`` a fresh per-video
+    detector (:class:`~steadydancer.pose.PoseTracker`) for the driving frames.
     """
 
     def __call__(self, image: np.ndarray) -> Pose:  # (H, W, 3) uint8 RGB -> Pose (empty if none)
@@ -62,10 +76,16 @@ class PoseDetector(Protocol):
 
 @dataclass(frozen=True)
 class PoseDetection:
-    """One image's detection: the pose of the most prominent person and how many people were found."""
+    """One image's detection: the pose of the most prominent person and how many people were found.
+
+    ``tracked`` is True when the person detector did not run on this image (a video frame
+    posed in the box tracked from the previous frame); ``num_people`` is then the count of
+    the last frame where it ran.
+    """
 
     pose: Pose
     num_people: int
+    tracked: bool = False
 
 
 # ---------------------------------------------------------------------- model files
@@ -98,29 +118,42 @@ def resolve_model_file(path_or_name: str | os.PathLike | None, default_name: str
 
 
 def default_providers(device: str | None = None) -> list[str]:
-    """ONNX Runtime providers: CUDA first when available (and not ``device='cpu'``)."""
+    """ONNX Runtime providers: CUDA first when onnxruntime has it (and not ``device='cpu'``).
+
+    ``onnxruntime.get_available_providers()`` lists what the installed build supports, not
+    whether a GPU is usable (``onnxruntime-gpu`` lists CUDA on a machine without one), so the
+    sessions check what they really got and fall back to the CPU (see :class:`DWPoseDetector`).
+    """
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
+    if device not in (None, "cpu", "cuda"):
+        raise DetectorModelError(f"device must be None, 'cpu' or 'cuda', got {device!r}")
     if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [CPU_PROVIDER]
+    if CUDA_PROVIDER in ort.get_available_providers():
+        return [CUDA_PROVIDER, CPU_PROVIDER]
     if device == "cuda":
         raise DetectorModelError("device='cuda' asked for but onnxruntime has no CUDA provider "
                                  "(install onnxruntime-gpu)")
-    return ["CPUExecutionProvider"]
+    return [CPU_PROVIDER]
 
 
 def _session(path: str, providers: Sequence[str], threads: int | None):
+    """An InferenceSession on ``providers``; when a GPU provider cannot start (no GPU, missing CUDA
+    libraries), the same model on the CPU, with a log line rather than ONNX Runtime's printed banner."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = int(threads)
+    providers = list(providers)
     try:
-        return ort.InferenceSession(path, sess_options=options, providers=list(providers))
+        return ort.InferenceSession(path, sess_options=options, providers=providers, enable_fallback=0)
     except Exception as e:
+        if CPU_PROVIDER in providers and providers != [CPU_PROVIDER]:
+            logger.warning("DWPose: %s could not start %s (%s: %s); running it on the CPU",
+                           os.path.basename(path), providers[0], type(e).__name__, e)
+            return _session(path, [CPU_PROVIDER], threads)
         raise DetectorModelError(f"cannot load the ONNX model {path} ({type(e).__name__}: {e})") from None
 
 
@@ -239,6 +272,16 @@ class PersonBox:
     score: float
 
 
+@dataclass
+class WholeBody:
+    """One person's COCO-WholeBody keypoints, before the OpenPose layout and the threshold."""
+
+    keypoints: np.ndarray    # (133, 2) pixels of the image
+    scores: np.ndarray       # (133,)
+    num_people: int | None   # person boxes the detector kept; None when it did not run
+    box: np.ndarray          # (4,) xyxy pixels of the image: the box the pose model cropped (before its padding)
+
+
 class DWPoseDetector:
     """DWPose (YOLOX-L + RTMPose-L whole-body) on ONNX Runtime; see the module docstring.
 
@@ -246,16 +289,20 @@ class DWPoseDetector:
         det_model: path to ``yolox_l.onnx`` or a file name in ``repo_id`` (default).
         pose_model: path to ``dw-ll_ucoco_384.onnx`` or a file name in ``repo_id`` (default).
         repo_id, revision, cache_dir, local_files_only: where to fetch missing files.
-        device: None (CUDA when available), "cpu" or "cuda".
+        device: None (CUDA when it works, else the CPU), "cpu" or "cuda" (an error without CUDA).
         providers: explicit ONNX Runtime providers (overrides ``device``).
         threads: intra-op threads per session (None: ONNX Runtime's default).
         detect_resolution: short side the image is resized to (released: 1024).
         det_score_threshold: minimum person-box score (released: 0.5).
         keypoint_threshold: keypoints at or below it are missing (released: 0.35).
+        redetect_every: in a video (:meth:`tracker`, used by :func:`~steadydancer.pose.prepare_poses`),
+            run the person detector on one frame in this many and follow the person's keypoints
+            in between; 1 detects every frame (the released behaviour).
 
     Calling it with an RGB image returns the :class:`Pose` of the most prominent person,
     normalised to that image, or an empty pose when no keypoint passes the threshold;
-    :meth:`detect` also returns the number of people found.
+    :meth:`detect` also returns the number of people found. ``providers`` lists the ONNX
+    Runtime providers the sessions really run on.
     """
 
     def __init__(self, det_model: str | os.PathLike | None = None, pose_model: str | os.PathLike | None = None,
@@ -264,16 +311,19 @@ class DWPoseDetector:
                  device: str | None = None, providers: Sequence[str] | None = None,
                  threads: int | None = None, detect_resolution: int = DETECT_RESOLUTION,
                  det_score_threshold: float = DET_SCORE_THRESHOLD,
-                 keypoint_threshold: float = KEYPOINT_THRESHOLD) -> None:
+                 keypoint_threshold: float = KEYPOINT_THRESHOLD,
+                 redetect_every: int = REDETECT_EVERY) -> None:
         kw = dict(repo_id=repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         self.det_path = resolve_model_file(det_model, DETECTOR_FILE, **kw)
         self.pose_path = resolve_model_file(pose_model, POSE_FILE, **kw)
-        self.providers = list(providers) if providers is not None else default_providers(device)
-        self.det_session = _session(self.det_path, self.providers, threads)
-        self.pose_session = _session(self.pose_path, self.providers, threads)
+        self.threads = threads
         self.detect_resolution = int(detect_resolution)
         self.det_score_threshold = float(det_score_threshold)
         self.keypoint_threshold = float(keypoint_threshold)
+        if int(redetect_every) < 1:
+            raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
+        self.redetect_every = int(redetect_every)
+        self._load_sessions(list(providers) if providers is not None else default_providers(device), device)
 
         det_in = self.det_session.get_inputs()
         pose_in = self.pose_session.get_inputs()
@@ -286,6 +336,39 @@ class DWPoseDetector:
         self.det_input_hw = _static_hw(det_in[0].shape, (640, 640))
         ph, pw = _static_hw(pose_in[0].shape, (384, 288))
         self.pose_input_wh = (pw, ph)
+
+    def _load_sessions(self, providers: list[str], device: str | None) -> None:
+        det_session = _session(self.det_path, providers, self.threads)
+        pose_session = _session(self.pose_path, providers, self.threads)
+        # A CUDA provider whose libraries do not load is dropped silently by ONNX Runtime: ask what runs.
+        actual = [p for p in pose_session.get_providers() if p in det_session.get_providers()]
+        if device == "cuda" and CUDA_PROVIDER not in actual:
+            raise DetectorModelError("device='cuda' asked for but ONNX Runtime could not start its CUDA provider "
+                                     "(no GPU visible, or the CUDA / cuDNN libraries of onnxruntime-gpu are missing)")
+        if providers[0] == CUDA_PROVIDER and CUDA_PROVIDER not in actual:
+            logger.info("DWPose: CUDA is not usable here; running on the CPU")
+        self.det_session, self.pose_session, self.providers = det_session, pose_session, actual
+
+    def to(self, device: str | None) -> "DWPoseDetector":
+        """Runs the models on ``device`` from now on (None: CUDA when it works); returns self.
+
+        For ZeroGPU: build the detector on the CPU at start-up, where no GPU is attached, and
+        call ``to("cuda")`` inside the GPU call, where the device exists.
+        """
+        providers = default_providers(device)
+        if providers != self.providers:
+            self._load_sessions(providers, device)
+        return self
+
+    def tracker(self, redetect_every: int | None = None, **kwargs) -> "PoseTracker":
+        """A :class:`~steadydancer.pose.tracking.PoseTracker` for one video (it keeps state between frames).
+
+        ``redetect_every`` defaults to the detector's; ``kwargs`` go to the tracker.
+        """
+        from .tracking import PoseTracker
+
+        every = self.redetect_every if redetect_every is None else redetect_every
+        return PoseTracker(self, redetect_every=every, **kwargs)
 
     # -- YOLOX
     def detect_people(self, image_bgr: np.ndarray) -> list[PersonBox]:
@@ -352,15 +435,38 @@ class DWPoseDetector:
         whole image is then used as the box (released behaviour).
         """
         rgb = load_image(image)
-        height, width = rgb.shape[:2]
-        det_rgb = resize_for_detection(rgb, self.detect_resolution)
-        dh, dw = det_rgb.shape[:2]
-        people = self.detect_people(np.ascontiguousarray(det_rgb[..., ::-1]))  # YOLOX: BGR
-        # Released behaviour: no box -> estimate on the whole image.
-        box = people[0].box if people else np.array([0.0, 0.0, dw, dh])
-        keypoints, scores = self.estimate_keypoints(det_rgb, box)
-        # Normalise by the detection image: it spans the same field as the original.
-        keypoints = keypoints / np.array([dw, dh]) * np.array([width, height])
-        pose = Pose.from_wholebody(keypoints, scores, width, height, self.keypoint_threshold)
-        return PoseDetection(pose, len(people))
+        found = self.detect_wholebody(rgb)
+        pose = Pose.from_wholebody(found.keypoints, found.scores, rgb.shape[1], rgb.shape[0], self.keypoint_threshold)
+        return PoseDetection(pose, found.num_people)
 
+    def detect_wholebody(self, image_rgb: np.ndarray, box: np.ndarray | None = None) -> WholeBody:
+        """The 133 whole-body keypoints of one person in ``image_rgb``, in its pixels.
+
+        Without ``box``: the released steps (resize to the detection size, YOLOX, RTMPose on the
+        most prominent person's box, or on the whole image when there is none). With ``box``
+        (xyxy pixels of ``image_rgb``, e.g. tracked from the previous frame): RTMPose only, and
+        ``num_people`` is None.
+        """
+        height, width = image_rgb.shape[:2]
+        if box is not None and min(height, width) <= self.detect_resolution:
+            # The detection size would only upsample this image: crop straight from it and skip the
+            # full-frame resize (60 ms at 720p, half a tracked frame). The crop then differs from the
+            # released one by the resize's kernel and its sides' rounding to 64 (sub-pixel, <2 % aspect).
+            box = np.asarray(box, dtype=np.float64).reshape(4)
+            keypoints, scores = self.estimate_keypoints(image_rgb, box)
+            return WholeBody(keypoints, scores, None, box)
+        det_rgb = resize_for_detection(image_rgb, self.detect_resolution)
+        dh, dw = det_rgb.shape[:2]
+        to_det = np.array([dw / width, dh / height] * 2)
+        people = None
+        if box is None:
+            found = self.detect_people(np.ascontiguousarray(det_rgb[..., ::-1]))  # YOLOX: BGR
+            people = len(found)
+            # Released behaviour: no box -> estimate on the whole image.
+            det_box = found[0].box if found else np.array([0.0, 0.0, dw, dh])
+        else:  # a larger image: keep the released anti-aliased downscale before cropping
+            det_box = np.asarray(box, dtype=np.float64).reshape(4) * to_det
+        keypoints, scores = self.estimate_keypoints(det_rgb, det_box)
+        # The detection image spans the same field as the original.
+        keypoints = keypoints / np.array([dw, dh]) * np.array([width, height])
+        return WholeBody(keypoints, scores, people, det_box / to_det)

@@ -70,6 +70,8 @@ class PreparedPoses:
         driving_people: (len(driving_poses),) int, people found in each driving frame read
             (None for keypoint input or a detector without ``detect``). Only the most
             prominent person of an image is posed; more than one means the motion may jump.
+            A tracked frame (the person detector did not run on it, see ``DWPoseDetector.tracker``)
+            repeats the count of the last detected frame.
         reference_size: (height, width) of the reference image; the released chain resizes
             every pose frame to it before the generation size (None: the generation size).
         canvas_scale: drawing canvas size relative to the generation size.
@@ -189,9 +191,12 @@ def _read_driving(driving, detector: PoseDetector | None, fps: float | None, nee
     total = needed
     if total is None and info.duration > 0:
         total = int(np.ceil(info.duration * fps)) if fps else (info.num_frames or None)
+    # A detector that can follow a person through a video (DWPoseDetector) gets a fresh track per video.
+    tracker = getattr(detector, "tracker", None)
+    frame_detector = tracker() if callable(tracker) else detector
     poses, people, times, idx = [], [], [], []
     for frame in iter_video_frames(driving, fps, max_frames=needed):
-        pose, count = _detect(detector, frame.image)
+        pose, count = _detect(frame_detector, frame.image)
         poses.append(pose)
         people.append(count)
         times.append(frame.time)
@@ -237,7 +242,9 @@ def prepare_poses(
         driving: a video path, or a :class:`PoseSequence` (then no detector is needed for
             it; its poses are resampled by time when both it and ``fps`` have a rate).
         detector: a :class:`PoseDetector` (``DWPoseDetector`` or ``SyntheticPoseDetector``);
-            needed unless ``driving`` is a PoseSequence and ``reference_pose`` is given.
+            needed unless ``driving`` is a PoseSequence and ``reference_pose`` is given. One
+            with a ``tracker()`` method poses the video through it: ``DWPoseDetector`` then runs
+            its person detector every ``redetect_every`` frames (1: every frame, as released).
         width, height: generation size; default from ``max_area`` and the reference's
             aspect ratio (:func:`generation_size`).
         num_frames: output length, 4n+1 (default 81); the clip is trimmed, or padded by
