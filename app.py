@@ -62,6 +62,10 @@ from steadydancer_space.uploads import InputError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES_DIR = os.path.join(HERE, "examples")
+# Served from examples/ as they are, never copied into Gradio's temp folder: copies there are swept after the file
+# time-to-live, or at once when another instance sharing the folder stops, and a loaded example would then point at
+# a deleted file.
+gr.set_static_paths([EXAMPLES_DIR])
 EXAMPLE_SEED = 42
 MAX_HISTORY = 12
 PREVIEW_POLL_SECONDS = 0.5

@@ -38,7 +38,7 @@ def launch_tiny_app(tmp_path_factory, name: str, env: dict | None = None):
     env = {**(env or {}), "GRADIO_EXAMPLES_CACHE": str(tmp / "tmp" / "examples-cache"),
            "GRADIO_TEMP_DIR": str(tmp / "tmp" / "gradio"), "TMPDIR": str(tmp / "tmp")}
     process = start_app(["--tiny"], env=env, log_path=TEST_OUTPUT / f"{name}.log")
-    process.tmp = tmp
+    process.tmp, process.env = tmp, env
     try:
         yield process
     finally:

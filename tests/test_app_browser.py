@@ -129,3 +129,46 @@ def test_another_visitor_does_not_see_that_history(app, page):
     finally:
         context.close()
     assert history_of(page).locator("img").count() == 2
+
+
+def _animate_and_wait_for_a_new_result(page) -> None:
+    """Clicks Animate and waits until the result video is a new one; fails with the error toast's text if the job
+    failed instead."""
+    import time
+
+    def result_src():
+        video = page.locator(".block").filter(has=page.get_by_text("Result (TINY MODE: noise)", exact=True)).last \
+            .locator("video")
+        return video.first.get_attribute("src") if video.count() else None
+
+    before = result_src()
+    page.get_by_role("button", name="Animate").click()
+    deadline = time.time() + 180
+    while time.time() < deadline and result_src() in (None, before):
+        toasts = page.locator(".toast-body")
+        assert toasts.count() == 0, toasts.first.inner_text()
+        time.sleep(0.2)
+    assert result_src() not in (None, before)
+
+
+def test_keypoint_examples_outlive_the_cache_sweep_and_other_instances(app, page):
+    """Gradio sweeps its temp folder (files older than the time-to-live; everything it tracked when an instance sharing
+    the folder stops). The keypoint examples must keep working through both: load the example, then Animate."""
+    from app_launcher import start_app
+
+    temp_dir = Path(app.env["GRADIO_TEMP_DIR"])
+    # 1. The sweep after the time-to-live: every file in the temp folder is older than it.
+    for path in sorted(temp_dir.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    page.get_by_text("Red dress + waving (keypoints)").click()
+    _video_state(page, "Result (TINY MODE: noise)")
+    _animate_and_wait_for_a_new_result(page)
+    # 2. Another instance sharing the temp folder starts, then stops (SIGTERM: it deletes what it put there).
+    other = start_app(["--tiny"], env=app.env, log_path=OUTPUT / "app_browser_other_instance.log")
+    other.stop()
+    page.get_by_text("Green jumpsuit + side steps (keypoints)").click()
+    _video_state(page, "Result (TINY MODE: noise)")
+    _animate_and_wait_for_a_new_result(page)
+    page.get_by_text("Red dress + waving (keypoints)").click()
+    _animate_and_wait_for_a_new_result(page)
+    assert not page.errors, page.errors

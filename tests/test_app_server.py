@@ -190,6 +190,26 @@ def test_cancel_stops_the_generation(app, client):
     assert probe_mp4(video).num_frames == 5
 
 
+def test_a_16_bit_grey_photo_gives_the_poses_of_its_8_bit_twin(client, tmp_path):
+    """A 16-bit greyscale PNG (mode I;16) once loaded as all white: "no person found" while the preview showed one."""
+    import numpy as np
+    from PIL import Image
+
+    grey = np.full((160, 96), 220, np.uint8)
+    grey[30:140, 33:63] = 40  # a dark figure on a light background
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I;16")
+    poses = []
+    for name in ("grey8.png", "grey16.png"):
+        *_, report, _, keypoints = client.predict(
+            handle_file(str(tmp_path / name)), None, handle_file(str(EXAMPLES / "dance_wave.json")),
+            PAPER, 17, REAL_TIME, True, False, 8, False, api_name="/extract_poses")
+        poses.append(json.loads(Path(keypoints).read_text()))
+        assert "17 pose frames" in report
+    assert poses[0] == poses[1]
+
+
 def test_errors_reach_the_visitor(client):
     from gradio_client.exceptions import AppError
 
