@@ -386,6 +386,17 @@ def test_bad_files_get_clear_messages(client, media, what, reference, video, key
     expect_error(lambda: client.predict(*animate_args(ref, vid, kp), api_name="/animate"), message)
 
 
+def test_a_keypoint_file_at_a_tiny_fps_is_refused_at_once_and_the_next_request_succeeds(client, media):
+    """`"fps": 1e-9` once sized a resampling loop that never ended (and held the generation slot). The bound is a
+    hang detector, not a speed goal: the refusal comes before any pose work (about a tenth of a second here)."""
+    refusal = client.submit(*animate_args(keypoints=media["tiny_fps.json"]), api_name="/animate")
+    with pytest.raises(AppError) as info:
+        refusal.result(timeout=10)
+    assert_clean(str(info.value))
+    assert re.search(r"Keypoint file\.fps: expected a frame rate between 1 ", str(info.value))
+    valid_request_succeeds(client, frames=5, seed=3)
+
+
 def test_over_the_upload_limit_is_refused(app, client, media):
     # gradio_client checks the size Gradio announces; the server refuses it too (a browser or a script).
     with pytest.raises(ValueError, match="exceeds the maximum file size of 1048576 bytes"):
