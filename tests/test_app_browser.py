@@ -103,6 +103,37 @@ def test_preview_updates_and_history_keeps_two_runs(page):
     assert not page.errors, page.errors
 
 
+def test_cancel_right_after_animate_says_cancelled_and_shows_nothing_stale(app, page):
+    """Cancel 0.1 s after Animate (the job is queued or starting): the visitor reads "Cancelled.", the previous result
+    is gone, and the server's counters show the job never ran to the end."""
+    import time
+
+    from gradio_client import Client
+
+    client = Client(app.url, verbose=False)
+    before = client.predict(api_name="/tiny_stats")
+    page.get_by_text("Advanced", exact=True).first.click()
+    steps = page.locator(".block").filter(has=page.get_by_text("Steps (custom speed)", exact=True)).last \
+        .locator("input[type=number]")
+    steps.fill("80")  # long enough that only the cancel can end it
+    steps.press("Tab")  # a number box commits on blur
+    page.get_by_role("button", name="Animate").click()
+    time.sleep(0.1)
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("Cancelled.", exact=False).first.wait_for(timeout=30_000)
+    deadline = time.time() + 60
+    while time.time() < deadline and client.predict(api_name="/tiny_stats")["running"]:
+        time.sleep(0.2)
+    time.sleep(1.0)  # a job the cancel missed would be running (or have run) by now
+    after = client.predict(api_name="/tiny_stats")
+    result = page.locator(".block").filter(has=page.get_by_text("Result (TINY MODE: noise)", exact=True)).last
+    page.screenshot(path=str(OUTPUT / "app_cancelled.png"), full_page=True)
+    assert after["running"] == 0 and after["succeeded"] == before["succeeded"]
+    assert result.locator("video").count() == 0
+    steps.fill("4")
+    steps.press("Tab")  # a number box commits on blur
+
+
 def test_another_visitor_does_not_see_that_history(app, page):
     """A second visitor (another browser context: another session) opens the page while the first one's history holds
     two results: theirs starts empty, and after their own run it holds that one result only."""
