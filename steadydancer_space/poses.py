@@ -237,11 +237,19 @@ def run_pose_step(
     return step
 
 
+OVERLAY_MIN_SIDE = 640  # the preview's long side at least: tiny mode's 80x128 pose frames were hard to see
+
+
 def overlay(reference: np.ndarray, pose_frame: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """The reference (resized to the pose frame) with the pose drawn over it: shows how well the alignment fits."""
+    """The reference with the first pose frame drawn over it (both at the pose frame's aspect, enlarged so the long
+    side is at least `OVERLAY_MIN_SIDE`): shows how well the alignment fits."""
     import cv2
 
     h, w = pose_frame.shape[:2]
-    base = cv2.resize(reference, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
-    mask = (pose_frame.max(axis=-1, keepdims=True) > 0).astype(np.float32) * alpha
-    return np.clip(base * (1 - mask) + pose_frame.astype(np.float32) * mask, 0, 255).astype(np.uint8)
+    scale = max(1.0, OVERLAY_MIN_SIDE / max(h, w))
+    size = (int(round(w * scale)), int(round(h * scale)))
+    shrink = reference.shape[0] * reference.shape[1] > size[0] * size[1]
+    base = cv2.resize(reference, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    pose = cv2.resize(pose_frame, size, interpolation=cv2.INTER_NEAREST)  # crisp strokes; they are what is checked
+    mask = (pose.max(axis=-1, keepdims=True) > 0).astype(np.float32) * alpha
+    return np.clip(base.astype(np.float32) * (1 - mask) + pose.astype(np.float32) * mask, 0, 255).astype(np.uint8)

@@ -270,3 +270,22 @@ def test_cancel_listener_sees_the_session_and_passes_the_request_on():
     asyncio.run(run("/gradio_api/cancel", [body[:10], body[10:]]))
     asyncio.run(run("/gradio_api/queue/join", [body]))
     assert seen == ["abc123"] and received == [body[:10], body]
+
+
+def test_alignment_overlay_is_large_enough_to_see_and_keeps_both_images():
+    import numpy as np
+
+    from steadydancer_space.poses import OVERLAY_MIN_SIDE, overlay
+
+    reference = np.zeros((256, 160, 3), np.uint8)
+    reference[:, 80:] = 200  # right half light
+    pose = np.zeros((128, 80, 3), np.uint8)
+    pose[10:20, 10:20] = (255, 0, 0)  # one stroke, top left
+    out = overlay(reference, pose, alpha=1.0)
+    scale = OVERLAY_MIN_SIDE / 128
+    assert out.shape == (OVERLAY_MIN_SIDE, round(80 * scale), 3)
+    stroke = out[int(10 * scale) + 1:int(20 * scale) - 1, int(10 * scale) + 1:int(20 * scale) - 1]
+    assert (stroke == (255, 0, 0)).all()  # the pose drawn where it is, enlarged
+    assert out[-5:, -5:].min() == 200 and out[-5:, :5].max() == 0  # the reference elsewhere
+    small = overlay(np.zeros((2000, 1250, 3), np.uint8), np.zeros((1280, 800, 3), np.uint8))
+    assert small.shape[:2] == (1280, 800)  # a large pose frame is not enlarged
