@@ -44,12 +44,18 @@ class HubSource:
     repo_id: str
     revision: str | None = None
 
+    def revision_for(self, repo_id: str, revision: str | None = None) -> str | None:
+        """`revision` when given; else this source's pinned one for its own repo, the default branch for another."""
+        return revision if revision is not None else (self.revision if repo_id == self.repo_id else None)
+
 
 # The SteadyDancer DiT (released Wan layout), the diffusers-format Wan2.1 I2V repo for the VAE, encoders, tokenizer and
 # image processor, the DWPose ONNX models, and lightx2v's 4-step Wan2.1 I2V distillation LoRA (rank 64).
 TRANSFORMER = HubSource("MCG-NJU/SteadyDancer-14B")
 BASE = HubSource("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers")
-DWPOSE = HubSource("yzd-v/DWPose")
+# DWPose is pinned to the commit that public projects cache (its files have not changed since 2023). The other
+# hashes could not be looked up from this project's machines (no Hub access): deployments pin them (README).
+DWPOSE = HubSource("yzd-v/DWPose", "1a7144101628d69ee7a3768d1ee3a094070dc388")
 FAST_LORA = HubSource("lightx2v/Wan2.1-Distill-Loras")
 FAST_LORA_WEIGHT = "wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"
 

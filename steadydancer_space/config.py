@@ -12,7 +12,7 @@ before those are imported. Host and port are Gradio's own: `GRADIO_SERVER_NAME`,
 | STEADYDANCER_BASE | --base | Hub repo id or local directory of the diffusers Wan2.1 I2V repo (VAE, encoders) |
 | STEADYDANCER_BASE_REVISION | --base-revision | branch, tag or commit to pin |
 | STEADYDANCER_POSE_MODELS | --pose-models | Hub repo id or local directory holding the two DWPose ONNX files |
-| STEADYDANCER_POSE_REVISION | --pose-revision | revision of the DWPose repo |
+| STEADYDANCER_POSE_REVISION | --pose-revision | revision of the DWPose repo (default: the pinned commit of yzd-v/DWPose) |
 | STEADYDANCER_CACHE_DIR | --cache-dir | Hugging Face cache directory |
 | HF_HUB_OFFLINE=1 | --offline | use only local directories and the cache |
 | STEADYDANCER_DTYPE | --dtype | bfloat16 (default), float16 or float32 for the DiT and encoders |
@@ -84,7 +84,7 @@ class AppConfig:
     base: str = BASE.repo_id
     base_revision: str | None = BASE.revision
     pose_models: str = DWPOSE.repo_id
-    pose_revision: str | None = DWPOSE.revision
+    pose_revision: str | None = None  # None: the library's pinned commit for its own repo (`DWPOSE`)
     cache_dir: str | None = None
     offline: bool = False
     dtype: str = "bfloat16"

@@ -346,3 +346,23 @@ def test_real_dwpose_files_signature_and_run():
     assert shapes[0][1:] == (133, 576) and shapes[1][1:] == (133, 768)
     pose = det(np.zeros((360, 640, 3), np.uint8))  # nobody there
     assert isinstance(pose, Pose) and pose.body_present.sum() <= 2
+
+
+def test_dwpose_downloads_are_pinned_to_a_commit_unless_told_otherwise(monkeypatch):
+    """The DWPose repo loads at its pinned commit by default; an explicit revision wins; another repo (a mirror) is
+    not given DWPose's commit."""
+    import re
+
+    import huggingface_hub
+
+    from steadydancer.defaults import DWPOSE
+    from steadydancer.pose.detector import resolve_model_file
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo_id, name, revision=None, **kw: asked.append((repo_id, revision)) or "/x")
+    resolve_model_file(None, "yolox_l.onnx")
+    resolve_model_file(None, "yolox_l.onnx", revision="v2")
+    resolve_model_file(None, "yolox_l.onnx", repo_id="someone/dwpose-mirror")
+    assert re.fullmatch(r"[0-9a-f]{40}", DWPOSE.revision)  # a commit, not a branch
+    assert asked == [(DWPOSE.repo_id, DWPOSE.revision), (DWPOSE.repo_id, "v2"), ("someone/dwpose-mirror", None)]

@@ -108,7 +108,7 @@ def resolve_model_file(path_or_name: str | os.PathLike | None, default_name: str
     except ImportError:  # pragma: no cover - huggingface_hub is a project dependency
         raise DetectorModelError("huggingface_hub is needed to download the DWPose models") from None
     try:
-        return hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
+        return hf_hub_download(repo_id, name, revision=DWPOSE.revision_for(repo_id, revision), cache_dir=cache_dir,
                                local_files_only=local_files_only)
     except Exception as e:  # offline, missing file, network: one clear message
         raise DetectorModelError(
