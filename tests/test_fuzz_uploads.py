@@ -22,12 +22,13 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import TEST_OUTPUT, launch_tiny_app  # noqa: E402
+from conftest import launch_tiny_app  # noqa: E402
 from steadydancer.video_io import probe_mp4, write_mp4  # noqa: E402
-from test_reliability import APP_ENV, EXAMPLES, PAPER, REAL_TIME, assert_clean  # noqa: E402
+# `client`: test_reliability's fixture, on this module's `app`
+from test_reliability import APP_ENV, EXAMPLES, PAPER, REAL_TIME, assert_clean, client  # noqa: E402, F401
 
 CASE_SECONDS = 20  # the hang limit of one case (a valid one takes about a second)
-FUZZ = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 REFERENCE, DANCE = EXAMPLES / "ref_red_dress.png", EXAMPLES / "dance_wave.json"
 
@@ -35,13 +36,6 @@ REFERENCE, DANCE = EXAMPLES / "ref_red_dress.png", EXAMPLES / "dance_wave.json"
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     yield from launch_tiny_app(tmp_path_factory, "fuzz-uploads", env=APP_ENV)
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    from gradio_client import Client
-
-    return Client(app.url, verbose=False, download_files=str(TEST_OUTPUT / "fuzz-uploads-downloads"))
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +91,8 @@ def _image_seeds() -> dict[str, bytes]:
     """A small photo of a person in each format Pillow writes that the upload check recognises."""
     person = Image.open(REFERENCE).convert("RGB").resize((96, 144))
     seeds = {}
-    for name, fmt, options in [("png", "PNG", {}), ("jpg", "JPEG", {}), ("progressive.jpg", "JPEG", {"progressive": True}),
-                               ("webp", "WEBP", {}), ("gif", "GIF", {}), ("bmp", "BMP", {}),
+    for name, fmt, options in [("png", "PNG", {}), ("jpg", "JPEG", {}), ("webp", "WEBP", {}), ("gif", "GIF", {}),
+                               ("progressive.jpg", "JPEG", {"progressive": True}), ("bmp", "BMP", {}),
                                ("tif", "TIFF", {"compression": "tiff_lzw"})]:
         buffer = io.BytesIO()
         person.save(buffer, fmt, **options)
