@@ -50,6 +50,8 @@ _SIGNATURES = [
     (0, b"GIF87a", "image", "GIF"),
     (0, b"GIF89a", "image", "GIF"),
     (0, b"BM", "image", "BMP"),
+    (0, b"II*\x00", "image", "TIFF"),
+    (0, b"MM\x00*", "image", "TIFF"),
     (4, b"ftypavif", "image", "AVIF"),
     (4, b"ftypheic", "image", "HEIC"),
     (4, b"ftypheix", "image", "HEIC"),
@@ -184,6 +186,9 @@ def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = 
             if not container.streams.video:
                 raise InputError("The driving video has no video stream (an audio-only or zero-length file).")
             stream = container.streams.video[0]
+            if stream.codec_context is None:  # a codec FFmpeg does not know, often a corrupt header
+                raise InputError("The driving video is corrupt, or its video codec cannot be decoded; upload an MP4 "
+                                 "(H.264), MOV, WebM or AVI.")
             width, height = stream.codec_context.width, stream.codec_context.height
             if stream.duration and stream.time_base:
                 duration = float(stream.duration * stream.time_base)
@@ -233,6 +238,12 @@ def _reject_constant(name: str):
     raise KeypointFileError(f"The keypoint file contains {name}; JSON numbers must be finite (use -1 for missing points).")
 
 
+def _parse_int(text: str) -> int | float:
+    """A JSON integer; a long one becomes a float (inf when huge, as 1e999 does) for the checks that name the field,
+    instead of Python's error for integers of over 4300 digits."""
+    return int(text) if len(text) <= 300 else float(text)
+
+
 def load_keypoints(path: str | os.PathLike | None, limits: Limits | None = None):
     """A validated keypoint JSON file as a `steadydancer.pose.PoseSequence`; `InputError` naming the problem."""
     limits = limits or Limits()
@@ -242,13 +253,22 @@ def load_keypoints(path: str | os.PathLike | None, limits: Limits | None = None)
     except UnicodeDecodeError:
         raise KeypointFileError("The keypoint file is not UTF-8 text, so it is not a keypoint JSON.") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except json.JSONDecodeError as error:
         raise KeypointFileError(f"The keypoint file is not valid JSON (line {error.lineno}, column {error.colno}: "
                          f"{error.msg}).") from None
     except RecursionError:
         raise KeypointFileError("The keypoint file is nested too deeply to be a keypoint JSON.") from None
     return keypoints_from_data(data, limits)
+
+
+def _check_frame_size(data, where: str) -> None:
+    for key in ("width", "height"):
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or value > MAX_KEYPOINT_FRAME_SIDE:
+                raise KeypointFileError(f"{where}.{key}: expected the frame size in pixels (1 to "
+                                        f"{MAX_KEYPOINT_FRAME_SIDE}), got {value:.6g}.")
 
 
 def keypoints_from_data(data, limits: Limits | None = None):
@@ -260,18 +280,15 @@ def keypoints_from_data(data, limits: Limits | None = None):
     if not isinstance(data, dict):
         raise KeypointFileError(f"The {where} must hold one JSON object with \"format\": \"steadydancer.pose_sequence\"; "
                          f"it holds a {type(data).__name__}.")
-    for key in ("width", "height"):
-        value = data.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value) or value > MAX_KEYPOINT_FRAME_SIDE:
-                raise KeypointFileError(f"{where}.{key}: expected the frame size in pixels (1 to {MAX_KEYPOINT_FRAME_SIDE}), "
-                                 f"got {value!r}.")
+    _check_frame_size(data, where)
     frames = data.get("frames")
     if isinstance(frames, list):
         if not frames:
             raise KeypointFileError(f"The {where} has no frames.")
         if len(frames) > limits.max_keypoint_frames:
             raise KeypointFileError(f"The {where} has {len(frames)} frames; at most {limits.max_keypoint_frames} are accepted.")
+        for index, frame in enumerate(frames):  # a frame may declare its own size
+            _check_frame_size(frame, f"{where}.frames[{index}]")
     try:
         sequence = PoseSequence.from_dict(data, where=where)
     except PoseFormatError as error:  # its messages name the field ("keypoint file.frames[3].body: ...")

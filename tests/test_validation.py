@@ -77,6 +77,18 @@ def test_truncated_and_empty_files(media, tmp_path):
         load_reference_image(text)
 
 
+def test_tiff_references_and_unknown_video_codecs(media, tmp_path):
+    _, image, video = media
+    tiff = tmp_path / "photo.tif"
+    Image.open(image).save(tiff, compression="tiff_lzw")
+    assert sniff(tiff) == ("image", "TIFF")
+    np.testing.assert_array_equal(load_reference_image(tiff), load_reference_image(image))
+    unknown = tmp_path / "unknown_codec.mp4"  # the H.264 sample entry renamed: FFmpeg has no decoder for it
+    unknown.write_bytes(video.read_bytes().replace(b"avc1", b"zzzz"))
+    with pytest.raises(InputError, match="corrupt, or its video codec cannot be decoded"):
+        check_driving_video(unknown)
+
+
 def test_limits_are_enforced_and_configurable(media, tmp_path):
     _, image, video = media
     with pytest.raises(InputError, match="megapixels"):
