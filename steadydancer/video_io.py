@@ -10,6 +10,7 @@ import numpy as np
 from .defaults import OUTPUT_FPS
 
 AUDIO_RATE = 44100  # AAC at a rate every browser decodes
+MAX_AUDIO_SECONDS = 600.0  # read_audio's span at most: bounds its memory whatever the file's timestamps say
 
 
 @dataclass
@@ -59,9 +60,14 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 def read_audio(path: str | os.PathLike, start: float = 0.0, duration: float | None = None) -> AudioClip | None:
     """The first audio stream of `path` from `start` seconds (measured from the first video frame, as pose frame
-    times are) for `duration` seconds, resampled to 44.1 kHz mono or stereo; None when there is no audio."""
+    times are) for `duration` seconds (None: to the end of the file), resampled to 44.1 kHz mono or stereo; None when
+    there is no audio in that span. At most `MAX_AUDIO_SECONDS` are read.
+
+    Only that span is decoded and allocated: a track much longer than the clip, or a corrupt timestamp placing the
+    audio hours after the video, costs no more than the clip itself."""
     import av
 
+    begin = max(0, int(round(start * AUDIO_RATE)))
     with av.open(os.fspath(path)) as container:
         if not container.streams.audio:
             return None
@@ -71,31 +77,38 @@ def read_audio(path: str | os.PathLike, start: float = 0.0, duration: float | No
             vs = container.streams.video[0]
             if vs.start_time is not None and vs.time_base is not None:
                 video_start = float(vs.start_time * vs.time_base)
+        seconds = MAX_AUDIO_SECONDS if duration is None else min(max(0.0, duration), MAX_AUDIO_SECONDS)
+        end = begin + int(round(seconds * AUDIO_RATE))
         channels = 1 if stream.codec_context.channels == 1 else 2
         resampler = av.AudioResampler(format="fltp", layout="mono" if channels == 1 else "stereo", rate=AUDIO_RATE)
-        chunks, first_time = [], None
+        kept, position = [], None  # position: the next sample's index on the video's clock
         for frame in container.decode(stream):
-            if first_time is None:
+            if position is None:
                 first_time = frame.time if frame.time is not None else video_start
+                position = int(round((first_time - video_start) * AUDIO_RATE))
             for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray())
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray())
-    if not chunks:
+                position = _keep_span(out.to_ndarray(), position, begin, end, kept)
+            if position >= end:
+                break
+        else:
+            for out in resampler.resample(None) if position is not None else ():
+                position = _keep_span(out.to_ndarray(), position, begin, end, kept)
+    if not kept:
         return None
-    samples = np.concatenate(chunks, axis=1).astype(np.float32)
-    # Place the samples on the video's clock: audio may start before or after the first video frame.
-    offset = int(round(((first_time or 0.0) - video_start) * AUDIO_RATE))
-    if offset > 0:
-        samples = np.concatenate([np.zeros((samples.shape[0], offset), np.float32), samples], axis=1)
-    elif offset < 0:
-        samples = samples[:, -offset:]
-    begin = max(0, int(round(start * AUDIO_RATE)))
-    end = samples.shape[1] if duration is None else begin + int(round(duration * AUDIO_RATE))
-    samples = samples[:, begin:end]
-    if samples.shape[1] == 0:
-        return None
+    last = max(at + chunk.shape[1] for at, chunk in kept)
+    samples = np.zeros((channels, last - begin), np.float32)  # silence where the audio starts late
+    for at, chunk in kept:
+        samples[:, at - begin:at - begin + chunk.shape[1]] = chunk
     return AudioClip(samples, AUDIO_RATE)
+
+
+def _keep_span(chunk: np.ndarray, position: int, begin: int, end: int, kept: list) -> int:
+    """Appends (index, samples) of the part of `chunk` (starting at `position`) inside [begin, end); returns the
+    position after it."""
+    lo, hi = max(position, begin), min(position + chunk.shape[1], end)
+    if hi > lo:
+        kept.append((lo, chunk[:, lo - position:hi - position].astype(np.float32)))
+    return position + chunk.shape[1]
 
 
 def delayed(audio: AudioClip, seconds: float) -> AudioClip:

@@ -289,3 +289,45 @@ def test_alignment_overlay_is_large_enough_to_see_and_keeps_both_images():
     assert out[-5:, -5:].min() == 200 and out[-5:, :5].max() == 0  # the reference elsewhere
     small = overlay(np.zeros((2000, 1250, 3), np.uint8), np.zeros((1280, 800, 3), np.uint8))
     assert small.shape[:2] == (1280, 800)  # a large pose frame is not enlarged
+
+
+def test_audio_placed_hours_after_the_video_costs_nothing(tmp_path):
+    """A corrupt (or hostile) timestamp that puts the audio 10 hours after the first video frame once padded 10 hours
+    of silence in memory (6 GB); now only the clip's span is decoded and allocated. A quarter-second lead is kept."""
+    import fractions
+    import tracemalloc
+
+    import av
+    import numpy as np
+
+    from steadydancer.video_io import AUDIO_RATE, read_audio
+
+    def video_with_audio_at(path, seconds):
+        with av.open(str(path), "w") as container:
+            video = container.add_stream("libx264", rate=16)
+            video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+            audio = container.add_stream("aac", rate=AUDIO_RATE)
+            audio.layout = "mono"
+            for _ in range(8):
+                container.mux(video.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), "rgb24")))
+            container.mux(video.encode())
+            for k in range(60):  # 1.4 s
+                frame = av.AudioFrame.from_ndarray(np.full((1, 1024), 0.1, np.float32), format="fltp", layout="mono")
+                frame.rate, frame.time_base = AUDIO_RATE, fractions.Fraction(1, AUDIO_RATE)
+                frame.pts = int(seconds * AUDIO_RATE) + k * 1024
+                container.mux(audio.encode(frame))
+            container.mux(audio.encode())
+        return path
+
+    lead = read_audio(video_with_audio_at(tmp_path / "lead.mp4", 0.25), duration=1.0)
+    assert lead.samples.shape[1] == AUDIO_RATE  # one second: a quarter of silence, then the track
+    assert np.abs(lead.samples[:, :AUDIO_RATE // 5]).max() == 0 and np.abs(lead.samples[:, AUDIO_RATE // 2:]).max() > 0
+    late = video_with_audio_at(tmp_path / "late.mp4", 36_000.0)
+    tracemalloc.start()
+    try:
+        clips = read_audio(late, duration=1.0), read_audio(late)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert clips == (None, None)  # no audio within the clip, nor within the 10-minute bound
+    assert peak < 64 * 2**20
