@@ -510,7 +510,12 @@ if __name__ == "__main__":
     # into a gr.Error with a message, see steadydancer/app_support/guard.py).
     # On SIGTERM (a Space restarting, `kill`) shut down as on Ctrl+C, so Gradio deletes the files it tracks and this
     # process's own output and tiny-model directories go too.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    def stop(signum, frame):  # running generations end after their current step instead of holding the exit
+        SERVICE.cancels.cancel_all()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     atexit.register(shutil.rmtree, SERVICE.output_dir, ignore_errors=True)
     demo.queue(max_size=CONFIG.queue_size, default_concurrency_limit=1).launch(
         allowed_paths=[EXAMPLES_DIR], show_error=False, max_file_size=CONFIG.limits.max_file_bytes,

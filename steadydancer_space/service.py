@@ -118,6 +118,13 @@ class CancelRegistry:
         for job_id in running:
             self.cancel(job_id)
 
+    def cancel_all(self) -> None:
+        """Cancels every running job (the app is stopping)."""
+        with self._lock:
+            running = list(self._running)
+        for job_id in running:
+            self.cancel(job_id)
+
     def cancelled(self, job_id: str | None) -> bool:
         return job_id is not None and os.path.exists(self._marker(job_id))
 
