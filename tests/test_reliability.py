@@ -386,6 +386,37 @@ def test_bad_files_get_clear_messages(client, media, what, reference, video, key
     expect_error(lambda: client.predict(*animate_args(ref, vid, kp), api_name="/animate"), message)
 
 
+def _reference_keypoints(pose_frames):
+    good = json.loads((EXAMPLES / "ref_red_dress.json").read_text())
+    return json.dumps({**good, "frames": pose_frames(good["frames"][0])}).encode()
+
+
+BAD_REFERENCE_KEYPOINTS = [
+    # (what, file content, message)
+    ("not JSON", (EXAMPLES / "ref_red_dress.png").read_bytes(), r"reference keypoint file is not JSON: it is an image"),
+    ("empty", b"", r"reference keypoint file is empty \(0 bytes\)"),
+    ("invalid JSON", b'{"format": ', r"reference keypoint file is not valid JSON \(line 1"),
+    ("a driving clip's keypoints", (EXAMPLES / "dance_wave.json").read_bytes(),
+     r"Reference keypoint file: expected one frame \(the reference image's pose\), got 96"),
+    ("no neck", _reference_keypoints(lambda f: [{**f, "body": [[-1, -1] if i == 1 else p for i, p in
+                                                             enumerate(f["body"])]}]),
+     r"Reference keypoint file: the neck \(body\[1\], between the shoulders\) is missing"),
+    ("pixels, not fractions", _reference_keypoints(lambda f: [{**f, "body": [[x * 384, y * 576] for x, y in f["body"]]}]),
+     r"Reference keypoint file\.frames\[0\]\.body: coordinates are fractions of the frame"),
+]
+
+
+@pytest.mark.parametrize("what,content,message", BAD_REFERENCE_KEYPOINTS, ids=[c[0] for c in BAD_REFERENCE_KEYPOINTS])
+def test_bad_reference_keypoints_get_clear_messages(client, tmp_path, what, content, message):
+    """`reference_keypoints`, the last parameter of both endpoints."""
+    path = tmp_path / "reference.json"
+    path.write_bytes(content)
+    given = handle_file(str(path))
+    expect_error(lambda: extract(client, EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json",
+                                 fidelity="default", reference_keypoints=given), message)
+    expect_error(lambda: client.predict(*animate_args(reference_keypoints=given), api_name="/animate"), message)
+
+
 def test_over_the_upload_limit_is_refused(app, client, media):
     # gradio_client checks the size Gradio announces; the server refuses it too (a browser or a script).
     with pytest.raises(ValueError, match="exceeds the maximum file size of 1048576 bytes"):
