@@ -129,3 +129,21 @@ def test_another_visitor_does_not_see_that_history(app, page):
     finally:
         context.close()
     assert history_of(page).locator("img").count() == 2
+
+
+def test_a_new_photo_clears_the_reference_keypoints(page):
+    """The example gave its character's keypoints: their box is open and shows the file, and the pose report says the
+    detector did not run on the photo. A photo uploaded afterwards clears them (keypoints belong to their photo)."""
+    import time
+
+    keypoints_file = page.get_by_text("ref_blue_hoodie.json", exact=False)
+    assert keypoints_file.first.is_visible()
+    assert page.get_by_text("the detector did not run on the photo", exact=False).first.is_visible()
+    photo = page.locator(".block").filter(has=page.get_by_text("Reference image", exact=True)).last
+    photo.locator("input[type=file]").set_input_files(str(REPO / "examples" / "ref_green_suit.png"))
+    deadline = time.time() + 30
+    while time.time() < deadline and keypoints_file.count():
+        time.sleep(0.2)
+    page.screenshot(path=str(OUTPUT / "app_new_photo.png"), full_page=True)
+    assert keypoints_file.count() == 0
+    assert not page.errors, page.errors

@@ -283,7 +283,7 @@ def animate_args(reference=EXAMPLES / "ref_red_dress.png", video=None, keypoints
                 negative_prompt="", resolution=PAPER, num_frames=frames, motion=REAL_TIME, align_to_reference=True,
                 smooth_start=False, smooth_start_frames=4, auto_start=False, guidance_scale=5.0,
                 pose_guidance_scale=1.0, window_start=0.1, window_end=0.4, steps=steps, shift=5.0, seed=seed,
-                randomize_seed=False, fidelity="default", preset="custom")
+                randomize_seed=False, fidelity="default", preset="custom", reference_keypoints=None)
     args.update(overrides)
     return list(args.values())
 
@@ -306,7 +306,7 @@ def expect_error(call, pattern: str) -> str:
 ANIMATE_PARAMS = [
     "reference", "driving_video", "keypoints", "prompt", "negative_prompt", "resolution", "num_frames", "motion", "align_to_reference", "smooth_start",
     "smooth_start_frames", "auto_start", "guidance_scale", "pose_guidance_scale", "window_start", "window_end",
-    "steps", "shift", "seed", "randomize_seed", "fidelity", "preset"]
+    "steps", "shift", "seed", "randomize_seed", "fidelity", "preset", "reference_keypoints"]
 
 
 @pytest.fixture(scope="module")

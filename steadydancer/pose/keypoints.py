@@ -414,8 +414,8 @@ def reference_pose_from(sequence: PoseSequence, where: str = "reference pose") -
 def load_reference_pose(path: str | os.PathLike, where: str | None = None) -> Pose:
     """A reference's keypoint JSON (one frame of the ``PoseSequence`` schema) for ``prepare_poses(reference_pose=...)``;
     errors name ``where`` (default: the path)."""
-    return reference_pose_from(PoseSequence.from_dict(_read_json(path), where=where or str(path)),
-                               where or str(path))
+    where = where or str(path)
+    return reference_pose_from(PoseSequence.from_dict(_read_json(path), where=where), where)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -19,7 +19,7 @@ import numpy as np
 
 from .align import align_poses
 from .detector import PoseDetector
-from .errors import NoPersonInDrivingError, NoPersonInReferenceError, PoseError
+from .errors import NoPersonInDrivingError, PoseError
 from .image import ImageLike, load_image
 from .keypoints import NECK, Pose, PoseSequence, check_reference_pose
 from .negative import negative_poses
