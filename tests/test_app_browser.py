@@ -136,7 +136,7 @@ def test_a_new_photo_clears_the_reference_keypoints(page):
     detector did not run on the photo. A photo uploaded afterwards clears them (keypoints belong to their photo)."""
     import time
 
-    keypoints_file = page.get_by_text("ref_blue_hoodie.json", exact=False)
+    keypoints_file = page.locator('[aria-label="ref_blue_hoodie.json"]')  # the file's row in its box
     assert keypoints_file.first.is_visible()
     assert page.get_by_text("the detector did not run on the photo", exact=False).first.is_visible()
     photo = page.locator(".block").filter(has=page.get_by_text("Reference image", exact=True)).last
