@@ -140,7 +140,8 @@ def _warn(note: str) -> None:
 
 @user_errors
 def extract_poses(reference, driving_video, keypoints, resolution, num_frames, motion, align_to_reference,
-                  smooth_start, smooth_start_frames, auto_start, fidelity="default", progress=gr.Progress()):
+                  smooth_start, smooth_start_frames, auto_start, fidelity="default", reference_keypoints=None,
+                  progress=gr.Progress()):
     """Detects and aligns the poses (CPU only). Returns the pose video, the reference with the first aligned pose
     drawn over it, a report with warnings, the negative pose video and the raw driving keypoints (JSON)."""
     job = SERVICE.request(**_api_values(locals()))
@@ -193,7 +194,8 @@ async def _animate(job, request: gr.Request, progress):
 async def animate(reference, driving_video, keypoints, prompt, negative_prompt, resolution, num_frames, motion,
                   align_to_reference, smooth_start, smooth_start_frames, auto_start, guidance_scale,
                   pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed,
-                  fidelity="default", preset=DEFAULT_PRESET, request: gr.Request = None, progress=gr.Progress()):
+                  fidelity="default", preset=DEFAULT_PRESET, reference_keypoints=None, request: gr.Request = None,
+                  progress=gr.Progress()):
     """Animates the reference with the driving motion. Returns the video (H.264 mp4, 16 fps, with the driving video's
     audio when it has some), the pose video, the seed used, a report, the side-by-side video (photo, poses, result)
     and the recipe: the API values that make the same video again."""
@@ -203,17 +205,23 @@ async def animate(reference, driving_video, keypoints, prompt, negative_prompt, 
 
 
 @user_errors
-async def animate_example(example_name, reference, driving_video, keypoints, prompt, num_frames,
+async def animate_example(example_name, reference, driving_video, keypoints, reference_keypoints, prompt, num_frames,
                           request: gr.Request = None, progress=gr.Progress()):
     """An example's result (cached lazily). Its files are read from examples/, not from the copies Gradio's cache
     holds (those are swept after the file time-to-live, or when another instance sharing the folder stops)."""
     example = next(e for e in EXAMPLES if e.label == example_name)
-    job = SERVICE.request(*(os.path.join(EXAMPLES_DIR, name) if name else None
-                            for name in (example.reference, example.video, example.keypoints)),
+    reference, driving_video, keypoints, reference_keypoints = example_files(example)
+    job = SERVICE.request(reference, driving_video, keypoints, reference_keypoints=reference_keypoints,
                           prompt=example.prompt, num_frames=min(example.num_frames, DEFAULT_FRAMES),
                           resolution=DEFAULT_RESOLUTION, seed=EXAMPLE_SEED)
     async for outputs in _animate(job, request, progress):
         yield outputs
+
+
+def example_files(example):
+    """An example's files in examples/: reference, driving video, keypoints, reference keypoints (None: absent)."""
+    return tuple(os.path.join(EXAMPLES_DIR, name) if name else None
+                 for name in (example.reference, example.video, example.keypoints, example.reference_keypoints))
 
 
 def clear_result():
@@ -332,6 +340,10 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=1):
                 # image_mode=None: Gradio passes the upload on as is (our loader applies EXIF and transparency).
                 reference = gr.Image(label="Reference image", type="filepath", height=360, image_mode=None)
+                with gr.Accordion("The detector can't find the person?", open=False) as reference_keypoints_box:
+                    reference_keypoints = gr.File(
+                        label="Reference keypoints (JSON, one frame of the keypoint schema; replaces the detection on "
+                        "the photo; a new photo clears it)", file_types=[".json"], type="filepath")
                 with gr.Tabs(selected="video") as motion_tabs:
                     with gr.Tab("Driving video", id="video"):
                         driving_video = gr.Video(label="Driving video", height=300)
@@ -430,8 +442,9 @@ def build_demo() -> gr.Blocks:
                         history_recipe = gr.JSON(label="Its recipe")
 
         # Every value a request brings is checked on the server, named by its API parameter (see `guard`).
+        # New API parameters go at the end, so scripts passing values by position keep working.
         pose_inputs = [reference, driving_video, keypoints, resolution, num_frames, motion, align_to_reference,
-                       smooth_start, smooth_start_frames, auto_start, fidelity]
+                       smooth_start, smooth_start_frames, auto_start, fidelity, reference_keypoints]
         extract_btn.click(
             extract_poses, pose_inputs, [pose_video, alignment, pose_report, negative_pose_video, poses_json],
             api_name="extract_poses", concurrency_limit=2, concurrency_id="poses", show_progress_on=[pose_video],
@@ -439,7 +452,7 @@ def build_demo() -> gr.Blocks:
         animate_inputs = [reference, driving_video, keypoints, prompt, negative_prompt, resolution, num_frames,
                           motion, align_to_reference, smooth_start, smooth_start_frames, auto_start, guidance_scale,
                           pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed, fidelity,
-                          preset]
+                          preset, reference_keypoints]
         # The previous result is cleared first, so a cancelled or failed job never leaves it looking like the new one.
         animate_outputs = [result, pose_video, seed_used, result_report, side_by_side, recipe, preview]
         animate_event = animate_btn.click(
@@ -461,6 +474,10 @@ def build_demo() -> gr.Blocks:
                              api_visibility="private")
         keypoints.change(show_motion_source("keypoints"), keypoints, [driving_video, motion_tabs], queue=False,
                          api_visibility="private")
+        # Keypoints belong to their photo: a new photo clears them; given ones are shown, never hidden in a closed box.
+        reference.upload(lambda: None, None, reference_keypoints, queue=False, api_visibility="private")
+        reference_keypoints.change(lambda value: gr.Accordion(open=bool(value)), reference_keypoints,
+                                   reference_keypoints_box, queue=False, api_visibility="private")
         pass_through_inputs(animate_inputs)  # every value is validated once, by the request (see `guard`)
 
         estimate_inputs = [reference, resolution, num_frames, steps, guidance_scale, pose_guidance_scale,
@@ -478,11 +495,8 @@ def build_demo() -> gr.Blocks:
 
         example_name = gr.Textbox(visible=False)
         gr.Examples(
-            examples=[[e.label, os.path.join(EXAMPLES_DIR, e.reference),
-                       os.path.join(EXAMPLES_DIR, e.video) if e.video else None,
-                       os.path.join(EXAMPLES_DIR, e.keypoints) if e.keypoints else None,
-                       e.prompt, e.num_frames] for e in EXAMPLES],
-            inputs=[example_name, reference, driving_video, keypoints, prompt, num_frames],
+            examples=[[e.label, *example_files(e), e.prompt, e.num_frames] for e in EXAMPLES],
+            inputs=[example_name, reference, driving_video, keypoints, reference_keypoints, prompt, num_frames],
             outputs=animate_outputs,
             fn=animate_example,
             cache_examples=True,

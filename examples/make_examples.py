@@ -1,4 +1,5 @@
-"""Writes the example gallery's files into this directory: drawn characters (PIL), dances written as keypoint JSON,
+"""Writes the example gallery's files into this directory: drawn characters (PIL) with their keypoints (the skeleton
+each is drawn from, `ref_*.json`), dances written as keypoint JSON,
 and one driving video of a drawn dancer with a synthesized beat (so the audio path has an example). Everything is
 generated here; no third-party media. The dances are forward kinematics of a simple skeleton in the OpenPose-18
 layout with parametric joint angles, at the output rate. Run from the repository root:
@@ -111,15 +112,20 @@ def figure_points(kind: str, t: float, width: int, height: int, figure_height: f
     return body * scale + offset, hands * scale + offset
 
 
-def dance_json(kind: str, num_frames: int = DANCE_FRAMES, width: int = 512, height: int = 768) -> dict:
-    """A `steadydancer.pose_sequence` document (hands included, face left out), coordinates rounded to 4 decimals."""
+def pose_json(kind: str, times, width: int, height: int, fps: float | None) -> dict:
+    """A `steadydancer.pose_sequence` document of dance `kind` at `times` (hands included, face left out),
+    coordinates rounded to 4 decimals."""
     frames = []
-    for i in range(num_frames):
-        body, hands = figure_points(kind, i / FPS, width, height)
+    for t in times:
+        body, hands = figure_points(kind, t, width, height)
         norm = np.array([width, height], dtype=np.float64)
         frames.append({"body": np.round(body / norm, 4).tolist(), "hands": np.round(hands / norm, 4).tolist()})
-    return {"format": "steadydancer.pose_sequence", "version": 1, "width": width, "height": height, "fps": FPS,
+    return {"format": "steadydancer.pose_sequence", "version": 1, "width": width, "height": height, "fps": fps,
             "frames": frames}
+
+
+def dance_json(kind: str, num_frames: int = DANCE_FRAMES, width: int = 512, height: int = 768) -> dict:
+    return pose_json(kind, [i / FPS for i in range(num_frames)], width, height, FPS)
 
 
 # ---------------------------------------------------------------------- drawing
@@ -216,9 +222,17 @@ def draw_character(body: np.ndarray, hands: np.ndarray, width: int, height: int,
     return image.resize((width, height), Image.LANCZOS)
 
 
-def character_image(style_name: str, width: int = 384, height: int = 576):
+CHARACTER_SIZE = (384, 576)
+
+
+def character_image(style_name: str, width: int = CHARACTER_SIZE[0], height: int = CHARACTER_SIZE[1]):
     body, hands = figure_points("rest", 0.0, width, height)
     return draw_character(body, hands, width, height, STYLES[style_name])
+
+
+def character_json(width: int = CHARACTER_SIZE[0], height: int = CHARACTER_SIZE[1]) -> dict:
+    """The keypoints `character_image` is drawn from: a reference keypoint file (one frame, no frame rate)."""
+    return pose_json("rest", [0.0], width, height, None)
 
 
 # ---------------------------------------------------------------------- audio
@@ -250,15 +264,19 @@ def make_examples(directory: str | os.PathLike) -> list[str]:
     """Writes every example file into `directory`; returns their paths."""
     os.makedirs(directory, exist_ok=True)
     written = []
+    def write_json(name: str, document: dict) -> None:
+        path = os.path.join(directory, name)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(document, f, separators=(",", ":"))
+        written.append(path)
+
     for name in STYLES:
         path = os.path.join(directory, f"ref_{name}.png")
         character_image(name).save(path, optimize=True)
         written.append(path)
+        write_json(f"ref_{name}.json", character_json())  # its keypoints, so no example needs the detector on it
     for kind in ("wave", "sway"):
-        path = os.path.join(directory, f"dance_{kind}.json")
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(dance_json(kind), f, separators=(",", ":"))
-        written.append(path)
+        write_json(f"dance_{kind}.json", dance_json(kind))
     width, height = 288, 432
     frames = []
     for i in range(DANCE_FRAMES):

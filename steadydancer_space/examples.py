@@ -1,5 +1,6 @@
 """The example gallery: which drawn character goes with which dance and prompt. The files themselves are made by
-`examples/make_examples.py` (no third-party media)."""
+`examples/make_examples.py` (no third-party media). Each character ships its keypoints (drawn from a known skeleton),
+so no example depends on the detector reading a drawing."""
 
 from dataclasses import dataclass
 
@@ -12,16 +13,17 @@ class Example:
     prompt: str
     label: str
     num_frames: int = 49
+    reference_keypoints: str | None = None  # the reference's pose (JSON, one frame), given instead of detected
 
 
 EXAMPLES = (
     Example("ref_red_dress.png", None, "dance_wave.json",
             "A cartoon woman in a red dress waves her arms overhead and sways, plain studio background.",
-            "Red dress + waving (keypoints)"),
+            "Red dress + waving (keypoints)", reference_keypoints="ref_red_dress.json"),
     Example("ref_blue_hoodie.png", "drive_groove_beat.mp4", None,
             "A cartoon man in a blue hoodie grooves to the beat, bouncing, plain studio background.",
-            "Blue hoodie + groove (video with a beat)"),
+            "Blue hoodie + groove (video with a beat)", reference_keypoints="ref_blue_hoodie.json"),
     Example("ref_green_suit.png", None, "dance_sway.json",
             "A cartoon person in a green jumpsuit steps side to side swinging the arms, plain studio background.",
-            "Green jumpsuit + side steps (keypoints)"),
+            "Green jumpsuit + side steps (keypoints)", reference_keypoints="ref_green_suit.json"),
 )

@@ -17,13 +17,14 @@ from steadydancer.pose import Pose, PoseDetection, PoseSequence, PreparedPoses, 
 from steadydancer.sizing import generation_size
 
 from .request import AnimationRequest, PoseOptions
-from .uploads import Limits, check_driving_video, check_keypoint_file, check_reference_image
+from .uploads import REFERENCE_KEYPOINTS, Limits, check_driving_video, check_keypoint_file, check_reference_image
 from .uploads import load_keypoints as _load_keypoints
-from .uploads import load_reference_image
+from .uploads import load_reference_image, load_reference_keypoints
 
 # A reference enlarged this much (or more) to the generation size gets a warning: the result will be blurry.
 SMALL_REFERENCE_SCALE = 4
 FAKE_POSES_NOTE = "The poses are FAKE: tiny mode uses a stand-in detector that ignores what the images show."
+REFERENCE_KEYPOINTS_NOTE = "The reference's pose comes from the reference keypoint file; the detector did not run on the photo."
 
 
 @dataclass
@@ -33,6 +34,7 @@ class PoseStep:
     driving_video: str | None  # the video the audio comes from (None for keypoint input)
     options: PoseOptions
     warnings: list[str]
+    reference_from_keypoints: bool = False  # the reference's pose was given (the detector did not run on the photo)
 
     @property
     def lead_in_seconds(self) -> float:
@@ -100,6 +102,9 @@ def pose_warnings(prepared: PreparedPoses, synthetic: bool, reference_people: in
                   reference_size: tuple[int, int] | None = None) -> list[str]:
     """Warnings for people; `reference_size`: the uploaded reference's (height, width)."""
     notes = []
+    if _outside_frame(prepared.reference_pose):  # only a given pose can be: the detector's lie in the photo
+        notes.append(f"The {REFERENCE_KEYPOINTS}'s pose lies mostly outside the photo; check that its keypoints are "
+                     "fractions of the photo (0 to 1) and made for this photo.")
     if synthetic:
         notes.append(FAKE_POSES_NOTE)
     if reference_people is not None and reference_people > 1:
@@ -209,21 +214,26 @@ def run_pose_step(
         check_keypoint_file(job.keypoints, limits)
     else:
         check_driving_video(job.driving_video, limits)
+    if job.reference_keypoints:
+        check_keypoint_file(job.reference_keypoints, limits, REFERENCE_KEYPOINTS)
     motion = job.keypoints or job.driving_video
-    key = (_digest(job.reference), _digest(motion), bool(job.keypoints), job.pose, max_area, id(detector))
+    key = (_digest(job.reference), _digest(motion), bool(job.keypoints), _digest(job.reference_keypoints), job.pose,
+           max_area, id(detector))
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
 
     reference = load_reference_image(job.reference, limits)  # writable: torch warns on read-only arrays
     height, width = generation_size(reference.shape[0], reference.shape[1], max_area)
     driving = load_keypoints(job.keypoints, limits) if job.keypoints else job.driving_video
+    # Given keypoints replace the detection on the photo (a drawn character, a pose the detector cannot read).
+    reference_pose = load_reference_keypoints(job.reference_keypoints, limits) if job.reference_keypoints else None
     options = job.pose
     choices = dict(fps=OUTPUT_FPS if options.real_time else None, align=options.align,
                    smooth_start_frames=options.smooth_start_frames, auto_start=options.auto_start)
     if options.fidelity != "default":  # the released CLI's choices replace the visitor's
         choices.update(get_fidelity_mode(options.fidelity).pose_kwargs())
     prepared = prepare_poses(reference, driving, detector=detector, width=width, height=height,
-                             num_frames=options.num_frames, progress=progress, **choices)
+                             num_frames=options.num_frames, reference_pose=reference_pose, progress=progress, **choices)
     step = PoseStep(
         reference=reference,
         prepared=prepared,
@@ -231,6 +241,7 @@ def run_pose_step(
         options=options,
         warnings=pose_warnings(prepared, getattr(detector, "is_synthetic", False), prepared.reference_people,
                                prepared.driving_people, reference.shape[:2]),
+        reference_from_keypoints=reference_pose is not None,
     )
     if cache is not None:
         cache.put(key, step)

@@ -193,10 +193,11 @@ class AnimationRequest:
     keypoints: str | None = None  # wins over the video when given
     pose: PoseOptions = PoseOptions()
     sampler: SamplerOptions = SamplerOptions()
+    reference_keypoints: str | None = None  # the reference's pose, instead of detecting it on the photo
 
     def recipe(self) -> dict:
         """The API values (besides the files) that make this job again: `client.predict(reference=...,
-        driving_video=..., keypoints=..., **recipe, api_name="/animate")`."""
+        driving_video=..., keypoints=..., **recipe, reference_keypoints=..., api_name="/animate")`."""
         pose, sampler = self.pose, self.sampler
         return {
             "prompt": sampler.prompt, "negative_prompt": sampler.negative_prompt or "",

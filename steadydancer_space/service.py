@@ -25,7 +25,7 @@ from .calibration import load_calibration
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
 from .faults import FaultPlan, GpuStats
 from .guard import GenerationCancelled, free_accelerator_memory
-from .poses import PoseStep, PoseStepCache, overlay, run_pose_step
+from .poses import REFERENCE_KEYPOINTS_NOTE, PoseStep, PoseStepCache, overlay, run_pose_step
 from .request import POSE_PARAMETERS, AnimationRequest, PoseOptions, SamplerOptions, number_fields
 from .runtime import TINY_NOTICE, Runtime
 from .uploads import InputError, reference_size
@@ -180,12 +180,13 @@ class AnimationService:
     def tiny(self) -> bool:
         return self.runtime.tiny
 
-    def request(self, reference=None, driving_video=None, keypoints=None, *, random_seed=None,
-                **values) -> AnimationRequest:
+    def request(self, reference=None, driving_video=None, keypoints=None, *, reference_keypoints=None,
+                random_seed=None, **values) -> AnimationRequest:
         """An `AnimationRequest` from API values (by API parameter name; absent ones take their defaults)."""
         pose = PoseOptions.parse(self.fields, **{k: values.pop(k) for k in POSE_PARAMETERS if k in values})
         sampler = SamplerOptions.parse(self.fields, self.limits, random_seed=random_seed, **values)
-        return AnimationRequest(reference or None, driving_video or None, keypoints or None, pose, sampler)
+        return AnimationRequest(reference or None, driving_video or None, keypoints or None, pose, sampler,
+                                reference_keypoints or None)
 
     @staticmethod
     def sampler_for(job: AnimationRequest) -> SamplerOptions:
@@ -366,6 +367,8 @@ class AnimationService:
             + f"; the clip starts at {p.start_time:.2f} s (frame {p.start_index + 1}), aligned on frame "
             f"{p.align_index + 1}."
         )
+        if step.reference_from_keypoints:
+            lines.append(REFERENCE_KEYPOINTS_NOTE)
         if p.transition.any():
             lines.append(f"The first {int(p.transition.sum())} frames move smoothly from the reference's own pose.")
         if step.driving_video and p.video_info is not None and p.video_info.has_audio:
@@ -605,6 +608,8 @@ class AnimationService:
             f"motion {'real time' if options.real_time else 'every frame'}"
             + (", the released command line's behaviour." if options.fidelity == "released" else ".")
         )
+        if step.reference_from_keypoints:
+            lines.append(REFERENCE_KEYPOINTS_NOTE)
         lines.append("Time: " + ", ".join(f"{stage} {format_seconds(seconds)}" for stage, seconds in timings.items())
                      + f" ({format_seconds(sum(timings.values()))} in all).")
         lines += [f"Warning: {w}" for w in step.warnings]

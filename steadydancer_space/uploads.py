@@ -12,6 +12,7 @@ messages never contain server paths.
 import json
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,26 +217,29 @@ def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = 
     _check_aspect(width, height, "driving video", limits)
 
 
-def check_keypoint_file(path: str | os.PathLike | None, limits: Limits | None = None) -> Path:
+# The two keypoint files a request may bring, as messages name them (API parameters `keypoints`, `reference_keypoints`).
+KEYPOINTS = "keypoint file"
+REFERENCE_KEYPOINTS = "reference keypoint file"
+
+
+def check_keypoint_file(path: str | os.PathLike | None, limits: Limits | None = None, what: str = KEYPOINTS) -> Path:
     limits = limits or Limits()
-    path = _check_file(path, "keypoint file", limits, limits.max_keypoint_bytes)
+    path = _check_file(path, what, limits, limits.max_keypoint_bytes)
     kind, name = sniff(path)
     if kind in ("image", "video"):
-        raise KeypointFileError(f"The keypoint file is not JSON: it is {'an image' if kind == 'image' else 'a video'} ({name}). "
-                         "Give a keypoint JSON (schema in steadydancer/pose/keypoints.py), or the video as the driving "
-                         "video.")
+        instead = ", or the video as the driving video" if what == KEYPOINTS else ""
+        raise KeypointFileError(f"The {what} is not JSON: it is {'an image' if kind == 'image' else 'a video'} ({name}). "
+                         f"Give a keypoint JSON (schema in steadydancer/pose/keypoints.py){instead}.")
     if kind != "json":
-        raise KeypointFileError("The keypoint file is not JSON; see the schema in steadydancer/pose/keypoints.py.")
+        raise KeypointFileError(f"The {what} is not JSON; see the schema in steadydancer/pose/keypoints.py.")
     return path
 
 
-# Keypoints are normalised to their frame (0..1, -1 for a missing point); far outside it they are not a pose.
-MAX_KEYPOINT_COORDINATE = 100.0
 MAX_KEYPOINT_FRAME_SIDE = 16384
 
 
-def _reject_constant(name: str):
-    raise KeypointFileError(f"The keypoint file contains {name}; JSON numbers must be finite (use -1 for missing points).")
+def _reject_constant(name: str, what: str):
+    raise KeypointFileError(f"The {what} contains {name}; JSON numbers must be finite (use -1 for missing points).")
 
 
 def _parse_int(text: str) -> int | float:
@@ -244,22 +248,22 @@ def _parse_int(text: str) -> int | float:
     return int(text) if len(text) <= 300 else float(text)
 
 
-def load_keypoints(path: str | os.PathLike | None, limits: Limits | None = None):
+def load_keypoints(path: str | os.PathLike | None, limits: Limits | None = None, what: str = KEYPOINTS):
     """A validated keypoint JSON file as a `steadydancer.pose.PoseSequence`; `InputError` naming the problem."""
     limits = limits or Limits()
-    path = check_keypoint_file(path, limits)
+    path = check_keypoint_file(path, limits, what)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise KeypointFileError("The keypoint file is not UTF-8 text, so it is not a keypoint JSON.") from None
+        raise KeypointFileError(f"The {what} is not UTF-8 text, so it is not a keypoint JSON.") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+        data = json.loads(text, parse_constant=lambda name: _reject_constant(name, what), parse_int=_parse_int)
     except json.JSONDecodeError as error:
-        raise KeypointFileError(f"The keypoint file is not valid JSON (line {error.lineno}, column {error.colno}: "
+        raise KeypointFileError(f"The {what} is not valid JSON (line {error.lineno}, column {error.colno}: "
                          f"{error.msg}).") from None
     except RecursionError:
-        raise KeypointFileError("The keypoint file is nested too deeply to be a keypoint JSON.") from None
-    return keypoints_from_data(data, limits)
+        raise KeypointFileError(f"The {what} is nested too deeply to be a keypoint JSON.") from None
+    return keypoints_from_data(data, limits, what)
 
 
 def _check_frame_size(data, where: str) -> None:
@@ -271,12 +275,34 @@ def _check_frame_size(data, where: str) -> None:
                                         f"{MAX_KEYPOINT_FRAME_SIDE}), got {value:.6g}.")
 
 
-def keypoints_from_data(data, limits: Limits | None = None):
+def load_reference_keypoints(path: str | os.PathLike | None, limits: Limits | None = None):
+    """A validated reference keypoint JSON (the same schema, one frame) as a `steadydancer.pose.Pose`."""
+    from steadydancer.pose import reference_pose_from
+
+    sequence = load_keypoints(path, limits, REFERENCE_KEYPOINTS)
+    with _schema_errors(REFERENCE_KEYPOINTS):
+        return reference_pose_from(sequence, REFERENCE_KEYPOINTS)
+
+
+@contextmanager
+def _schema_errors(where: str):
+    """The pose package's errors about a file's content as `KeypointFileError`s (their messages name the field)."""
+    from steadydancer.pose import PoseError
+
+    try:
+        yield
+    except PoseError as error:  # e.g. "keypoint file.frames[3].body: ..."
+        raise KeypointFileError(f"{error}.".replace("..", ".")) from None
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as error:
+        raise KeypointFileError(f"The {where} does not match the schema ({type(error).__name__}); see "
+                         "steadydancer/pose/keypoints.py.") from None
+
+
+def keypoints_from_data(data, limits: Limits | None = None, where: str = KEYPOINTS):
     """`PoseSequence.from_dict` for data nobody checked: every failure becomes an `InputError` naming the field."""
     from steadydancer.pose import PoseSequence
 
     limits = limits or Limits()
-    where = "keypoint file"
     if not isinstance(data, dict):
         raise KeypointFileError(f"The {where} must hold one JSON object with \"format\": \"steadydancer.pose_sequence\"; "
                          f"it holds a {type(data).__name__}.")
@@ -289,22 +315,8 @@ def keypoints_from_data(data, limits: Limits | None = None):
             raise KeypointFileError(f"The {where} has {len(frames)} frames; at most {limits.max_keypoint_frames} are accepted.")
         for index, frame in enumerate(frames):  # a frame may declare its own size
             _check_frame_size(frame, f"{where}.frames[{index}]")
-    try:
-        sequence = PoseSequence.from_dict(data, where=where)
-    except PoseFormatError as error:  # its messages name the field ("keypoint file.frames[3].body: ...")
-        raise KeypointFileError(f"{error}.".replace("..", ".")) from None
-    except (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError) as error:
-        raise KeypointFileError(f"The {where} does not match the schema ({type(error).__name__}); see "
-                         "steadydancer/pose/keypoints.py.") from None
-    for index, pose in enumerate(sequence.poses):
-        for part, values in (("body", pose.body), ("hands", pose.hands), ("face", pose.face)):
-            worst = float(np.abs(values).max()) if values.size else 0.0
-            if worst > MAX_KEYPOINT_COORDINATE:
-                raise KeypointFileError(
-                    f"{where}.frames[{index}].{part}: coordinates are fractions of the frame (about 0 to 1, -1 for a "
-                    f"missing point); got {worst:g}."
-                )
-    return sequence
+    with _schema_errors(where):
+        return PoseSequence.from_dict(data, where=where)
 
 
 def check_prompt(prompt: str | None, limits: Limits | None = None, what: str = "prompt") -> str:

@@ -203,3 +203,24 @@ def test_keypoint_examples_outlive_the_cache_sweep_and_other_instances(app, page
     page.get_by_text("Red dress + waving (keypoints)").click()
     _animate_and_wait_for_a_new_result(page)
     assert not page.errors, page.errors
+
+
+def test_a_new_photo_clears_the_reference_keypoints(page):
+    """The example gave its character's keypoints: their box is open and shows the file, and the pose report says the
+    detector did not run on the photo. A photo uploaded afterwards clears them (keypoints belong to their photo)."""
+    import time
+
+    page.get_by_text("Blue hoodie + groove (video with a beat)").click()
+    _video_state(page, "Result (TINY MODE: noise)")
+    keypoints_file = page.locator('[aria-label="ref_blue_hoodie.json"]')  # the file's row in its box
+    keypoints_file.first.wait_for(timeout=30_000)
+    assert keypoints_file.first.is_visible()
+    assert page.get_by_text("the detector did not run on the photo", exact=False).first.is_visible()
+    photo = page.locator(".block").filter(has=page.get_by_text("Reference image", exact=True)).last
+    photo.locator("input[type=file]").set_input_files(str(REPO / "examples" / "ref_green_suit.png"))
+    deadline = time.time() + 30
+    while time.time() < deadline and keypoints_file.count():
+        time.sleep(0.2)
+    page.screenshot(path=str(OUTPUT / "app_new_photo.png"), full_page=True)
+    assert keypoints_file.count() == 0
+    assert not page.errors, page.errors

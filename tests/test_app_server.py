@@ -224,6 +224,58 @@ def test_errors_reach_the_visitor(client):
         client.predict(*bad_window, api_name="/animate")
 
 
+def shifted_keypoints(path, dx):
+    """A copy of a reference keypoint file with every present point moved right by `dx` (fractions of the photo)."""
+    data = json.loads((EXAMPLES / "ref_red_dress.json").read_text())
+    data["frames"][0]["body"] = [[x + dx, y] if x >= 0 else [x, y] for x, y in data["frames"][0]["body"]]
+    data["frames"][0].pop("hands")
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_reference_keypoints_replace_a_detection_that_finds_nobody(client, tmp_path):
+    """A photo the detector cannot read (tiny mode's stand-in finds no figure on a plain image, as DWPose finds no
+    person there): without its keypoints both endpoints refuse it; with them (`reference_keypoints`, the last
+    parameter) both succeed, the reports say the detector did not run on the photo, and the poses follow the given
+    keypoints: moved right by a tenth of the photo, the aligned pose drawn over it moves right by as much (its left
+    edge, kept inside the frame by a first shift: the dance's hands reach beyond the photo's left side)."""
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    import numpy as np
+
+    photo = tmp_path / "unreadable.png"
+    grey = (200, 200, 200)
+    Image.new("RGB", (384, 576), grey).save(photo)
+    extract_args = [handle_file(str(photo)), None, handle_file(str(EXAMPLES / "dance_wave.json")), PAPER, 5,
+                    REAL_TIME, True, False, 8, False, "default"]
+    animate_photo = animate_args(photo, keypoints=EXAMPLES / "dance_wave.json", frames=5, steps=1)
+    for args, api_name in ((extract_args, "/extract_poses"), (animate_photo, "/animate")):
+        with pytest.raises(AppError, match="No person was found in the reference image"):
+            client.predict(*args, api_name=api_name)
+
+    def pose_left_x(alignment):  # first column the pose is drawn on (the photo is plain grey)
+        pixels = np.asarray(Image.open(alignment).convert("RGB")).astype(int)
+        drawn = np.abs(pixels - grey).max(axis=-1) > 30
+        return np.nonzero(drawn)[1].min(), pixels.shape[1]
+
+    lefts = []
+    for dx in (0.1, 0.2):
+        given = handle_file(str(shifted_keypoints(tmp_path / f"ref_{dx}.json", dx)))
+        _, alignment, report, *_ = client.predict(*extract_args, given, api_name="/extract_poses")
+        assert "the detector did not run on the photo" in report and "outside the photo" not in report
+        lefts.append(pose_left_x(alignment))
+    (x0, width), (x1, _) = lefts
+    assert abs((x1 - x0) - 0.1 * width) <= 1, (x0, x1, width)
+    video, _, _, report, *_ = client.predict(*animate_photo, given, api_name="/animate")
+    assert probe_mp4(video).num_frames == 5 and "the detector did not run on the photo" in report
+
+    # Keypoints far outside the photo (pixels given by mistake would be refused; these are fractions, but off it).
+    outside = handle_file(str(shifted_keypoints(tmp_path / "ref_outside.json", 3.0)))
+    *_, report, _, _ = client.predict(*extract_args, outside, api_name="/extract_poses")
+    assert "pose lies mostly outside the photo" in report
+
+
 def test_estimate_endpoint(client):
     reference = handle_file(str(EXAMPLES / "ref_red_dress.png"))
     quality = client.predict(reference, PAPER, 81, 40, 5.0, 1.0, 0.1, 0.4, "quality", api_name="/estimate")

@@ -10,6 +10,7 @@ import pytest
 from steadydancer.scheduling import pose_guidance_steps, transformer_passes
 from steadydancer_space import estimate as duration
 from steadydancer_space.config import AppConfig, parse_config
+from steadydancer_space.examples import EXAMPLES
 from steadydancer.video_io import AudioClip, delayed, probe_mp4, read_audio, write_mp4
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,13 +106,15 @@ def test_frame_ranges_and_warnings():
     far.body[far.body_present] += 3.0  # three frame widths to the right: keypoints given in the wrong unit
     driving = PoseSequence([pose, far, far, pose], 48, 64, 16)
     prepared = SimpleNamespace(lost=np.array([0, 1, 1, 0, 1], bool), padded=np.array([0, 0, 0, 1, 1], bool),
-                               num_frames=5, driving_poses=driving, height=512, width=384)
+                               num_frames=5, driving_poses=driving, height=512, width=384, reference_pose=pose)
     notes = pose_warnings(prepared, synthetic=True, driving_people=np.array([1, 2, 2, 1]), reference_size=(64, 48))
     assert "FAKE" in notes[0] and "2 of 4 driving frames show several people (2-3)" in notes[1]
     assert "lost in 3 of 5 frames (2-3, 5)" in notes[2] and "4-5 repeat" in notes[3]
     assert "2 of 4 driving poses lie mostly outside their frame (2-3)" in notes[4]
     assert "only 48x64: it is enlarged 8x to 384x512" in notes[5]
     assert len(pose_warnings(prepared, synthetic=False, reference_size=(512, 384))) == 3  # lost, padded, outside
+    prepared.reference_pose = far  # given keypoints off the photo
+    assert "reference keypoint file's pose lies mostly outside the photo" in pose_warnings(prepared, False)[0]
 
 
 def test_pose_step_cache_and_errors(tmp_path):
@@ -331,3 +334,27 @@ def test_audio_placed_hours_after_the_video_costs_nothing(tmp_path):
         tracemalloc.stop()
     assert clips == (None, None)  # no audio within the clip, nor within the 10-minute bound
     assert peak < 64 * 2**20
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.label)
+def test_no_example_needs_the_detector_on_its_drawing(example):
+    """Each example gives its character's keypoints: the detector only ever sees driving video frames, one call each,
+    and the reference pose is the skeleton the character is drawn from (`examples/make_examples.py`)."""
+    from steadydancer.pose import SyntheticPoseDetector, load_reference_pose
+    from steadydancer_space.poses import run_pose_step
+    from steadydancer_space.request import AnimationRequest, PoseOptions
+
+    calls = []
+    synthetic = SyntheticPoseDetector(animate=True)
+
+    def detector(image):
+        calls.append(image.shape)
+        return synthetic(image)
+
+    files = [str(REPO / "examples" / name) if name else None
+             for name in (example.reference, example.video, example.keypoints, example.reference_keypoints)]
+    job = AnimationRequest(*files[:3], pose=PoseOptions(num_frames=9), reference_keypoints=files[3])
+    step = run_pose_step(detector, job, 128 * 96)
+    assert step.reference_from_keypoints and len(calls) == (len(step.prepared.driving_poses) if example.video else 0)
+    given = load_reference_pose(files[3])
+    np.testing.assert_allclose(step.prepared.reference_pose.body, given.body)

@@ -174,3 +174,42 @@ def test_sequence_frame_rate_is_bounded_before_use(fps):
 def test_resampling_is_bounded_by_the_count_asked_for():
     times = np.arange(3, dtype=np.float64) * 1e9  # three poses a billion seconds apart
     assert len(resample_indices(times, 16.0, max_count=81)) == 81
+
+
+# ---------------------------------------------------------------------- a reference's keypoints
+def test_reference_pose_loads_from_one_frame_of_the_schema(tmp_path):
+    from steadydancer.pose import load_reference_pose
+
+    pose = random_pose(np.random.default_rng(2), 384, 576)
+    PoseSequence([pose], 384, 576).save(tmp_path / "ref.json")
+    assert_same_pose(load_reference_pose(tmp_path / "ref.json"), pose)
+
+
+@pytest.mark.parametrize("frames,match", [
+    (2, r"reference_pose: expected one frame \(the reference image's pose\), got 2"),
+    ([Pose.empty(64, 64)], r"reference_pose: no body point is present"),
+    ("no neck", r"reference_pose: the neck \(body\[1\], between the shoulders\) is missing"),
+])
+def test_reference_pose_errors_name_the_parameter(tmp_path, frames, match):
+    from steadydancer.pose import NoPersonInReferenceError, load_reference_pose
+
+    rng = np.random.default_rng(3)
+    if frames == "no neck":
+        frames = [random_pose(rng, 64, 64, missing=(1,))]
+    elif isinstance(frames, int):
+        frames = [random_pose(rng, 64, 64) for _ in range(frames)]
+    PoseSequence(frames, 64, 64).save(tmp_path / "ref.json")
+    with pytest.raises((PoseFormatError, NoPersonInReferenceError), match=match):
+        load_reference_pose(tmp_path / "ref.json", where="reference_pose")
+
+
+@pytest.mark.parametrize("value,match", [(1e9, "coordinates are fractions of the frame.*got 1e\\+09"),
+                                         (float("inf"), "contains NaN or infinity")])
+def test_reference_coordinates_are_finite_and_bounded(tmp_path, value, match):
+    from steadydancer.pose import load_reference_pose
+
+    data = _seq()
+    data["frames"][0]["body"][3] = [value, 0.5]
+    (tmp_path / "ref.json").write_text(json.dumps(data))  # json writes inf as Infinity, which Python reads back
+    with pytest.raises(PoseFormatError, match=r"ref\.json\.frames\[0\]\.body: " + match):
+        load_reference_pose(tmp_path / "ref.json")

@@ -307,3 +307,30 @@ def test_default_size_comes_from_the_reference_aspect():
     ref = np.zeros((720, 480, 3), np.uint8)
     out = prepare_poses(ref, driving_sequence(BRIGHT), detector=SYNTH, num_frames=1)
     assert (out.height, out.width) == generation_size(720, 480)
+
+
+def test_a_given_reference_pose_is_not_detected_on_the_photo(tmp_path):
+    """A reference the detector cannot read: with its pose given, the detector only sees driving frames."""
+    from steadydancer.pose import load_reference_pose
+    from steadydancer.video_io import write_mp4
+
+    photo = np.full((H, W, 3), 77, np.uint8)  # a grey no frame of the video has
+    seen = []
+
+    def blind_on_the_photo(image):
+        seen.append(image)
+        if np.all(image == 77):
+            return Pose.empty(image.shape[1], image.shape[0])
+        return SYNTH(image)
+
+    video = write_mp4(tmp_path / "drive.mp4", np.stack([np.full((96, 160, 3), b, np.uint8) for b in BRIGHT]), 16)
+    with pytest.raises(NoPersonInReferenceError, match="no person was found in the reference image"):
+        prepare_poses(photo, video, detector=blind_on_the_photo, width=W, height=H, num_frames=5)
+    given = SYNTH(np.zeros((H // 2, W // 2, 3), np.uint8))  # normalised to a smaller image of the same aspect
+    PoseSequence([given], W // 2, H // 2).save(tmp_path / "ref.json")
+    seen.clear()
+    out = prepare_poses(photo, video, detector=blind_on_the_photo, width=W, height=H, num_frames=5,
+                        reference_pose=load_reference_pose(tmp_path / "ref.json"))
+    assert len(seen) == len(out.driving_poses) and not any(np.all(image == 77) for image in seen)
+    np.testing.assert_array_equal(out.reference_pose.body, given.body)  # the given pose, at the generation size
+    assert (out.reference_pose.width, out.reference_pose.height) == (W, H) and out.reference_people is None

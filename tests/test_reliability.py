@@ -286,7 +286,7 @@ def animate_args(reference=EXAMPLES / "ref_red_dress.png", video=None, keypoints
                 negative_prompt="", resolution=PAPER, num_frames=frames, motion=REAL_TIME, align_to_reference=True,
                 smooth_start=False, smooth_start_frames=4, auto_start=False, guidance_scale=5.0,
                 pose_guidance_scale=1.0, window_start=0.1, window_end=0.4, steps=steps, shift=5.0, seed=seed,
-                randomize_seed=False, fidelity="default", preset="custom")
+                randomize_seed=False, fidelity="default", preset="custom", reference_keypoints=None)
     args.update(overrides)
     return list(args.values())
 
@@ -309,7 +309,7 @@ def expect_error(call, pattern: str) -> str:
 ANIMATE_PARAMS = [
     "reference", "driving_video", "keypoints", "prompt", "negative_prompt", "resolution", "num_frames", "motion", "align_to_reference", "smooth_start",
     "smooth_start_frames", "auto_start", "guidance_scale", "pose_guidance_scale", "window_start", "window_end",
-    "steps", "shift", "seed", "randomize_seed", "fidelity", "preset"]
+    "steps", "shift", "seed", "randomize_seed", "fidelity", "preset", "reference_keypoints"]
 
 
 @pytest.fixture(scope="module")
@@ -398,6 +398,37 @@ def test_a_keypoint_file_at_a_tiny_fps_is_refused_at_once_and_the_next_request_s
     assert_clean(str(info.value))
     assert re.search(r"Keypoint file\.fps: expected a frame rate between 1 ", str(info.value))
     valid_request_succeeds(client, frames=5, seed=3)
+
+
+def _reference_keypoints(pose_frames):
+    good = json.loads((EXAMPLES / "ref_red_dress.json").read_text())
+    return json.dumps({**good, "frames": pose_frames(good["frames"][0])}).encode()
+
+
+BAD_REFERENCE_KEYPOINTS = [
+    # (what, file content, message)
+    ("not JSON", (EXAMPLES / "ref_red_dress.png").read_bytes(), r"reference keypoint file is not JSON: it is an image"),
+    ("empty", b"", r"reference keypoint file is empty \(0 bytes\)"),
+    ("invalid JSON", b'{"format": ', r"reference keypoint file is not valid JSON \(line 1"),
+    ("a driving clip's keypoints", (EXAMPLES / "dance_wave.json").read_bytes(),
+     r"Reference keypoint file: expected one frame \(the reference image's pose\), got 96"),
+    ("no neck", _reference_keypoints(lambda f: [{**f, "body": [[-1, -1] if i == 1 else p for i, p in
+                                                             enumerate(f["body"])]}]),
+     r"Reference keypoint file: the neck \(body\[1\], between the shoulders\) is missing"),
+    ("pixels, not fractions", _reference_keypoints(lambda f: [{**f, "body": [[x * 384, y * 576] for x, y in f["body"]]}]),
+     r"Reference keypoint file\.frames\[0\]\.body: coordinates are fractions of the frame"),
+]
+
+
+@pytest.mark.parametrize("what,content,message", BAD_REFERENCE_KEYPOINTS, ids=[c[0] for c in BAD_REFERENCE_KEYPOINTS])
+def test_bad_reference_keypoints_get_clear_messages(client, tmp_path, what, content, message):
+    """`reference_keypoints`, the last parameter of both endpoints."""
+    path = tmp_path / "reference.json"
+    path.write_bytes(content)
+    given = handle_file(str(path))
+    expect_error(lambda: extract(client, EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json",
+                                 fidelity="default", reference_keypoints=given), message)
+    expect_error(lambda: client.predict(*animate_args(reference_keypoints=given), api_name="/animate"), message)
 
 
 def test_over_the_upload_limit_is_refused(app, client, media):

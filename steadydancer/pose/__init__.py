@@ -27,7 +27,15 @@ from .errors import (
 )
 from .fixture_check import CheckLine, verify_pose_fixture
 from .image import load_image
-from .keypoints import BODY_NAMES, KEYPOINT_THRESHOLD, Pose, PoseSequence
+from .keypoints import (
+    BODY_NAMES,
+    KEYPOINT_THRESHOLD,
+    Pose,
+    PoseSequence,
+    check_reference_pose,
+    load_reference_pose,
+    reference_pose_from,
+)
 from .negative import Perturbation, negative_poses, perturb_pose, sample_perturbations
 from .prepare import PreparedPoses, prepare_poses
 from .render import PoseModelInputs, draw_pose, pose_model_inputs, render_pose_pixels, render_poses
@@ -48,7 +56,8 @@ from .video import (
 
 __all__ = [
     # keypoints and JSON
-    "BODY_NAMES", "KEYPOINT_THRESHOLD", "Pose", "PoseSequence",
+    "BODY_NAMES", "KEYPOINT_THRESHOLD", "Pose", "PoseSequence", "check_reference_pose", "load_reference_pose",
+    "reference_pose_from",
     # detection
     "DETECTOR_FILE", "DWPOSE_REPO", "POSE_FILE", "DWPoseDetector", "PoseDetection", "PoseDetector",
     "PoseTracker", "SyntheticPoseDetector", "WholeBody",

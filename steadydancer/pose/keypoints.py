@@ -27,6 +27,12 @@ JSON schema (``PoseSequence.save`` / ``PoseSequence.load``)::
       ]
     }
 
+A reference's pose (:func:`load_reference_pose`) uses this same schema with exactly one frame, normalised to the
+reference image; a file of several frames is refused (it is most likely a driving clip's keypoints).
+
+Coordinates are fractions of the frame: a point beyond ``MAX_COORDINATE`` (100) in any direction is refused, as is
+NaN or infinity.
+
 A single pose (``Pose.save`` / ``Pose.load``) is one frame object with ``"format":
 "steadydancer.pose"``, ``"version"``, ``"width"`` and ``"height"`` added. For
 convenience a frame may also use the released code's key names (``candidate``, nested
@@ -43,7 +49,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import PoseFormatError
+from .errors import NoPersonInReferenceError, PoseFormatError
 
 NUM_BODY = 18
 NUM_HAND = 21
@@ -74,6 +80,9 @@ NUM_WHOLEBODY = 133
 NECK_SHOULDER_THRESHOLD = 0.3
 # Keypoints at or below this confidence are missing (released SteadyDancer preprocessing).
 KEYPOINT_THRESHOLD = 0.35
+
+# Keypoints are fractions of their frame (-1: missing); far beyond it they are no pose (pixels given by mistake).
+MAX_COORDINATE = 100.0
 
 SEQUENCE_FORMAT = "steadydancer.pose_sequence"
 POSE_FORMAT = "steadydancer.pose"
@@ -266,6 +275,11 @@ class Pose:
         if face.shape != (NUM_FACE, 2):
             raise PoseFormatError(f"{where}.face: expected 68 [x, y] pairs, got shape {list(face.shape)}")
 
+        for part, values in (("body", body), ("hands", hands), ("face", face)):
+            worst = float(np.abs(values).max())
+            if worst > MAX_COORDINATE:
+                raise PoseFormatError(f"{where}.{part}: coordinates are fractions of the frame (about 0 to 1, -1 for a "
+                                      f"missing point); got {worst:g}")
         scores = {}
         for name, shape in (("body_scores", (NUM_BODY,)), ("hand_scores", (2, NUM_HAND)),
                             ("face_scores", (NUM_FACE,))):
@@ -366,6 +380,42 @@ class PoseSequence:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PoseSequence":
         return cls.from_dict(_read_json(path), where=str(path))
+
+
+def check_reference_pose(pose: Pose, where: str | None = None) -> None:
+    """Raises :class:`NoPersonInReferenceError` unless ``pose`` can be aligned to: a person with a neck.
+
+    ``where`` names a pose that was given (a file, an argument); None: it was detected in the reference image.
+    """
+    if pose.is_empty:
+        raise NoPersonInReferenceError(
+            f"{where}: no body point is present (every one is [-1, -1])" if where else
+            "no person was found in the reference image; use a photo where one person is clearly visible")
+    if not pose.body_present[NECK]:
+        raise NoPersonInReferenceError(
+            f"{where}: the neck (body[1], between the shoulders) is missing; the alignment measures from it"
+            if where else "the person in the reference image has no visible shoulders; use a photo showing at "
+            "least the upper body")
+
+
+def reference_pose_from(sequence: PoseSequence, where: str = "reference pose") -> Pose:
+    """The reference's pose from a sequence of exactly one frame (the driving keypoints' schema), checked by
+    :func:`check_reference_pose`. Several frames are refused rather than guessed from: such a file is most likely a
+    driving clip's keypoints. Raises :class:`PoseFormatError` or :class:`NoPersonInReferenceError` naming ``where``.
+    """
+    if len(sequence) != 1:
+        raise PoseFormatError(f"{where}: expected one frame (the reference image's pose), got {len(sequence)}; "
+                              "a driving clip's keypoints cannot be a reference's")
+    pose = sequence[0]
+    check_reference_pose(pose, where)
+    return pose
+
+
+def load_reference_pose(path: str | os.PathLike, where: str | None = None) -> Pose:
+    """A reference's keypoint JSON (one frame of the ``PoseSequence`` schema) for ``prepare_poses(reference_pose=...)``;
+    errors name ``where`` (default: the path)."""
+    where = where or str(path)
+    return reference_pose_from(PoseSequence.from_dict(_read_json(path), where=where), where)
 
 
 # ---------------------------------------------------------------------- helpers

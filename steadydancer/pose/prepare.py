@@ -19,9 +19,9 @@ import numpy as np
 
 from .align import align_poses
 from .detector import PoseDetector
-from .errors import NoPersonInDrivingError, NoPersonInReferenceError, PoseError
+from .errors import NoPersonInDrivingError, PoseError
 from .image import ImageLike, load_image
-from .keypoints import NECK, Pose, PoseSequence
+from .keypoints import NECK, Pose, PoseSequence, check_reference_pose
 from .negative import negative_poses
 from .render import PoseModelInputs, pose_model_inputs, render_poses
 from ..sizing import DEFAULT_MAX_AREA, generation_size
@@ -134,15 +134,6 @@ class PreparedPoses:
     def duration(self) -> float:
         """Seconds the frames last at ``fps``."""
         return self.num_frames / self.fps
-
-
-def _check_reference(pose: Pose) -> None:
-    if pose.is_empty:
-        raise NoPersonInReferenceError("no person was found in the reference image; use a photo "
-                                       "where one person is clearly visible")
-    if not pose.body_present[NECK]:
-        raise NoPersonInReferenceError("the person in the reference image has no visible shoulders; "
-                                       "use a photo showing at least the upper body")
 
 
 def _detect(detector: PoseDetector, image: np.ndarray) -> tuple[Pose, int | None]:
@@ -259,7 +250,9 @@ def prepare_poses(
         auto_start: start the clip at the frame within the first ``search_range`` (resampled)
             frames whose aligned pose is closest to the reference pose.
         negative_seed: seed (or numpy Generator) of the negative-pose perturbation.
-        reference_pose: skip detection on the reference and use this pose.
+        reference_pose: the reference's pose, normalised to the reference image (e.g. from
+            :func:`~steadydancer.pose.keypoints.load_reference_pose`): the detector is not run on
+            the reference (for a drawn character or a pose the detector cannot read).
         hold_lost_frames: a frame where the person was lost repeats the nearest found pose
             (True) or stays empty, i.e. black (False, the released behaviour).
         max_lost_fraction: more lost frames than this fraction raises NoPersonInDrivingError.
@@ -298,14 +291,14 @@ def prepare_poses(
     if width is None or height is None:
         height, width = generation_size(ref_rgb.shape[0], ref_rgb.shape[1], max_area)
     width, height = int(width), int(height)
-    reference_people = None
-    if reference_pose is None:
+    reference_people, given = None, reference_pose is not None
+    if not given:
         if detector is None:
             raise PoseError("a pose detector (or reference_pose) is needed for the reference image")
         ref_resized = cv2.resize(ref_rgb, (width, height), interpolation=cv2.INTER_CUBIC)
         reference_pose, reference_people = _detect(detector, ref_resized)
     reference_pose = reference_pose.with_size(width, height)
-    _check_reference(reference_pose)
+    check_reference_pose(reference_pose, "reference_pose" if given else None)
 
     # Driving poses: read only as many frames as can be used.
     needed = None
