@@ -136,6 +136,18 @@ def _models():
     return YoloxL().eval(), RTMPoseL().eval()
 
 
+def random_detector(directory: str, **kwargs):
+    """A `DWPoseDetector` over the random-weight stand-ins written to `directory` (kwargs: device, threads)."""
+    import warnings
+
+    from steadydancer.pose.detector import DWPoseDetector
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det_path, pose_path = export_models(directory)
+    return DWPoseDetector(det_path, pose_path, **kwargs)
+
+
 def export_models(directory: str) -> tuple[str, str]:
     """Writes random-weight ``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx`` stand-ins."""
     import torch
@@ -152,9 +164,7 @@ def export_models(directory: str) -> tuple[str, str]:
 
 
 def main(argv=None) -> None:
-    import warnings
-
-    from steadydancer.pose.detector import DWPoseDetector, letterbox, resize_for_detection
+    from steadydancer.pose.detector import letterbox, resize_for_detection
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10)
@@ -165,10 +175,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as d:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            det_path, pose_path = export_models(d)
-        det = DWPoseDetector(det_path, pose_path, device=args.device, threads=args.threads)
+        det = random_detector(d, device=args.device, threads=args.threads)
         rng = np.random.default_rng(0)
         frame = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
         det(frame)  # warm-up

@@ -33,7 +33,7 @@ import numpy as np
 
 from steadydancer.pose.tracking import TRACK_MARGIN
 
-from .pose_detector import export_models
+from .pose_detector import random_detector
 
 PERSON = (0.35, 0.1, 0.65, 0.9)   # the stand-in person box, fractions of the frame (x1, y1, x2, y2)
 
@@ -100,9 +100,7 @@ def time_clip(trackers: dict, frames, count: int, baseline_every: int) -> dict:
 
 
 def main(argv=None) -> None:
-    import warnings
-
-    from steadydancer.pose.detector import DWPoseDetector, letterbox, resize_for_detection
+    from steadydancer.pose.detector import letterbox, resize_for_detection
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=481, help="clip length (481 = 30 s at 16 fps)")
@@ -116,10 +114,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as d:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            det_path, pose_path = export_models(d)
-        det = DWPoseDetector(det_path, pose_path, device=args.device, threads=args.threads)
+        det = random_detector(d, device=args.device, threads=args.threads)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8) for _ in range(4)]
     small = resize_for_detection(frames[0])
