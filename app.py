@@ -249,17 +249,17 @@ def show_history_entry(history, selected: gr.SelectData):
     return (entry["video"], entry["recipe"]) if entry and os.path.exists(entry["video"]) else (None, None)
 
 
-def cancel_session(session: str) -> None:
+def cancel_session(session: str, event_id: str | None = None) -> None:
     """A cancel from `session` (seen by `guard.CancelListener` on Gradio's /cancel route). Gradio stops the session's
     running animation task itself; a job of the session still waiting in the queue is dropped here, and one that has
-    not reached the server yet (a cancel sent right after the submit) is cancelled when it starts."""
+    not reached the server yet (a cancel sent right after the submit, naming no event) is cancelled when it starts."""
     waiting = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {})
     for event_queue in list(waiting.values()):
         for event in list(event_queue.queue):
             if event.session_hash == session and getattr(event.fn, "name", None) == animate.__name__:
                 with contextlib.suppress(ValueError):
                     event_queue.queue.remove(event)
-    SERVICE.cancels.cancel_session(session)
+    SERVICE.cancels.cancel_session(session, early=event_id is None)
     print(f"steadydancer: cancel from session {session[:8]}", flush=True)
 
 

@@ -179,7 +179,8 @@ def pass_through_inputs(components) -> None:
 # ---------------------------------------------------------------------- cancel requests
 class CancelListener:
     """ASGI middleware that sees every POST to Gradio's `/cancel` route (the browser's Cancel button and
-    `gradio_client`'s `job.cancel()` both send one) and calls `on_cancel(session_hash)` before Gradio handles it.
+    `gradio_client`'s `job.cancel()` both send one) and calls `on_cancel(session_hash, event_id)` before Gradio
+    handles it; `event_id` is None when the client did not know its event yet (it cancelled before submitting).
 
     Gradio's own cancel stops the session's running task only. A cancel sent while the job is still waiting in the
     queue, or before the client has even submitted it (gradio_client cancels during its upload and submits anyway),
@@ -204,11 +205,12 @@ class CancelListener:
                 break
         if size <= self.MAX_BODY and messages[-1]["type"] == "http.request":
             try:
-                session = json.loads(b"".join(m.get("body", b"") for m in messages)).get("session_hash")
+                body = json.loads(b"".join(m.get("body", b"") for m in messages))
+                session, event_id = body.get("session_hash"), body.get("event_id")
             except (ValueError, AttributeError):
-                session = None
+                session = event_id = None
             if isinstance(session, str) and session:
-                self.on_cancel(session)
+                self.on_cancel(session, event_id if isinstance(event_id, str) and event_id else None)
 
         async def replay():
             return messages.pop(0) if messages else await receive()

@@ -108,12 +108,14 @@ class CancelRegistry:
         with open(self._marker(job_id), "w"):
             pass
 
-    def cancel_session(self, session: str) -> None:
-        """Cancels `session`'s running jobs, or the next one when none runs yet."""
+    def cancel_session(self, session: str, early: bool = True) -> None:
+        """Cancels `session`'s running jobs; with none running and `early` (the cancel named no event: its job has
+        not reached the server yet), the session's next job. A cancel naming an event that is not running (one still
+        queued, which Gradio drops, or one that just ended) must not cancel the visitor's next job."""
         prefix = f"{session}-"
         with self._lock:
             running = [job for job in self._running if job.startswith(prefix)]
-            if not running:
+            if not running and early:
                 self._early[session] = time.monotonic()
         for job_id in running:
             self.cancel(job_id)

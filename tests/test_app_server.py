@@ -124,7 +124,7 @@ def test_previews_arrive_while_the_job_runs(client):
     from PIL import Image
 
     job = client.submit(*animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json",
-                                      frames=17, steps=12), api_name="/animate")
+                                      frames=17, steps=40), api_name="/animate")  # seconds: several polls
     previews_before_result = set()
     while not job.done():
         for outputs in job.outputs():

@@ -244,6 +244,9 @@ def test_cancels_cross_processes_and_catch_a_cancel_that_beats_its_job(tmp_path)
     registry.finish("s2-b")
     registry.start("s2-d", "s2")  # the early cancel was used up
     assert not registry.cancelled("s2-d")
+    registry.cancel_session("s5", early=False)  # it named an event no longer running: the next job is not touched
+    registry.start("s5-f", "s5")
+    assert not registry.cancelled("s5-f")
     late = CancelRegistry(str(tmp_path / "late"), early_window=0.0)
     late.cancel_session("s4")
     late.start("s4-e", "s4")
@@ -268,11 +271,13 @@ def test_cancel_listener_sees_the_session_and_passes_the_request_on():
         async def receive():
             return messages.pop(0)
 
-        await CancelListener(app, seen.append)({"type": "http", "method": "POST", "path": path}, receive, None)
+        await CancelListener(app, lambda *args: seen.append(args))({"type": "http", "method": "POST", "path": path}, receive, None)
 
+    named = json.dumps({"fn_index": 2, "session_hash": "def456", "event_id": "e1"}).encode()
     asyncio.run(run("/gradio_api/cancel", [body[:10], body[10:]]))
     asyncio.run(run("/gradio_api/queue/join", [body]))
-    assert seen == ["abc123"] and received == [body[:10], body]
+    asyncio.run(run("/gradio_api/cancel", [named]))
+    assert seen == [("abc123", None), ("def456", "e1")] and received == [body[:10], body, named]
 
 
 def test_alignment_overlay_is_large_enough_to_see_and_keeps_both_images():
