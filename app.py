@@ -42,7 +42,13 @@ from steadydancer.defaults import DEFAULT_NEGATIVE_PROMPT, OUTPUT_FPS, PRESETS  
 from steadydancer.sizing import nearest_valid_frame_count  # noqa: E402
 from steadydancer_space.estimate import format_seconds  # noqa: E402
 from steadydancer_space.examples import EXAMPLES  # noqa: E402
-from steadydancer_space.guard import CancelListener, pass_through_inputs, publish, user_errors  # noqa: E402
+from steadydancer_space.guard import (  # noqa: E402
+    CancelListener,
+    MissingArgumentDefaults,
+    pass_through_inputs,
+    publish,
+    user_errors,
+)
 from steadydancer_space.poses import FAKE_POSES_NOTE  # noqa: E402
 from steadydancer_space.request import (  # noqa: E402
     DEFAULT_PRESET,
@@ -515,6 +521,11 @@ def _range(name: str) -> dict:
 
 
 demo = build_demo()
+# What a call sending fewer values than an endpoint takes gets for the rest (`guard.MissingArgumentDefaults`): the
+# page's own starting values, which are also what gradio_client fills in.
+ENDPOINT_DEFAULTS = {key: [component.value for component in fn.inputs]
+                     for fn_index, fn in demo.fns.items() if fn.api_name in ("animate", "extract_poses", "estimate")
+                     for key in (fn_index, fn.api_name)}
 
 if __name__ == "__main__":
     # A bounded queue (more waiting requests are refused with "Queue is full"), one event of each kind at a time
@@ -533,4 +544,5 @@ if __name__ == "__main__":
     atexit.register(shutil.rmtree, SERVICE.output_dir, ignore_errors=True)
     demo.queue(max_size=CONFIG.queue_size, default_concurrency_limit=1).launch(
         allowed_paths=[EXAMPLES_DIR], show_error=False, max_file_size=CONFIG.limits.max_file_bytes,
-        app_kwargs={"middleware": [Middleware(CancelListener, on_cancel=cancel_session)]})
+        app_kwargs={"middleware": [Middleware(CancelListener, on_cancel=cancel_session),
+                                   Middleware(MissingArgumentDefaults, defaults=ENDPOINT_DEFAULTS.get)]})

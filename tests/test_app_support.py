@@ -363,3 +363,36 @@ def test_no_example_needs_the_detector_on_its_drawing(example):
     assert step.reference_from_keypoints and len(calls) == (len(step.prepared.driving_poses) if example.video else 0)
     given = load_reference_pose(files[3])
     np.testing.assert_allclose(step.prepared.reference_pose.body, given.body)
+
+
+def test_missing_argument_defaults_complete_short_calls_only():
+    import asyncio
+
+    from steadydancer_space.guard import MissingArgumentDefaults
+
+    defaults = {"animate": [None, "p", 3, "fast"], 7: [None, "p", 3, "fast"]}
+    received = []
+
+    async def app(scope, receive, send):
+        message = await receive()
+        received.append((dict(scope["headers"]).get(b"content-length"), json.loads(message["body"])["data"]))
+
+    def post(path, body):
+        raw = json.dumps(body).encode()
+        messages = [{"type": "http.request", "body": raw, "more_body": False}]
+
+        async def receive():
+            return messages.pop(0)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-length", str(len(raw)).encode())]}
+        asyncio.run(MissingArgumentDefaults(app, defaults.get)(scope, receive, None))
+
+    post("/gradio_api/call/animate", {"data": ["img", "q"]})  # an older script: two values short
+    post("/gradio_api/queue/join", {"data": ["img"], "fn_index": 7, "session_hash": "s"})
+    post("/gradio_api/call/animate", {"data": ["img", "q", 9, "quality"]})  # complete: untouched
+    post("/gradio_api/call/other", {"data": ["img"]})  # not one of ours
+    post("/gradio_api/upload", {"data": ["img"]})
+    assert [data for _, data in received] == [["img", "q", 3, "fast"], ["img", "p", 3, "fast"],
+                                             ["img", "q", 9, "quality"], ["img"], ["img"]]
+    short = json.dumps({"data": ["img", "q", 3, "fast"]}).encode()
+    assert received[0][0] == str(len(short)).encode()  # the header says the new length
