@@ -97,11 +97,24 @@ def frame_ranges(indices) -> str:
     return ", ".join(parts)
 
 
+# A given reference pose made for a picture whose aspect differs by more than this (2 %) warns: its fractions of
+# another picture's width and height put the joints beside the person.
+MAX_REFERENCE_ASPECT_MISMATCH = 0.02
+
+
 def pose_warnings(prepared: PreparedPoses, synthetic: bool, reference_people: int | None = None,
-                  driving_people: np.ndarray | None = None,
-                  reference_size: tuple[int, int] | None = None) -> list[str]:
-    """Warnings for people; `reference_size`: the uploaded reference's (height, width)."""
+                  driving_people: np.ndarray | None = None, reference_size: tuple[int, int] | None = None,
+                  given_reference: Pose | None = None) -> list[str]:
+    """Warnings for people; `reference_size`: the uploaded reference's (height, width); `given_reference`: the pose
+    from the reference keypoint file, as given."""
     notes = []
+    if given_reference is not None and reference_size is not None:
+        made_for = given_reference.width / given_reference.height
+        photo = reference_size[1] / reference_size[0]
+        if abs(made_for / photo - 1) > MAX_REFERENCE_ASPECT_MISMATCH:
+            notes.append(f"The {REFERENCE_KEYPOINTS} was made for a {given_reference.width}x{given_reference.height} "
+                         f"picture, but the photo is {reference_size[1]}x{reference_size[0]} (another shape): its "
+                         "joints may not sit on the person. Use keypoints made for this photo.")
     if _outside_frame(prepared.reference_pose):  # only a given pose can be: the detector's lie in the photo
         notes.append(f"The {REFERENCE_KEYPOINTS}'s pose lies mostly outside the photo; check that its keypoints are "
                      "fractions of the photo (0 to 1) and made for this photo.")
@@ -240,7 +253,7 @@ def run_pose_step(
         driving_video=None if job.keypoints else job.driving_video,
         options=options,
         warnings=pose_warnings(prepared, getattr(detector, "is_synthetic", False), prepared.reference_people,
-                               prepared.driving_people, reference.shape[:2]),
+                               prepared.driving_people, reference.shape[:2], reference_pose),
         reference_from_keypoints=reference_pose is not None,
     )
     if cache is not None:

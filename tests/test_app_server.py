@@ -274,6 +274,14 @@ def test_reference_keypoints_replace_a_detection_that_finds_nobody(client, tmp_p
     outside = handle_file(str(shifted_keypoints(tmp_path / "ref_outside.json", 3.0)))
     *_, report, _, _ = client.predict(*extract_args, outside, api_name="/extract_poses")
     assert "pose lies mostly outside the photo" in report
+    assert "another shape" not in report  # made for a 384x576 picture, like the photo
+
+    # Keypoints made for a picture of another shape: their fractions would put the joints beside the person.
+    other_shape = shifted_keypoints(tmp_path / "ref_landscape.json", 0.0)
+    data = json.loads(other_shape.read_text())
+    other_shape.write_text(json.dumps({**data, "width": 576, "height": 384}))
+    *_, report, _, _ = client.predict(*extract_args, handle_file(str(other_shape)), api_name="/extract_poses")
+    assert "made for a 576x384 picture, but the photo is 384x576 (another shape)" in report
 
 
 def test_estimate_endpoint(client):
