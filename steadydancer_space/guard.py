@@ -7,6 +7,8 @@ hardening of Gradio's input components, GPU-memory release after a failure, and 
   with a reference and answered with a generic message, so no traceback or server path ever reaches the client.
 - `pass_through_inputs` hands the handlers what a request sent (file paths, raw values), so every value is checked
   once, by `steadydancer_space.request` and `steadydancer_space.uploads`, with messages naming the API parameter.
+- `CancelListener` and `MissingArgumentDefaults` (ASGI middlewares) see cancels before Gradio does, and complete
+  calls written for an endpoint's shorter, earlier parameter list.
 - `publish` copies an output into Gradio's upload cache (which `delete_cache` empties on a schedule), so the request's
   own working directory can be deleted before the response is sent.
 """
@@ -176,7 +178,7 @@ def pass_through_inputs(components) -> None:
             component.preprocess = lambda payload: payload
 
 
-# ---------------------------------------------------------------------- cancel requests
+# ---------------------------------------------------------------------- request middlewares (cancels, short calls)
 MAX_INSPECTED_BODY = 1024 * 1024  # request bodies read by the middlewares below; larger ones pass unread
 
 
