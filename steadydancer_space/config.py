@@ -63,6 +63,19 @@ LIMIT_VARIABLES = {
     "max_keypoint_frames": ("MAX_KEYPOINT_FRAMES", int, 1),
 }
 
+# Other settings: AppConfig field -> (variable without the STEADYDANCER_ prefix, type).
+SETTING_VARIABLES = {
+    "tiny": ("TINY", bool), "transformer": ("TRANSFORMER", str), "transformer_revision": ("TRANSFORMER_REVISION", str),
+    "base": ("BASE", str), "base_revision": ("BASE_REVISION", str), "pose_models": ("POSE_MODELS", str),
+    "pose_revision": ("POSE_REVISION", str), "cache_dir": ("CACHE_DIR", str), "dtype": ("DTYPE", str),
+    "vae_dtype": ("VAE_DTYPE", str), "device": ("DEVICE", str), "memory_plan": ("MEMORY_PLAN", str),
+    "fast_lora": ("FAST_LORA", str), "fast_lora_revision": ("FAST_LORA_REVISION", str),
+    "fast_only": ("FAST_ONLY", bool), "cpu_noise": ("CPU_NOISE", bool), "max_frames": ("MAX_FRAMES", int),
+    "window_frames": ("WINDOW_FRAMES", int), "queue_size": ("QUEUE_SIZE", int), "concurrency": ("CONCURRENCY", int),
+    "max_gpu_seconds": ("MAX_GPU_SECONDS", float), "gpu": ("GPU", str), "zerogpu_size": ("ZEROGPU_SIZE", str),
+    "tiny_max_area": ("TINY_MAX_AREA", int), "file_ttl": ("FILE_TTL", int), "faults": ("FAULT", str),
+}
+
 
 class ConfigError(ValueError):
     """A setting (flag or environment variable) that cannot be used; the message names it."""
@@ -164,35 +177,8 @@ class AppConfig:
             return int(number * scale) if scale != 1 else number
 
         limits = {name: get(variable, cast, scale) for name, (variable, cast, scale) in LIMIT_VARIABLES.items()}
-        values = dict(
-            tiny=get("TINY", bool),
-            transformer=get("TRANSFORMER"),
-            transformer_revision=get("TRANSFORMER_REVISION"),
-            base=get("BASE"),
-            base_revision=get("BASE_REVISION"),
-            pose_models=get("POSE_MODELS"),
-            pose_revision=get("POSE_REVISION"),
-            cache_dir=get("CACHE_DIR"),
-            dtype=get("DTYPE"),
-            vae_dtype=get("VAE_DTYPE"),
-            device=get("DEVICE"),
-            memory_plan=get("MEMORY_PLAN"),
-            fast_lora=get("FAST_LORA"),
-            fast_lora_revision=get("FAST_LORA_REVISION"),
-            fast_only=get("FAST_ONLY", bool),
-            cpu_noise=get("CPU_NOISE", bool),
-            max_frames=get("MAX_FRAMES", int),
-            window_frames=get("WINDOW_FRAMES", int),
-            queue_size=get("QUEUE_SIZE", int),
-            concurrency=get("CONCURRENCY", int),
-            max_gpu_seconds=get("MAX_GPU_SECONDS", float),
-            gpu=get("GPU"),
-            zerogpu_size=get("ZEROGPU_SIZE"),
-            tiny_max_area=get("TINY_MAX_AREA", int),
-            file_ttl=get("FILE_TTL", int),
-            faults=get("FAULT"),
-            limits=Limits(**{k: v for k, v in limits.items() if v is not None}),
-        )
+        values = {field: get(variable, cast) for field, (variable, cast) in SETTING_VARIABLES.items()}
+        values["limits"] = Limits(**{k: v for k, v in limits.items() if v is not None})
         values["offline"] = env.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE
         values["zerogpu"] = env.get("SPACES_ZERO_GPU", "").strip().lower() in TRUE
         try:
@@ -206,7 +192,7 @@ def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="app.py",
         description="SteadyDancer Gradio app. Host and port: GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. "
-        "Every flag has a STEADYDANCER_* environment variable (see steadydancer/app_support/config.py).",
+        "Every flag has a STEADYDANCER_* environment variable (see steadydancer_space/config.py).",
     )
     p.add_argument("--tiny", action=argparse.BooleanOptionalAction, default=d.tiny,
                    help="tiny random weights and a stand-in pose detector: runs on a CPU, the output is noise")
