@@ -37,6 +37,11 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 
 
+def negative_or_default(negative_prompt: str | None) -> str:
+    """The negative prompt a job encodes: None and "" mean the released default, as in the released code."""
+    return negative_prompt if negative_prompt else DEFAULT_NEGATIVE_PROMPT
+
+
 @dataclass(frozen=True)
 class HubSource:
     """A Hub repo and the revision loaded by default (None: the default branch)."""

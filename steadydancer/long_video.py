@@ -306,9 +306,9 @@ class LongVideo:
             prompt_embeds = pipe.encode_prompt(self.prompt or "", device, max_sequence_length=self.max_sequence_length)
         negative = self.negative_prompt_embeds
         if negative is None and self.sampler["guidance_scale"] != 1.0:
-            from .defaults import DEFAULT_NEGATIVE_PROMPT
+            from .defaults import negative_or_default
 
-            negative = pipe.encode_prompt(self.negative_prompt or DEFAULT_NEGATIVE_PROMPT, device,
+            negative = pipe.encode_prompt(negative_or_default(self.negative_prompt), device,
                                           max_sequence_length=self.max_sequence_length)
         image_embeds = self.image_embeds if self.image_embeds is not None else pipe.encode_image([self.image], device)
         encoded.update(prompt_embeds=prompt_embeds.cpu(), negative_prompt_embeds=None if negative is None

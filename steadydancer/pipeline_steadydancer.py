@@ -24,7 +24,7 @@ try:  # transformers 5 maps CLIPImageProcessor to a torchvision backend; the PIL
 except ImportError:
     from transformers import CLIPImageProcessor
 
-from .defaults import DEFAULT_NEGATIVE_PROMPT, OUTPUT_FPS, RELEASED
+from .defaults import DEFAULT_NEGATIVE_PROMPT, OUTPUT_FPS, RELEASED, negative_or_default
 from .models import PoseFeatures, SteadyDancerTransformer3DModel
 from .pixels import (
     ImageInput,
@@ -634,7 +634,7 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
                                                max_sequence_length=max_sequence_length)
         if negative_prompt_embeds is None and guidance_scale != 1.0:
             negatives = negative_prompt if isinstance(negative_prompt, (list, tuple)) else [negative_prompt]
-            negatives = [DEFAULT_NEGATIVE_PROMPT if not n else n for n in negatives]  # None and "" as released
+            negatives = [negative_or_default(n) for n in negatives]
             negative_prompt_embeds = self.encode_prompt(negatives, device, max_sequence_length=max_sequence_length)
         if image_embeds is None:
             image_embeds = self.encode_image([image], device)

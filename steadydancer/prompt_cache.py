@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .defaults import DEFAULT_NEGATIVE_PROMPT
+from .defaults import DEFAULT_NEGATIVE_PROMPT, negative_or_default
 
 
 class PromptCache:
@@ -53,7 +53,9 @@ class PromptCache:
 
     @staticmethod
     def _key(prompt: str) -> str:
-        return prompt.strip()  # what `encode_prompt` tokenizes
+        from .pipeline_steadydancer import prompt_clean
+
+        return prompt_clean(prompt)  # what `encode_prompt` tokenizes: prompts that clean alike share an entry
 
     def __len__(self) -> int:
         return len(self._kept) + len(self._recent)
@@ -121,10 +123,10 @@ class PromptCache:
     ) -> dict[str, torch.Tensor | None]:
         """``prompt_embeds`` and ``negative_prompt_embeds`` for the pipeline's `__call__`.
 
-        The negative embeddings (of `negative_prompt`, or the released one when None) are only made when the job
+        The negative embeddings (of `negative_prompt`, or the released one when None or "") are only made when the job
         uses text guidance (`guidance_scale` != 1), as the pipeline itself does.
         """
         negative = None
         if guidance_scale != 1.0:
-            negative = self.embeds(DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt, device)
+            negative = self.embeds(negative_or_default(negative_prompt), device)
         return {"prompt_embeds": self.embeds(prompt, device), "negative_prompt_embeds": negative}

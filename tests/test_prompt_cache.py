@@ -25,6 +25,8 @@ def test_a_hit_skips_the_text_encoder(pipe):
     assert len(pipe.encoder_calls) == 1 and (cache.hits, cache.misses) == (0, 1)
     again = cache.embeds("  a person dancing ")  # the pipeline strips prompts too
     assert len(pipe.encoder_calls) == 1 and (cache.hits, cache.misses) == (1, 1)
+    cache.embeds("a  person\tdancing")  # and folds whitespace (the released cleaning): the same tokens, one entry
+    assert len(pipe.encoder_calls) == 1 and len(cache) == 1
     with torch.no_grad():
         assert torch.equal(first, again) and torch.equal(first, pipe.encode_prompt("a person dancing"))
     # The caller's tensor is a copy: changing it leaves the cache as it was.
@@ -55,6 +57,11 @@ def test_kept_prompts_survive_any_number_of_new_prompts(pipe):
     calls = len(pipe.encoder_calls)
     cache.embeds(DEFAULT_NEGATIVE_PROMPT)
     assert len(pipe.encoder_calls) == calls and len(cache) == 2
+    # An empty negative prompt means the released one, as in the pipeline: no new encoding.
+    for empty in (None, ""):
+        kwargs = cache.pipeline_kwargs("c", empty, guidance_scale=5.0)  # "c": the one recent prompt kept
+        assert torch.equal(kwargs["negative_prompt_embeds"], cache.embeds(DEFAULT_NEGATIVE_PROMPT))
+    assert len(pipe.encoder_calls) == calls
 
 
 def test_cached_embeddings_give_the_same_video(pipe):
