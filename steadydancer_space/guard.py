@@ -180,6 +180,7 @@ def pass_through_inputs(components) -> None:
 
 # ---------------------------------------------------------------------- request middlewares (cancels, short calls)
 MAX_INSPECTED_BODY = 1024 * 1024  # request bodies read by the middlewares below; larger ones pass unread
+MAX_SESSION_CHARS = 128
 
 
 async def _read_json_body(receive) -> tuple[list, object]:
@@ -232,9 +233,10 @@ class CancelListener:
         if not _is_post_to(scope, self.PATH):
             return await self.app(scope, receive, send)
         messages, body = await _read_json_body(receive)
-        if isinstance(body, dict) and isinstance(body.get("session_hash"), str) and body["session_hash"]:
+        session = body.get("session_hash") if isinstance(body, dict) else None
+        if isinstance(session, str) and 0 < len(session) <= MAX_SESSION_CHARS:  # Gradio's are short random ids
             event_id = body.get("event_id")
-            self.on_cancel(body["session_hash"], event_id if isinstance(event_id, str) and event_id else None)
+            self.on_cancel(session, event_id if isinstance(event_id, str) and event_id else None)
         await self.app(scope, _replay(messages, receive), send)
 
 

@@ -85,6 +85,8 @@ class CancelRegistry:
     nothing running, and the session's next job that starts within `early_window` seconds is cancelled at once.
     """
 
+    MAX_EARLY_CANCELS = 10_000  # remembered at once (within `early_window`); more are dropped, not stored
+
     def __init__(self, directory: str, early_window: float = 10.0):
         self.directory = directory
         self.early_window = early_window
@@ -113,10 +115,14 @@ class CancelRegistry:
         not reached the server yet), the session's next job. A cancel naming an event that is not running (one still
         queued, which Gradio drops, or one that just ended) must not cancel the visitor's next job."""
         prefix = f"{session}-"
+        now = time.monotonic()
         with self._lock:
             running = [job for job in self._running if job.startswith(prefix)]
             if not running and early:
-                self._early[session] = time.monotonic()
+                # Expired entries go first: sessions come from requests, so the table must not grow without bound.
+                self._early = {s: t for s, t in self._early.items() if now - t < self.early_window}
+                if len(self._early) < self.MAX_EARLY_CANCELS:
+                    self._early[session] = now
         for job_id in running:
             self.cancel(job_id)
 

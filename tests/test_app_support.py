@@ -247,6 +247,15 @@ def test_cancels_cross_processes_and_catch_a_cancel_that_beats_its_job(tmp_path)
     registry.cancel_session("s5", early=False)  # it named an event no longer running: the next job is not touched
     registry.start("s5-f", "s5")
     assert not registry.cancelled("s5-f")
+    # Sessions come from requests: a flood of early cancels is bounded, and expired ones are forgotten.
+    flood = CancelRegistry(str(tmp_path / "flood"))
+    flood.MAX_EARLY_CANCELS = 50
+    for k in range(200):
+        flood.cancel_session(f"x{k}")
+    assert len(flood._early) == 50
+    flood.early_window = 0.0
+    flood.cancel_session("y")
+    assert len(flood._early) <= 1
     late = CancelRegistry(str(tmp_path / "late"), early_window=0.0)
     late.cancel_session("s4")
     late.start("s4-e", "s4")
@@ -277,7 +286,9 @@ def test_cancel_listener_sees_the_session_and_passes_the_request_on():
     asyncio.run(run("/gradio_api/cancel", [body[:10], body[10:]]))
     asyncio.run(run("/gradio_api/queue/join", [body]))
     asyncio.run(run("/gradio_api/cancel", [named]))
-    assert seen == [("abc123", None), ("def456", "e1")] and received == [body[:10], body, named]
+    asyncio.run(run("/gradio_api/cancel", [json.dumps({"session_hash": "z" * 10_000, "event_id": None}).encode()]))
+    assert seen == [("abc123", None), ("def456", "e1")]  # not the 10,000-character "session"
+    assert received[:3] == [body[:10], body, named] and len(received) == 4
 
 
 def test_alignment_overlay_is_large_enough_to_see_and_keeps_both_images():
