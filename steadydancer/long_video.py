@@ -128,17 +128,21 @@ def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
 
 def color_stats(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel Lab (mean, std), each (3,), of RGB frames (..., H, W, 3) float in [0, 1]."""
-    lab = _rgb_to_lab(frames).reshape(-1, 3).astype(np.float64)
-    return lab.mean(0), lab.std(0)
+    return _lab_stats(_rgb_to_lab(frames))
+
+
+def _lab_stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flat = lab.reshape(-1, 3).astype(np.float64)
+    return flat.mean(0), flat.std(0)
 
 
 def match_color(frames: np.ndarray, target: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """`frames` (F, H, W, 3) float in [0, 1] with one affine map per Lab channel (the same for every frame, so it adds
     no flicker inside the window) giving them the target's (mean, std); clipped to [0, 1]."""
-    mean, std = color_stats(frames)
+    lab = _rgb_to_lab(frames)  # once: a window is 81 full frames
+    mean, std = _lab_stats(lab)
     target_mean, target_std = target
     scale = target_std / np.maximum(std, 1e-6)
-    lab = _rgb_to_lab(frames)
     lab = (lab - mean.astype(np.float32)) * scale.astype(np.float32) + target_mean.astype(np.float32)
     return np.clip(_lab_to_rgb(lab), 0.0, 1.0)
 

@@ -67,6 +67,11 @@ def prompt_clean(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def _check_frame_count(num_frames: int) -> None:
+    if not is_valid_frame_count(num_frames):
+        raise ValueError(f"num_frames must be 4n+1 (1, 5, 9, ..., 81), got {num_frames}.")
+
+
 @dataclass
 class SteadyDancerConditions:
     """Every latent the transformer needs besides the noise, for a batch of B videos.
@@ -260,16 +265,21 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         chain frame by frame (`steadydancer.pixels.pose_frame_pixels`), so a large reference costs one frame at its
         size at a time, not a video.
         """
+        # Counts first: every allocation below is sized by num_frames.
+        _check_frame_count(num_frames)
+        sources = []
+        for name, video in (("pose_video", pose_video), ("negative_pose_video", negative_pose_video)):
+            if video is not None:
+                frames = frames_of(video, name)  # checks every frame, naming the parameter
+                if len(frames) < num_frames:
+                    raise ValueError(f"{num_frames} frames asked for but only {len(frames)} {name} frames given.")
+                sources.append(video if isinstance(video, torch.Tensor) else frames)  # a prepared tensor: a view
         reference = to_pixels(image)  # (3, H_ref, W_ref)
         reference_size = tuple(reference.shape[-2:])
         reference = resize(reference[None], height, width).transpose(0, 1)  # (3, 1, h, w)
         first_frames = torch.cat([reference, reference.new_zeros(3, num_frames - 1, height, width)], dim=1)
-        videos = [first_frames]
-        for name, video in (("pose_video", pose_video), ("negative_pose_video", negative_pose_video)):
-            if video is not None:
-                frames = frames_of(video, name)  # checks every frame, naming the parameter
-                source = video if isinstance(video, torch.Tensor) else frames  # a prepared tensor is used as a view
-                videos.append(pose_video_pixels(source, num_frames, reference_size, height, width))
+        videos = [first_frames] + [pose_video_pixels(source, num_frames, reference_size, height, width)
+                                   for source in sources]
         latents = [self.encode_video(v[None]) for v in videos]
 
         # The causal VAE encodes the first frame alone, so the first latent frame of each video is the latent of
@@ -341,8 +351,8 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         output_type: str = "pil",
     ) -> None:
         """Raises `ValueError` naming the parameter; called before any heavy work."""
-        if num_frames is not None and not is_valid_frame_count(num_frames):
-            raise ValueError(f"num_frames must be 4n+1 (1, 5, 9, ..., 81), got {num_frames}.")
+        if num_frames is not None:
+            _check_frame_count(num_frames)
         if num_frames is not None and num_pose_frames is not None and num_pose_frames < num_frames:
             raise ValueError(f"{num_frames} frames asked for but only {num_pose_frames} pose frames given.")
         for name, value in (("height", height), ("width", width)):

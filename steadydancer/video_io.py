@@ -125,8 +125,10 @@ def write_mp4(path: str | os.PathLike, frames, fps: float = OUTPUT_FPS, *, audio
     """Writes `frames` ((N, H, W, 3) uint8, or floats in [0, 1]) as H.264 High/yuv420p at `fps`, with `audio` as AAC
     (cut to the video's length). `movflags=+faststart` puts the index first so browsers start playing at once.
     `threads=1` makes the bytes reproducible (x264's threaded output varies from run to run); 0 lets x264 choose."""
-    return write_mp4_stream(path, iter(to_uint8_frames(frames)), fps, audio=audio, crf=crf, preset=preset,
-                            threads=threads)
+    frames = np.asarray(frames)
+    frames = frames[0] if frames.ndim == 5 else frames  # the pipeline's (batch, frames, H, W, 3)
+    # Frame by frame: the stream converts each to uint8, so no second copy of the whole video is made.
+    return write_mp4_stream(path, iter(frames), fps, audio=audio, crf=crf, preset=preset, threads=threads)
 
 
 def probe_mp4(path: str | os.PathLike) -> VideoProbe:

@@ -19,7 +19,7 @@ from steadydancer.defaults import OUTPUT_FPS
 from steadydancer.fidelity import get_fidelity_mode
 from steadydancer.pose import PoseModelInputs
 from steadydancer.flops import CONFIG_14B
-from steadydancer.video_io import AudioClip, delayed, read_audio, write_mp4, write_side_by_side_mp4
+from steadydancer.video_io import AudioClip, delayed, read_audio, to_uint8_frames, write_mp4, write_side_by_side_mp4
 
 from .calibration import load_calibration
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
@@ -473,7 +473,7 @@ class AnimationService:
                 free_accelerator_memory()
                 raise GenerationCancelled()
         end = time.perf_counter()
-        frames = np.clip(np.rint(output.frames[0] * 255.0), 0, 255).astype(np.uint8)
+        frames = to_uint8_frames(output.frames)
         # The step callback runs after each step, so the encoders' time is the first interval less one step.
         step = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) if len(step_ends) > 1 else 0.0
         encoding = max(0.0, step_ends[0] - start - step) if step_ends else 0.0
@@ -527,7 +527,7 @@ class AnimationService:
                 raise GenerationCancelled() from None
             finally:
                 self._running_job = None
-        return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8), video.state
+        return to_uint8_frames(frames), video.state
 
     def window_seconds(self, job_id: str, sampler: SamplerOptions) -> int:
         """The GPU time one window asks for (ZeroGPU's duration of a window's call)."""

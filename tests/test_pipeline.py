@@ -203,3 +203,16 @@ def test_step_callback_gets_the_predicted_clean_latent(make_tiny_pipe):
     assert len(seen) == 3 and seen[0][0].shape == out.shape
     torch.testing.assert_close(seen[-1][0], out, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(seen[0][0], seen[0][1])  # early on, x0 is not the noisy latent
+
+
+def test_prepare_conditions_checks_its_counts_before_allocating(pipe, inputs, monkeypatch):
+    """A public entry point (long videos call it directly): a bad frame count, or fewer pose frames than asked for,
+    is refused naming the parameter before any (num_frames, H, W) buffer is made."""
+    import steadydancer.pipeline_steadydancer as module
+
+    monkeypatch.setattr(module, "pose_video_pixels", lambda *a, **k: pytest.fail("allocated before checking"))
+    with pytest.raises(ValueError, match="num_frames must be 4n\\+1"):
+        pipe.prepare_conditions(inputs["image"], inputs["pose_video"], None, HEIGHT, WIDTH, FRAMES + 1)
+    with pytest.raises(ValueError, match=f"{FRAMES + 4} frames asked for but only {len(inputs['pose_video'])} "
+                                         "pose_video frames given"):
+        pipe.prepare_conditions(inputs["image"], inputs["pose_video"], None, HEIGHT, WIDTH, FRAMES + 4)
