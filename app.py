@@ -292,12 +292,11 @@ def estimate(reference, resolution, num_frames, steps, guidance_scale, pose_guid
         e, height, width = SERVICE.estimate_request(job)
     except InputError as error:  # shown in place while the visitor is still choosing
         return f"Estimate unavailable: {error}"
-    text = SERVICE.describe_estimate(job.pose.num_frames, height, width, SERVICE.sampler_for(job))
+    text = SERVICE.describe_estimate(job.pose.num_frames, height, width, e)
     if RUNTIME.tiny:
         text += " (For the real model; tiny mode runs on the CPU at a capped size.)"
-    limit = SERVICE.max_gpu_seconds
-    if limit and e.seconds > limit:
-        text += f" Over this app's limit of {format_seconds(limit)}."
+    if SERVICE.over_limit(e):
+        text += f" Over this app's limit of {format_seconds(SERVICE.max_gpu_seconds)}."
     return text
 
 

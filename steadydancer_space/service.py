@@ -229,8 +229,9 @@ class AnimationService:
         window = self.config.window_frames
         return 1 if num_frames <= window else len(plan_windows(num_frames, window))
 
-    def describe_estimate(self, num_frames: int, height: int, width: int, sampler: SamplerOptions) -> str:
-        estimate, windows = self.estimate(num_frames, height, width, sampler), self.num_windows(num_frames)
+    def describe_estimate(self, num_frames: int, height: int, width: int, estimate: GpuEstimate) -> str:
+        """Markdown for `estimate` (of one GPU call, from `estimate` or `estimate_request`), with the windows' total."""
+        windows = self.num_windows(num_frames)
         text = f"**{width}x{height}, {num_frames} frames**: GPU time {estimate.describe()}"
         if windows > 1:
             text += (f" per window; {windows} windows of {self.config.window_frames} frames, each its own GPU call: "
@@ -264,6 +265,10 @@ class AnimationService:
             return self.config.max_gpu_seconds
         return ZEROGPU_MAX_SECONDS if self.config.zerogpu else None
 
+    def over_limit(self, estimate: GpuEstimate) -> bool:
+        limit = self.max_gpu_seconds
+        return limit is not None and estimate.seconds > limit
+
     def check(self, job: AnimationRequest) -> None:
         """Raises `InputError` naming the first problem, before any pose detection or GPU time: the pipeline's own
         `check_inputs` (its ValueErrors name the argument), then the GPU-time limit."""
@@ -279,8 +284,8 @@ class AnimationService:
             )
         except ValueError as error:
             raise InputError(str(error)) from None
-        limit = self.max_gpu_seconds
-        if limit is not None and estimate.seconds > limit:
+        if self.over_limit(estimate):
+            limit = self.max_gpu_seconds
             raise InputError(
                 f"This request needs about {format_seconds(estimate.seconds)} of GPU time; this app allows "
                 f"{format_seconds(limit)}. Choose the fast preset, fewer frames or a lower resolution."
@@ -385,7 +390,8 @@ class AnimationService:
         if sampler is not None:
             # Tiny mode caps the size; the estimate is for the real model at the size the visitor asked for.
             height, width = step.options.generation_size(*step.reference.shape[:2])
-            lines.append("Generation estimate: " + self.describe_estimate(p.num_frames, height, width, sampler))
+            estimate = self.estimate(p.num_frames, height, width, sampler)
+            lines.append("Generation estimate: " + self.describe_estimate(p.num_frames, height, width, estimate))
         lines += [f"Warning: {w}" for w in step.warnings]
         return "\n\n".join(lines)
 
