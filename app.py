@@ -260,12 +260,16 @@ def cancel_session(session: str, event_id: str | None = None) -> None:
     running animation task itself; a job of the session still waiting in the queue is dropped here, and one that has
     not reached the server yet (a cancel sent right after the submit, naming no event) is cancelled when it starts."""
     waiting = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {})
+    dropped = False
     for event_queue in list(waiting.values()):
         for event in list(event_queue.queue):
             if event.session_hash == session and getattr(event.fn, "name", None) == animate.__name__:
                 with contextlib.suppress(ValueError):
                     event_queue.queue.remove(event)
-    SERVICE.cancels.cancel_session(session, early=event_id is None)
+                    dropped = True
+    # Remembered for the session's next job only when it named no event and none was waiting to drop: otherwise
+    # this cancel has found its job, and keeping it would cancel the visitor's next Animate.
+    SERVICE.cancels.cancel_session(session, early=event_id is None and not dropped)
     print(f"steadydancer: cancel from session {session[:8]}", flush=True)
 
 

@@ -168,6 +168,10 @@ def test_a_cancel_right_after_submit_stops_the_job(app, client):
     after = stats(client)
     assert after["running"] == 0 and after["succeeded"] == before["succeeded"]
     assert job.status().code == Status.CANCELLED
+    # The cancel has found its job: the same visitor's next job, sent at once, runs to the end.
+    video, *_ = client.predict(*animate_args(EXAMPLES / "ref_red_dress.png", keypoints=EXAMPLES / "dance_wave.json",
+                                             frames=5, steps=2), api_name="/animate")
+    assert probe_mp4(video).num_frames == 5
 
 
 def test_cancel_stops_the_generation(app, client):
