@@ -79,7 +79,8 @@ class GpuStats:
             yield
             outcome = "succeeded"
         except BaseException as error:
-            from .guard import GenerationCancelled, is_out_of_memory
+            from .cancellation import GenerationCancelled
+            from .errors import is_out_of_memory
 
             outcome = "cancelled" if isinstance(error, GenerationCancelled) else (
                 "out_of_memory" if is_out_of_memory(error) else "failed")

@@ -3,7 +3,6 @@ content), a small cache so that "Extract poses" and "Animate" share the work, an
 where the person was lost, several people in a frame, padded endings, fake poses)."""
 
 import hashlib
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -13,12 +12,12 @@ import numpy as np
 
 from steadydancer.defaults import OUTPUT_FPS
 from steadydancer.fidelity import get_fidelity_mode
-from steadydancer.pose import Pose, PoseDetection, PoseSequence, PreparedPoses, load_image, prepare_poses
+from steadydancer.pose import Pose, PoseDetection, PreparedPoses, load_image, prepare_poses
 from steadydancer.sizing import generation_size
 
 from .request import AnimationRequest, PoseOptions
 from .uploads import REFERENCE_KEYPOINTS, Limits, check_driving_video, check_keypoint_file, check_reference_image
-from .uploads import load_keypoints as _load_keypoints
+from .uploads import load_keypoints
 from .uploads import load_reference_image, load_reference_keypoints
 
 # A reference enlarged this much (or more) to the generation size gets a warning: the result will be blurry.
@@ -39,12 +38,6 @@ class PoseStep:
     @property
     def lead_in_seconds(self) -> float:
         return float(self.prepared.transition.sum()) / OUTPUT_FPS
-
-
-def load_keypoints(path: str | os.PathLike, limits: Limits | None = None) -> PoseSequence:
-    """A keypoint JSON written by `PoseSequence.save` (schema in `steadydancer/pose/keypoints.py`), validated:
-    `KeypointFileError` (an `InputError` and a `PoseFormatError`) names what does not match the schema."""
-    return _load_keypoints(path, limits)
 
 
 def count_figures(rgb: np.ndarray, threshold: int = 48) -> int:
@@ -211,18 +204,20 @@ def run_pose_step(
     cache: PoseStepCache | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     limits: Limits | None = None,
+    reference_checked: bool = False,
 ) -> PoseStep:
     """Reference + driving (keypoint JSON when given, else the video) -> aligned pose frames at the generation size
     for a budget of `max_area` pixels.
 
     The files are checked from their content (`steadydancer_space.uploads`, with `limits`) before anything is
-    decoded. Raises `InputError` or `PoseError` (both ValueErrors) with a message for people when an input is missing
+    decoded (the reference's header not again when `reference_checked`: a `JobPlan` has read it). Raises `InputError` or `PoseError` (both ValueErrors) with a message for people when an input is missing
     or unusable.
     """
     job.require_files()
     limits = limits or Limits()
     # Headers first (kind from the content, file size, pixels, duration, aspect), before hashing or decoding.
-    check_reference_image(job.reference, limits)
+    if not reference_checked:
+        check_reference_image(job.reference, limits)
     if job.keypoints:
         check_keypoint_file(job.keypoints, limits)
     else:
@@ -235,7 +230,7 @@ def run_pose_step(
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
 
-    reference = load_reference_image(job.reference, limits)  # writable: torch warns on read-only arrays
+    reference = load_reference_image(job.reference, limits, checked=True)  # writable: torch warns on read-only arrays
     height, width = generation_size(reference.shape[0], reference.shape[1], max_area)
     driving = load_keypoints(job.keypoints, limits) if job.keypoints else job.driving_video
     # Given keypoints replace the detection on the photo (a drawn character, a pose the detector cannot read).

@@ -7,10 +7,12 @@ Every `/extract_poses`, `/animate` and `/estimate` value passes through `PoseOpt
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from steadydancer.defaults import FAST, PRESETS, RELEASED, SHIFT_480P
 from steadydancer.sizing import RESOLUTIONS, generation_size, is_valid_frame_count
 
-from .uploads import InputError, Limits, check_flag, check_number, check_prompt
+from .uploads import InputError, Limits
 
 MAX_SEED = 2**31 - 1
 DEFAULT_PROMPT = "A person dancing, smooth natural motion, the same person and clothes as in the photo, high quality."
@@ -25,6 +27,53 @@ PRESET_LABELS = {"fast": "Fast: 4 steps with the distillation LoRA", "quality": 
                  "custom": "Custom: the steps and guidance below"}
 DEFAULT_PRESET = "fast"
 FIDELITY_LABELS = {"default": "This Space's defaults", "released": "The released command line, as closely as possible"}
+
+
+def check_prompt(prompt: str | None, limits: Limits | None = None, what: str = "prompt") -> str:
+    limits = limits or Limits()
+    if prompt is not None and not isinstance(prompt, str):
+        raise InputError(f"The {what} must be text, got {type(prompt).__name__}.")
+    prompt = "" if prompt is None else prompt
+    if len(prompt) > limits.max_prompt_chars:
+        raise InputError(f"The {what} has {len(prompt)} characters; at most {limits.max_prompt_chars} are accepted.")
+    if "\x00" in prompt:
+        raise InputError(f"The {what} contains a NUL character.")
+    return prompt
+
+
+def check_number(value, name: str, low: float, high: float, integer: bool = False) -> float | int:
+    """A finite number within [low, high] (an integer when asked), or `InputError` naming the field."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)) and not str(value).strip():
+        raise InputError(f"{name} must be a number, got {_short(value)}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name} must be a number, got {_short(value)}.") from None
+    if not np.isfinite(number) or not (low <= number <= high):
+        raise InputError(f"{name} must be between {_number(low)} and {_number(high)}, got {_short(value)}.")
+    if integer:
+        if number != int(number):
+            raise InputError(f"{name} must be a whole number, got {_short(value)}.")
+        return int(number)
+    return number
+
+
+def check_flag(value, name: str) -> bool:
+    """A checkbox value: true/false (or 0/1), or `InputError` naming the field."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise InputError(f"{name} must be true or false, got {_short(value)}.")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _choice(value, name: str, labels: dict[str, str]) -> str:

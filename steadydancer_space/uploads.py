@@ -113,11 +113,10 @@ def _check_aspect(width: int, height: int, what: str, limits: Limits) -> None:
         )
 
 
-def check_reference_image(path: str | os.PathLike | None, limits: Limits | None = None) -> tuple[int, int]:
-    """(width, height) of a reference photo, from its header only: kind, file size, pixel count and aspect ratio."""
+def _reference_header(path: str | os.PathLike | None, limits: Limits) -> tuple[int, int, bool]:
+    """(width, height, turned by EXIF) of a reference photo, from its header only: kind, file size, pixels, aspect."""
     from PIL import Image, UnidentifiedImageError
 
-    limits = limits or Limits()
     path = _check_file(path, "reference image", limits)
     kind, name = sniff(path)
     if kind == "video":
@@ -127,10 +126,11 @@ def check_reference_image(path: str | os.PathLike | None, limits: Limits | None 
     try:
         with Image.open(path) as image:
             width, height = image.size
+            turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that turn the photo by 90 degrees
     except Image.DecompressionBombError as error:  # PIL's own ceiling (about 179 megapixels)
         raise InputError(f"The reference image has far too many pixels; at most "
                          f"{limits.max_image_pixels / 1e6:.1f} megapixels are accepted.") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # Pillow raises many kinds of errors for broken files
         raise InputError(_unreadable_image(name)) from error
     if width * height > limits.max_image_pixels:
         raise InputError(
@@ -138,6 +138,12 @@ def check_reference_image(path: str | os.PathLike | None, limits: Limits | None 
             "accepted. Resize it first."
         )
     _check_aspect(width, height, "reference image", limits)
+    return width, height, turned
+
+
+def check_reference_image(path: str | os.PathLike | None, limits: Limits | None = None) -> tuple[int, int]:
+    """(width, height) of a reference photo as stored, from its header only."""
+    width, height, _ = _reference_header(path, limits or Limits())
     return width, height
 
 
@@ -148,22 +154,18 @@ def _unreadable_image(name: str) -> str:
 
 def reference_size(path: str | os.PathLike, limits: Limits | None = None) -> tuple[int, int]:
     """(height, width) of a reference photo as shown upright (EXIF orientation applied), from its header."""
-    from PIL import Image
-
-    width, height = check_reference_image(path, limits)
-    try:
-        with Image.open(path) as image:
-            turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that turn the photo by 90 degrees
-    except Exception as error:  # Pillow raises many kinds of errors for broken files
-        raise InputError(_unreadable_image(sniff(path)[1])) from error
+    width, height, turned = _reference_header(path, limits or Limits())
     return (width, height) if turned else (height, width)
 
 
-def load_reference_image(path: str | os.PathLike | None, limits: Limits | None = None) -> np.ndarray:
-    """A validated reference photo as upright RGB uint8 (H, W, 3), by the library's one image loader."""
+def load_reference_image(path: str | os.PathLike | None, limits: Limits | None = None,
+                         checked: bool = False) -> np.ndarray:
+    """A reference photo as upright RGB uint8 (H, W, 3), by the library's one image loader; `checked`: its header
+    has been checked already (`reference_size`)."""
     from steadydancer.pose import PoseError, load_image
 
-    check_reference_image(path, limits or Limits())
+    if not checked:
+        check_reference_image(path, limits or Limits())
     try:
         return load_image(path)
     except PoseError as error:
@@ -317,50 +319,3 @@ def keypoints_from_data(data, limits: Limits | None = None, where: str = KEYPOIN
             _check_frame_size(frame, f"{where}.frames[{index}]")
     with _schema_errors(where):
         return PoseSequence.from_dict(data, where=where)
-
-
-def check_prompt(prompt: str | None, limits: Limits | None = None, what: str = "prompt") -> str:
-    limits = limits or Limits()
-    if prompt is not None and not isinstance(prompt, str):
-        raise InputError(f"The {what} must be text, got {type(prompt).__name__}.")
-    prompt = "" if prompt is None else prompt
-    if len(prompt) > limits.max_prompt_chars:
-        raise InputError(f"The {what} has {len(prompt)} characters; at most {limits.max_prompt_chars} are accepted.")
-    if "\x00" in prompt:
-        raise InputError(f"The {what} contains a NUL character.")
-    return prompt
-
-
-def check_number(value, name: str, low: float, high: float, integer: bool = False) -> float | int:
-    """A finite number within [low, high] (an integer when asked), or `InputError` naming the field."""
-    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)) and not str(value).strip():
-        raise InputError(f"{name} must be a number, got {_short(value)}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"{name} must be a number, got {_short(value)}.") from None
-    if not np.isfinite(number) or not (low <= number <= high):
-        raise InputError(f"{name} must be between {_number(low)} and {_number(high)}, got {_short(value)}.")
-    if integer:
-        if number != int(number):
-            raise InputError(f"{name} must be a whole number, got {_short(value)}.")
-        return int(number)
-    return number
-
-
-def check_flag(value, name: str) -> bool:
-    """A checkbox value: true/false (or 0/1), or `InputError` naming the field."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    raise InputError(f"{name} must be true or false, got {_short(value)}.")
-
-
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
-
-
-def _short(value, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -217,7 +217,7 @@ def test_committed_examples_match_the_script(tmp_path):
 
 
 def _cancelled_elsewhere(directory, job_id):
-    from steadydancer_space.service import CancelRegistry
+    from steadydancer_space.cancellation import CancelRegistry
 
     return CancelRegistry(directory).cancelled(job_id)
 
@@ -225,7 +225,7 @@ def _cancelled_elsewhere(directory, job_id):
 def test_cancels_cross_processes_and_catch_a_cancel_that_beats_its_job(tmp_path):
     import multiprocessing
 
-    from steadydancer_space.service import CancelRegistry
+    from steadydancer_space.cancellation import CancelRegistry
 
     registry = CancelRegistry(str(tmp_path / "cancels"))
     registry.start("s1-a", "s1")
@@ -265,7 +265,7 @@ def test_cancels_cross_processes_and_catch_a_cancel_that_beats_its_job(tmp_path)
 def test_cancel_listener_sees_the_session_and_passes_the_request_on():
     import asyncio
 
-    from steadydancer_space.guard import CancelListener
+    from steadydancer_space.middleware import CancelListener
 
     body = json.dumps({"fn_index": 2, "session_hash": "abc123", "event_id": None}).encode()
     received, seen = [], []
@@ -379,7 +379,7 @@ def test_no_example_needs_the_detector_on_its_drawing(example):
 def test_missing_argument_defaults_complete_short_calls_only():
     import asyncio
 
-    from steadydancer_space.guard import MissingArgumentDefaults
+    from steadydancer_space.middleware import MissingArgumentDefaults
 
     defaults = {"animate": [None, "p", 3, "fast"], 7: [None, "p", 3, "fast"]}
     received = []

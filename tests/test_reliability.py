@@ -4,7 +4,7 @@ numbers (also fuzzed with hypothesis), broken keypoint JSON, an OOM inside the d
 concurrent jobs. Every failure must reach the client as a message naming the problem (never a traceback, a server
 path or a hang) and leave the app serving; the last test checks the server log holds no traceback at all.
 
-Unit tests of the pieces (`guard`, `faults`, `validation.load_keypoints`, weight safety, pinned revisions) come
+Unit tests of the pieces (`errors`, `faults`, `uploads.load_keypoints`, weight safety, pinned revisions) come
 first; they need no server."""
 
 import json
@@ -58,7 +58,7 @@ def test_sanitize_and_error_mapping():
     import gradio as gr
     import torch
 
-    from steadydancer_space.guard import (
+    from steadydancer_space.errors import (
         OOM_MESSAGE,
         GenerationCancelled,
         sanitize,

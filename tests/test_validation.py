@@ -7,14 +7,13 @@ from PIL import Image
 
 from steadydancer.pose import load_image
 from steadydancer_space.config import AppConfig, ConfigError
+from steadydancer_space.request import check_number, check_prompt
 from steadydancer_space.uploads import (
     reference_size,
     InputError,
     Limits,
     check_driving_video,
     check_keypoint_file,
-    check_number,
-    check_prompt,
     load_reference_image,
     sniff,
 )

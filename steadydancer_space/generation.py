@@ -1,0 +1,179 @@
+"""The GPU part of a job: the pipeline over prepared arrays, whole or window by window, one generation at a time.
+
+Its arguments are the `JobPlan` and plain arrays, so ZeroGPU can ship them to its worker; cancels arrive through
+`CancelRegistry`'s marker files, which that worker sees too.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from steadydancer.pose import PoseModelInputs
+from steadydancer.video_io import to_uint8_frames
+
+from .cancellation import CancelRegistry, GenerationCancelled
+from .errors import free_accelerator_memory
+from .faults import FaultPlan, GpuStats
+from .outputs import write_preview
+from .plan import JobPlan
+
+# progress(done, total, description): `total` None when unknown (the app shows an indeterminate bar).
+Progress = Callable[[int, int | None, str], None]
+
+
+@dataclass
+class GeneratedFrames:
+    """What the GPU part hands back (picklable): (N, H, W, 3) uint8 frames, seconds by stage."""
+
+    frames: np.ndarray
+    timings: dict[str, float]
+
+
+class Generator:
+    def __init__(self, runtime, cancels: CancelRegistry, faults: FaultPlan):
+        self.runtime = runtime
+        self.cancels = cancels
+        self.faults = faults
+        self.stats = GpuStats()
+        self.running_job: str | None = None
+        self._long_jobs: dict = {}  # job id -> its LongVideo while it runs
+
+    def _step_callback(self, plan: JobPlan, job_id: str | None, progress: Progress | None, preview_dir: str | None,
+                       step_ends: list[float]):
+        import torch
+
+        steps = plan.sampler.num_inference_steps
+        inject_oom = self.faults.take_oom(plan.sampler.seed)
+
+        def on_step(pipeline, i, t, tensors):
+            step_ends.append(time.perf_counter())
+            if inject_oom:  # tiny-mode fault injection (STEADYDANCER_FAULT): fail as CUDA would, inside the loop
+                raise torch.OutOfMemoryError(
+                    f"CUDA out of memory after denoising step {i + 1} of {steps} (injected by STEADYDANCER_FAULT)")
+            if preview_dir is not None:
+                write_preview(tensors["denoised"], i, preview_dir)
+            if progress is not None:
+                progress(i + 1, steps, f"Denoising: step {i + 1} of {steps}")
+            if job_id is not None and self.cancels.cancelled(job_id):
+                pipeline.interrupt_generation()
+                print(f"steadydancer: job {job_id} cancelled after step {i + 1} of {steps}", flush=True)
+                raise GenerationCancelled()
+            return tensors
+
+        return on_step
+
+    def _pipeline_kwargs(self, plan: JobPlan) -> dict:
+        """The sampler's settings, the noise and the prompts' embeddings (from the cache when seen before)."""
+        import torch
+
+        sampler = plan.sampler
+        # As released, the noise is drawn on the GPU; --cpu-noise draws it on the CPU (same noise anywhere).
+        noise = (dict(generator=torch.Generator("cpu").manual_seed(sampler.seed)) if self.runtime.config.cpu_noise
+                 else dict(seed=sampler.seed))
+        prompts = self.runtime.prompts.pipeline_kwargs(sampler.prompt, sampler.negative_prompt,
+                                                       guidance_scale=sampler.guidance_scale)
+        return dict(**noise, **prompts, num_inference_steps=sampler.num_inference_steps,
+                    guidance_scale=sampler.guidance_scale, pose_guidance_scale=sampler.pose_guidance_scale,
+                    pose_guidance_window=sampler.pose_guidance_window, shift=sampler.shift)
+
+    def generate_frames(self, plan: JobPlan, reference: np.ndarray, poses: PoseModelInputs, job_id: str | None = None,
+                        progress: Progress | None = None, preview_dir: str | None = None) -> GeneratedFrames:
+        """The whole video in one call. With `preview_dir`, each step writes a preview of the video it predicts there
+        (a file, so the app sees it from a ZeroGPU worker too). Raises GenerationCancelled once `job_id` is."""
+        import torch
+
+        pipe = self.runtime.pipe
+        num_frames, _, height, width = poses.pose_video.shape
+        step_ends: list[float] = []
+        on_step = self._step_callback(plan, job_id, progress, preview_dir, step_ends)
+        with self.runtime.lock, self.stats.track():  # one at a time: a cancelled one may still finish its step
+            self.running_job, failure = job_id, None
+            try:
+                if job_id is not None and self.cancels.cancelled(job_id):
+                    raise GenerationCancelled()
+                if progress is not None:
+                    progress(0, plan.sampler.num_inference_steps, "Encoding the reference, the prompt and the poses")
+                start = time.perf_counter()
+                self.runtime.presets.use("fast" if plan.sampler.uses_distill_lora else "quality")
+                output = pipe(image=reference, **poses.pipeline_kwargs(), **self._pipeline_kwargs(plan),
+                              height=height, width=width, num_frames=num_frames, output_type="np",
+                              callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents", "denoised"])
+            except (GenerationCancelled, torch.OutOfMemoryError) as error:
+                # The traceback holds the failed step's frames and tensors: drop it so the memory can be released.
+                failure = error.with_traceback(None)
+            finally:
+                self.running_job = None
+                pipe.maybe_free_model_hooks()
+            if failure is not None:
+                free_accelerator_memory()
+                raise failure
+            if job_id is not None and self.cancels.cancelled(job_id):  # interrupted between two steps
+                del output
+                free_accelerator_memory()
+                raise GenerationCancelled()
+        return GeneratedFrames(to_uint8_frames(output.frames), _stage_timings(start, step_ends, time.perf_counter()))
+
+    def generate_long(self, plan: JobPlan, reference: np.ndarray, prepared, job_id: str,
+                      run_window_on_gpu: Callable[..., tuple], progress: Progress | None = None) -> GeneratedFrames:
+        """A video longer than a window (`steadydancer.long_video.LongVideo`): each window continues from the last
+        frame of the one before and keeps the photo as its identity anchor; window i is seeded with seed + i. What a
+        window carries to the next comes back from each GPU call (`run_window_on_gpu`, `generate_window` wrapped)."""
+        from steadydancer.long_video import LongVideo
+
+        def report(window, windows, done, steps):
+            if progress is not None:
+                progress(done, steps, f"Window {window + 1} of {windows}, step {done} of {steps}")
+
+        sampler = plan.sampler
+        video = LongVideo(
+            self.runtime.pipe, reference, prepared, prepared.num_frames, segment_frame_length=plan.window_frames,
+            prompt=sampler.prompt, negative_prompt=sampler.negative_prompt,
+            num_inference_steps=sampler.num_inference_steps, guidance_scale=sampler.guidance_scale,
+            pose_guidance_scale=sampler.pose_guidance_scale, pose_guidance_window=sampler.pose_guidance_window,
+            shift=sampler.shift, seed=sampler.seed, noise_device="cpu" if self.runtime.config.cpu_noise else None,
+            callback=report, cancel=lambda: self.cancels.cancelled(job_id),
+        )
+        self._long_jobs[job_id] = video
+        start, windows = time.perf_counter(), []
+        try:
+            for index in range(video.num_windows):
+                frames, video.state = run_window_on_gpu(plan, job_id, index, video.state)
+                windows.append(frames)
+        finally:
+            self._long_jobs.pop(job_id, None)
+        return GeneratedFrames(np.concatenate(windows), {"generating": time.perf_counter() - start})
+
+    def generate_window(self, plan: JobPlan, job_id: str, index: int, state) -> tuple[np.ndarray, object]:
+        """One window of a long video: (its new frames as uint8, the state for the next window)."""
+        from steadydancer.long_video import LongVideoCancelled
+
+        video = self._long_jobs[job_id]
+        video.state = state
+        with self.runtime.lock, self.stats.track():
+            self.running_job = job_id
+            try:
+                self.runtime.presets.use("fast" if plan.sampler.uses_distill_lora else "quality")
+                frames = video.run_window(index)
+            except LongVideoCancelled:
+                raise GenerationCancelled() from None
+            finally:
+                self.running_job = None
+        return to_uint8_frames(frames), video.state
+
+    def interrupt(self, job_id: str) -> None:
+        """Cancels `job_id`: pose detection stops after the current frame, denoising after the current step."""
+        self.cancels.cancel(job_id)
+        if self.running_job == job_id:
+            self.runtime.pipe.interrupt_generation()
+
+
+def _stage_timings(start: float, step_ends: list[float], end: float) -> dict[str, float]:
+    """Encoding, denoising and decoding seconds. The step callback runs after each step, so the encoders' time is
+    the first interval less one step."""
+    if not step_ends:
+        return {"encoding": 0.0, "denoising": 0.0, "decoding": end - start}
+    step = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) if len(step_ends) > 1 else 0.0
+    encoding = max(0.0, step_ends[0] - start - step)
+    return {"encoding": encoding, "denoising": step_ends[-1] - start - encoding, "decoding": end - step_ends[-1]}

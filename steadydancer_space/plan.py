@@ -1,0 +1,136 @@
+"""A request resolved once: the sampler that will run, the sizes, the windows and the GPU time of each call.
+
+`Planner.resolve` is the border between what a visitor asked for and what runs; everything after it (checks, poses,
+the GPU calls, the reports, ZeroGPU's duration) reads the `JobPlan` and works none of it out again.
+"""
+
+from dataclasses import dataclass, replace
+
+from steadydancer.fidelity import get_fidelity_mode
+from steadydancer.flops import CONFIG_14B
+from steadydancer.long_video import plan_windows
+
+from .calibration import load_calibration
+from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
+from .request import AnimationRequest, PoseOptions, SamplerOptions
+from .uploads import InputError, Limits, reference_size
+
+# ZeroGPU stops a call past its duration and refuses long ones (about 5 minutes for logged-in visitors; not
+# documented). Without STEADYDANCER_MAX_GPU_SECONDS, requests estimated above this are refused before any work.
+ZEROGPU_MAX_SECONDS = 300
+# Before a reference is given, estimates assume a landscape frame (the estimate depends on the area, not the aspect).
+LANDSCAPE = (576, 1024)
+# Defaults offered, best first: the first that fits the GPU-time cap (with a margin) is the UI's default.
+DEFAULT_CHOICES = (("576p", 81), ("480p", 81), ("576p", 49), ("480p", 49), ("480p", 33), ("480p", 17))
+DEFAULT_MARGIN = 0.75
+
+
+def effective_sampler(request: AnimationRequest) -> SamplerOptions:
+    """The sampler a request runs with: its own, or the released command line's in the released fidelity mode."""
+    if request.pose.fidelity == "default":
+        return request.sampler
+    settings = get_fidelity_mode(request.pose.fidelity).sampler_kwargs(request.pose.area)
+    return replace(request.sampler, preset="quality", num_inference_steps=settings["num_inference_steps"],
+                   guidance_scale=settings["guidance_scale"], pose_guidance_scale=settings["pose_guidance_scale"],
+                   pose_guidance_window=tuple(settings["pose_guidance_window"]), shift=settings["shift"])
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """One job as it will run. Picklable: ZeroGPU ships it to its GPU worker with the arrays."""
+
+    request: AnimationRequest
+    sampler: SamplerOptions  # what runs (not always what was asked: see `effective_sampler`)
+    height: int  # the size the visitor chose, for the reference's aspect; what the estimate prices
+    width: int
+    run_area: int  # the pixel budget generated at (tiny mode caps it to keep CPUs quick)
+    window_frames: int
+    num_windows: int  # GPU calls: 1, or the windows of a long video
+    estimate: GpuEstimate  # one GPU call: the whole video, or one window
+    max_gpu_seconds: float | None  # what one call may ask for (None: no limit)
+
+    @property
+    def num_frames(self) -> int:
+        return self.request.pose.num_frames
+
+    @property
+    def windowed(self) -> bool:
+        return self.num_windows > 1
+
+    @property
+    def over_limit(self) -> bool:
+        return self.max_gpu_seconds is not None and self.estimate.seconds > self.max_gpu_seconds
+
+    def require_within_limit(self) -> None:
+        if self.over_limit:
+            raise InputError(
+                f"This request needs about {format_seconds(self.estimate.seconds)} of GPU time; this app allows "
+                f"{format_seconds(self.max_gpu_seconds)}. Choose the fast preset, fewer frames or a lower resolution."
+            )
+
+
+class Planner:
+    """What this deployment runs requests with: the GPU the estimates price, the window length, the caps."""
+
+    def __init__(self, config, gpu: str, transformer_config: dict = CONFIG_14B, calibration=None,
+                 limits: Limits | None = None):
+        self.config = config
+        self.gpu = gpu
+        self.transformer_config = transformer_config
+        self.calibration = calibration
+        self.limits = limits or config.limits
+
+    @classmethod
+    def for_runtime(cls, runtime) -> "Planner":
+        config = runtime.config
+        # Tiny mode runs on the CPU, but its estimates describe the real model on a typical GPU (ZeroGPU, real or
+        # simulated, is planned for as such).
+        detected = "h100" if runtime.tiny and not config.zerogpu else detect_gpu(config.zerogpu, config.zerogpu_size)
+        gpu = config.gpu if config.gpu != "auto" else detected
+        transformer = CONFIG_14B if runtime.tiny else dict(runtime.pipe.transformer.config)
+        # Figures the device check measured on this GPU, when bench/results/ has them (else the FLOP model).
+        return cls(config, gpu, transformer, load_calibration(hardware=gpu))
+
+    @property
+    def max_gpu_seconds(self) -> float | None:
+        """The GPU time one call may ask for: STEADYDANCER_MAX_GPU_SECONDS, else ZeroGPU's ceiling on ZeroGPU."""
+        if self.config.max_gpu_seconds is not None:
+            return self.config.max_gpu_seconds
+        return ZEROGPU_MAX_SECONDS if self.config.zerogpu else None
+
+    def estimate(self, num_frames: int, height: int, width: int, sampler: SamplerOptions) -> GpuEstimate:
+        """One GPU call: the whole video, or one window of a longer one."""
+        return estimate_gpu_seconds(
+            min(num_frames, self.config.window_frames), height, width, sampler.num_inference_steps,
+            sampler.guidance_scale, sampler.pose_guidance_scale, sampler.pose_guidance_window, gpu=self.gpu,
+            transformer_config=self.transformer_config, calibration=self.calibration,
+        )
+
+    def num_windows(self, num_frames: int) -> int:
+        window = self.config.window_frames
+        return 1 if num_frames <= window else len(plan_windows(num_frames, window))
+
+    def resolve(self, request: AnimationRequest) -> JobPlan:
+        """The plan of `request`, sized from the reference's header (a landscape frame when there is none yet)."""
+        sampler = effective_sampler(request)
+        reference = reference_size(request.reference, self.limits) if request.reference else LANDSCAPE
+        height, width = request.pose.generation_size(*reference)
+        area = request.pose.area
+        return JobPlan(
+            request=request, sampler=sampler, height=height, width=width,
+            run_area=min(area, self.config.tiny_max_area) if self.config.tiny else area,
+            window_frames=self.config.window_frames, num_windows=self.num_windows(request.pose.num_frames),
+            estimate=self.estimate(request.pose.num_frames, height, width, sampler),
+            max_gpu_seconds=self.max_gpu_seconds,
+        )
+
+    def default_choices(self, margin: float = DEFAULT_MARGIN) -> tuple[str, int]:
+        """(resolution, frames) offered by default: the largest that fits `margin` of the GPU-time cap with the
+        default (fast) preset."""
+        limit = self.max_gpu_seconds
+        for resolution, frames in DEFAULT_CHOICES:
+            frames = min(frames, self.config.max_frames)
+            height, width = PoseOptions(resolution=resolution).generation_size(*LANDSCAPE)
+            if limit is None or self.estimate(frames, height, width, SamplerOptions()).seconds <= margin * limit:
+                return resolution, frames
+        return DEFAULT_CHOICES[-1]
