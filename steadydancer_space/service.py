@@ -22,6 +22,7 @@ from steadydancer.flops import CONFIG_14B
 from steadydancer.video_io import AudioClip, delayed, read_audio, to_uint8_frames, write_mp4, write_side_by_side_mp4
 
 from .calibration import load_calibration
+from .config import ZEROGPU_MAX_SECONDS
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
 from .faults import FaultPlan, GpuStats
 from .guard import GenerationCancelled, free_accelerator_memory
@@ -31,9 +32,6 @@ from .runtime import TINY_NOTICE, Runtime
 from .uploads import InputError, reference_size
 
 OUTPUT_MAX_AGE_SECONDS = 2 * 3600  # leftovers of requests that never finished (a crash) are deleted after this
-# ZeroGPU refuses a task that asks for more than a few minutes (about 5 for logged-in visitors at the time of writing;
-# not documented). Without STEADYDANCER_MAX_GPU_SECONDS, requests estimated above this are refused before any work.
-ZEROGPU_MAX_SECONDS = 300
 
 # Defaults offered, best first: the first that fits the GPU-time cap (with a margin) is the UI's default.
 DEFAULT_CHOICES = (("576p", 81), ("480p", 81), ("576p", 49), ("480p", 49), ("480p", 33), ("480p", 17))
