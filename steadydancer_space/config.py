@@ -1,84 +1,35 @@
 """Runtime settings of the app: environment variables first, command-line flags on top. This module is the only
 place the Space reads its environment variables.
 
+Every setting is a field of `AppConfig` (or of `Limits`, the upload and request limits) declared with `setting(...)`:
+the declaration is its one home, holding its environment variable, its flag (if it has one), how the variable's text
+is read, its default, the values it accepts and a line of help. Reading the environment (`AppConfig.from_env`), the
+flags (`build_parser`, `parse_config`), the checks and the settings table of the README all derive from it; print the
+table with
+
+    python -m steadydancer_space.config --markdown
+
 It imports neither torch, diffusers nor huggingface_hub, so `app.py` can read the settings and set `HF_HUB_OFFLINE`
 before those are imported. Host and port are Gradio's own: `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`.
-
-| variable | flag | meaning |
-| --- | --- | --- |
-| STEADYDANCER_TINY=1 | --tiny | tiny random weights + stand-in pose detector: runs on a CPU, output is noise |
-| STEADYDANCER_TRANSFORMER | --transformer | Hub repo id or local directory of the SteadyDancer DiT |
-| STEADYDANCER_TRANSFORMER_REVISION | --transformer-revision | branch, tag or commit to pin |
-| STEADYDANCER_BASE | --base | Hub repo id or local directory of the diffusers Wan2.1 I2V repo (VAE, encoders) |
-| STEADYDANCER_BASE_REVISION | --base-revision | branch, tag or commit to pin |
-| STEADYDANCER_POSE_MODELS | --pose-models | Hub repo id or local directory holding the two DWPose ONNX files |
-| STEADYDANCER_POSE_REVISION | --pose-revision | revision of the DWPose repo (default: the pinned commit of yzd-v/DWPose) |
-| STEADYDANCER_CACHE_DIR | --cache-dir | Hugging Face cache directory |
-| HF_HUB_OFFLINE=1 | --offline | use only local directories and the cache |
-| STEADYDANCER_DTYPE | --dtype | bfloat16 (default), float16 or float32 for the DiT and encoders |
-| STEADYDANCER_VAE_DTYPE | --vae-dtype | float32 (default) or bfloat16 |
-| STEADYDANCER_DEVICE | --device | cuda, cpu, ... (default: cuda when available) |
-| STEADYDANCER_MEMORY_PLAN | --memory-plan | auto (from the GPU's memory), resident, fp8 or offload (`steadydancer.memory`) |
-| STEADYDANCER_FAST_LORA | --fast-lora | Hub repo id, local file or directory of the 4-step distillation LoRA (fast preset) |
-| STEADYDANCER_FAST_LORA_REVISION | --fast-lora-revision | revision of its repo |
-| STEADYDANCER_FAST_ONLY=1 | --fast-only | serve only the fast preset, with the LoRA fused into the weights (faster) |
-| STEADYDANCER_CPU_NOISE=1 | --cpu-noise | starting noise drawn on the CPU (same video on any hardware); default: on the GPU, as released |
-| STEADYDANCER_MAX_FRAMES | --max-frames | longest video offered (4n+1, default 481: 30 s at 16 fps) |
-| STEADYDANCER_WINDOW_FRAMES | --window-frames | frames per window of a longer video (4n+1, default 81; each window is its own GPU call) |
-| STEADYDANCER_QUEUE_SIZE | --queue-size | requests waiting at most (default 20); more are refused ("Queue is full") |
-| STEADYDANCER_CONCURRENCY | --concurrency | generations running at once (default 1) |
-| STEADYDANCER_MAX_GPU_SECONDS | --max-gpu-seconds | refuse requests estimated above this (default: 300 on ZeroGPU, else none) |
-| STEADYDANCER_FILE_TTL | --file-ttl | seconds uploads and outputs are kept on the server (default 3600) |
-| STEADYDANCER_GPU | --gpu | hardware the time estimate assumes (see `estimate.GPU_THROUGHPUT`; default auto) |
-| STEADYDANCER_ZEROGPU_SIZE | --zerogpu-size | ZeroGPU slice to request: large (half an RTX Pro 6000 Blackwell, 48 GB) or xlarge (a whole one, 96 GB) |
-| STEADYDANCER_TINY_MAX_AREA | --tiny-max-area | pixel budget every preset is capped to in tiny mode (default 128*96) |
-
-Upload limits (file size, pixels, video length, aspect ratio, prompt length, steps, keypoint file size and frames)
-are `steadydancer_space.uploads.Limits`, read from the STEADYDANCER_MAX_* variables of `LIMIT_VARIABLES`;
-STEADYDANCER_FAULT injects faults in tiny mode (`faults.py`); SPACES_ZERO_GPU (set by the platform) says the app runs
-on ZeroGPU. A value that cannot be used stops the app with a `ConfigError` naming the variable.
+A value that cannot be used stops the app with a `ConfigError` naming the variable or the flag it came from.
 """
 
 import argparse
 import os
 import sys
-from dataclasses import dataclass, field, fields, replace
-from typing import Mapping, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from steadydancer.defaults import BASE, DWPOSE, FAST_LORA, TRANSFORMER
+from steadydancer.sizing import is_valid_frame_count, nearest_valid_frame_count, next_valid_frame_count
 
 from .estimate import GPU_THROUGHPUT
-from .uploads import Limits
-
-# Upload limits: Limits field -> (variable without the STEADYDANCER_ prefix, type, unit in the variable).
-LIMIT_VARIABLES = {
-    "max_file_bytes": ("MAX_FILE_MB", float, 2**20),
-    "max_image_pixels": ("MAX_IMAGE_PIXELS", int, 1),
-    "max_video_pixels": ("MAX_VIDEO_PIXELS", int, 1),
-    "max_video_seconds": ("MAX_VIDEO_SECONDS", float, 1),
-    "max_aspect_ratio": ("MAX_ASPECT", float, 1),
-    "max_prompt_chars": ("MAX_PROMPT_CHARS", int, 1),
-    "max_steps": ("MAX_STEPS", int, 1),
-    "max_keypoint_bytes": ("MAX_KEYPOINT_MB", float, 2**20),
-    "max_keypoint_frames": ("MAX_KEYPOINT_FRAMES", int, 1),
-}
-
-# Other settings: AppConfig field -> (variable without the STEADYDANCER_ prefix, type).
-SETTING_VARIABLES = {
-    "tiny": ("TINY", bool), "transformer": ("TRANSFORMER", str), "transformer_revision": ("TRANSFORMER_REVISION", str),
-    "base": ("BASE", str), "base_revision": ("BASE_REVISION", str), "pose_models": ("POSE_MODELS", str),
-    "pose_revision": ("POSE_REVISION", str), "cache_dir": ("CACHE_DIR", str), "dtype": ("DTYPE", str),
-    "vae_dtype": ("VAE_DTYPE", str), "device": ("DEVICE", str), "memory_plan": ("MEMORY_PLAN", str),
-    "fast_lora": ("FAST_LORA", str), "fast_lora_revision": ("FAST_LORA_REVISION", str),
-    "fast_only": ("FAST_ONLY", bool), "cpu_noise": ("CPU_NOISE", bool), "max_frames": ("MAX_FRAMES", int),
-    "window_frames": ("WINDOW_FRAMES", int), "queue_size": ("QUEUE_SIZE", int), "concurrency": ("CONCURRENCY", int),
-    "max_gpu_seconds": ("MAX_GPU_SECONDS", float), "gpu": ("GPU", str), "zerogpu_size": ("ZEROGPU_SIZE", str),
-    "tiny_max_area": ("TINY_MAX_AREA", int), "file_ttl": ("FILE_TTL", int), "faults": ("FAULT", str),
-}
+from .faults import FAULT_ENV
 
 
 class ConfigError(ValueError):
     """A setting (flag or environment variable) that cannot be used; the message names it."""
+
 
 DTYPES = ("bfloat16", "float16", "float32")
 GPU_CHOICES = ("auto", *GPU_THROUGHPUT)
@@ -86,61 +37,186 @@ MEMORY_PLANS = ("auto", "resident", "fp8", "offload")
 # GPU memory (GB) of each ZeroGPU size: `large` is half an RTX Pro 6000 Blackwell (compute capability 12.0).
 ZEROGPU_MEMORY_GB = {"large": 48, "xlarge": 96}
 ZEROGPU_COMPUTE_CAPABILITY = (12, 0)
-TRUE = {"1", "true", "yes", "on"}
+# ZeroGPU refuses a task that asks for more than a few minutes (about 5 for logged-in visitors; not documented).
+# Without `max_gpu_seconds`, requests estimated above this are refused there before any work.
+ZEROGPU_MAX_SECONDS = 300
+# Texts of an environment variable that switch a setting on; any other text switches it off.
+TRUE = ("1", "true", "yes", "on")
+MEGABYTE = 2**20
+MIN_FRAMES = 5  # the shortest 4n+1 count above a single frame (two latent frames)
+
+_SETTING = "setting"  # key of a field's metadata that holds its `Setting`
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one configuration field is set and described (its default is the field's own)."""
+
+    variable: str  # environment variable
+    flag: str | None  # command-line flag; None: environment only
+    kind: type  # bool, int, float or str: how the variable's (and the flag's) text reads
+    help: str  # one line, for `--help` and the README
+    choices: tuple[str, ...] | None = None
+    require: Callable[[Any], str | None] | None = None  # what a value misses ("must be ..."), or None if usable
+    unit: int = 1  # the variable counts in units of this many of the field's (megabytes of a byte count)
+    none_means: str | None = None  # the default in words, where it is None
+
+    def read(self, text: str) -> Any:
+        """The value of the environment variable's `text`; `ConfigError` names the variable."""
+        text = text.strip()
+        if self.kind is bool:
+            return text.lower() in TRUE
+        if self.kind is str:
+            return text
+        try:
+            number = self.kind(text)
+        except ValueError:
+            what = "a whole number" if self.kind is int else "a number"
+            raise ConfigError(f"{self.variable}={text!r} is not {what}.") from None
+        return int(number * self.unit) if self.unit != 1 else number
+
+    def problem(self, value: Any) -> str | None:
+        """What `value` misses ("must be ..."), or None if it can be used. None (an unset default) always can."""
+        if value is None:
+            return None
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}"
+        return self.require(value) if self.require else None
+
+
+def setting(default: Any, variable: str, help: str, *, flag: str | None = None, kind: type | None = None,
+            choices: Sequence[str] | None = None, require: Callable[[Any], str | None] | None = None, unit: int = 1,
+            none_means: str | None = None) -> Field:
+    """A dataclass field that is a setting: `default` and everything `Setting` holds."""
+    if default is None and (kind is None or none_means is None):
+        raise TypeError(f"{variable}: a None default needs a kind and words for what None means.")
+    spec = Setting(variable, flag, kind or type(default), help, tuple(choices) if choices is not None else None,
+                   require, unit, none_means)
+    return field(default=default, metadata={_SETTING: spec})
+
+
+def _frame_count(value: int) -> str | None:
+    if value >= MIN_FRAMES and is_valid_frame_count(value):
+        return None
+    options = sorted({n for n in (nearest_valid_frame_count(value), next_valid_frame_count(value)) if n >= MIN_FRAMES})
+    return f"must be 4n+1 and at least {MIN_FRAMES} ({' or '.join(map(str, options or [MIN_FRAMES]))} would do)"
+
+
+def _at_least(low: float) -> Callable[[float], str | None]:
+    return lambda value: None if value >= low else f"must be at least {low:g}"  # NaN fails too
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be above 0"  # NaN fails too
+
+
+def _check(instance) -> None:
+    """Raises ValueError naming the first field of `instance` whose value cannot be used."""
+    for f, spec in settings_of(type(instance)):
+        value = getattr(instance, f.name)
+        problem = spec.problem(value)
+        if problem:
+            raise ValueError(f"{f.name} {problem}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upload and request limits: what one request may upload, decode and ask for (checked in `uploads` and
+    `request`). Set from environment variables only."""
+
+    max_file_bytes: int = setting(100 * MEGABYTE, "STEADYDANCER_MAX_FILE_MB", "largest upload, in MB", kind=float,
+                                  unit=MEGABYTE, require=_positive)
+    max_image_pixels: int = setting(4096 * 4096, "STEADYDANCER_MAX_IMAGE_PIXELS", "largest reference image, in pixels",
+                                    require=_positive)
+    max_video_pixels: int = setting(3840 * 2160, "STEADYDANCER_MAX_VIDEO_PIXELS",
+                                    "largest driving-video frame, in pixels", require=_positive)
+    max_video_seconds: float = setting(60.0, "STEADYDANCER_MAX_VIDEO_SECONDS", "longest driving video, in seconds",
+                                       require=_positive)
+    max_aspect_ratio: float = setting(4.0, "STEADYDANCER_MAX_ASPECT", "most elongated upload (long side / short side)",
+                                      require=_at_least(1))
+    max_prompt_chars: int = setting(2000, "STEADYDANCER_MAX_PROMPT_CHARS", "longest prompt, in characters",
+                                    require=_positive)
+    max_steps: int = setting(80, "STEADYDANCER_MAX_STEPS", "most sampling steps a request may ask for",
+                             require=_positive)
+    max_keypoint_bytes: int = setting(20 * MEGABYTE, "STEADYDANCER_MAX_KEYPOINT_MB", "largest keypoint JSON, in MB",
+                                      kind=float, unit=MEGABYTE, require=_positive)
+    max_keypoint_frames: int = setting(10_000, "STEADYDANCER_MAX_KEYPOINT_FRAMES", "most frames in a keypoint JSON",
+                                       require=_positive)
+
+    def __post_init__(self):
+        _check(self)
 
 
 @dataclass(frozen=True)
 class AppConfig:
-    tiny: bool = False
-    transformer: str = TRANSFORMER.repo_id
-    transformer_revision: str | None = TRANSFORMER.revision
-    base: str = BASE.repo_id
-    base_revision: str | None = BASE.revision
-    pose_models: str = DWPOSE.repo_id
-    pose_revision: str | None = None  # None: the library's pinned commit for its own repo (`DWPOSE`)
-    cache_dir: str | None = None
-    offline: bool = False
-    dtype: str = "bfloat16"
-    vae_dtype: str = "float32"
-    device: str | None = None
-    memory_plan: str = "auto"
-    fast_lora: str = FAST_LORA.repo_id
-    fast_lora_revision: str | None = FAST_LORA.revision
-    fast_only: bool = False
-    max_frames: int = 481
-    window_frames: int = 81
-    queue_size: int = 20
-    concurrency: int = 1
-    max_gpu_seconds: float | None = None
-    gpu: str = "auto"
-    zerogpu_size: str | None = None  # None: what `spaces` chooses (xlarge for models above its size threshold)
-    tiny_max_area: int = 128 * 96
-    file_ttl: int = 3600
-    cpu_noise: bool = False  # draw the starting noise on the CPU (same video on any hardware) instead of the GPU
-    zerogpu: bool = False  # running on ZeroGPU (SPACES_ZERO_GPU, set by the platform)
-    faults: str = ""  # STEADYDANCER_FAULT, tiny mode only (`faults.py`)
+    tiny: bool = setting(False, "STEADYDANCER_TINY", flag="--tiny",
+                         help="tiny random weights and a stand-in pose detector: runs on a CPU, the output is noise")
+    transformer: str = setting(TRANSFORMER.repo_id, "STEADYDANCER_TRANSFORMER", flag="--transformer",
+                               help="Hub repo id or local directory of the SteadyDancer DiT")
+    transformer_revision: str | None = setting(TRANSFORMER.revision, "STEADYDANCER_TRANSFORMER_REVISION",
+                                               flag="--transformer-revision", kind=str, none_means="default branch",
+                                               help="branch, tag or commit of the DiT's repo")
+    base: str = setting(BASE.repo_id, "STEADYDANCER_BASE", flag="--base",
+                        help="Hub repo id or local directory of the diffusers Wan2.1 I2V repo (VAE, encoders)")
+    base_revision: str | None = setting(BASE.revision, "STEADYDANCER_BASE_REVISION", flag="--base-revision", kind=str,
+                                        none_means="default branch", help="branch, tag or commit of the base repo")
+    pose_models: str = setting(DWPOSE.repo_id, "STEADYDANCER_POSE_MODELS", flag="--pose-models",
+                               help="Hub repo id or local directory holding the two DWPose ONNX files")
+    # None: the library's pinned commit when the repo is its own (`DWPOSE.revision_for`).
+    pose_revision: str | None = setting(None, "STEADYDANCER_POSE_REVISION", flag="--pose-revision", kind=str,
+                                        none_means=f"`{DWPOSE.revision}` for {DWPOSE.repo_id}, else default branch",
+                                        help="branch, tag or commit of the DWPose repo")
+    cache_dir: str | None = setting(None, "STEADYDANCER_CACHE_DIR", flag="--cache-dir", kind=str,
+                                    none_means="Hugging Face's", help="Hugging Face cache directory")
+    offline: bool = setting(False, "HF_HUB_OFFLINE", flag="--offline",
+                            help="no network: local directories and the Hugging Face cache only")
+    dtype: str = setting("bfloat16", "STEADYDANCER_DTYPE", flag="--dtype", choices=DTYPES,
+                         help="dtype of the DiT and the encoders")
+    vae_dtype: str = setting("float32", "STEADYDANCER_VAE_DTYPE", flag="--vae-dtype", choices=DTYPES,
+                             help="dtype of the VAE")
+    device: str | None = setting(None, "STEADYDANCER_DEVICE", flag="--device", kind=str,
+                                 none_means="cuda when available", help="torch device: cuda, cpu, ...")
+    memory_plan: str = setting("auto", "STEADYDANCER_MEMORY_PLAN", flag="--memory-plan", choices=MEMORY_PLANS,
+                               help="where the models live (`steadydancer.memory`); auto: from the GPU's memory")
+    fast_lora: str = setting(FAST_LORA.repo_id, "STEADYDANCER_FAST_LORA", flag="--fast-lora",
+                             help="Hub repo id, local file or directory of the 4-step distillation LoRA (fast preset)")
+    fast_lora_revision: str | None = setting(FAST_LORA.revision, "STEADYDANCER_FAST_LORA_REVISION",
+                                             flag="--fast-lora-revision", kind=str, none_means="default branch",
+                                             help="branch, tag or commit of the LoRA's repo")
+    fast_only: bool = setting(False, "STEADYDANCER_FAST_ONLY", flag="--fast-only",
+                              help="serve only the fast preset, with the LoRA fused into the weights (faster)")
+    max_frames: int = setting(481, "STEADYDANCER_MAX_FRAMES", flag="--max-frames", require=_frame_count,
+                              help="longest video offered, in frames (4n+1; 481 is 30 s at 16 fps)")
+    window_frames: int = setting(81, "STEADYDANCER_WINDOW_FRAMES", flag="--window-frames", require=_frame_count,
+                                 help="frames per window of a longer video (4n+1); each window is its own GPU call")
+    queue_size: int = setting(20, "STEADYDANCER_QUEUE_SIZE", flag="--queue-size", require=_at_least(1),
+                              help='requests waiting at most; more are refused ("Queue is full")')
+    concurrency: int = setting(1, "STEADYDANCER_CONCURRENCY", flag="--concurrency", require=_at_least(1),
+                               help="generations running at once")
+    max_gpu_seconds: float | None = setting(None, "STEADYDANCER_MAX_GPU_SECONDS", flag="--max-gpu-seconds", kind=float,
+                                            require=_positive, none_means=f"none; {ZEROGPU_MAX_SECONDS} on ZeroGPU",
+                                            help="refuse requests whose GPU time is estimated above this many seconds")
+    gpu: str = setting("auto", "STEADYDANCER_GPU", flag="--gpu", choices=GPU_CHOICES,
+                       help="hardware the GPU-time estimate assumes (`estimate.GPU_THROUGHPUT`); auto: this machine's")
+    zerogpu_size: str | None = setting(None, "STEADYDANCER_ZEROGPU_SIZE", flag="--zerogpu-size", kind=str,
+                                       choices=tuple(ZEROGPU_MEMORY_GB), none_means="what `spaces` chooses",
+                                       help="ZeroGPU slice to request, with "
+                                       + " or ".join(f"{gb} GB" for gb in ZEROGPU_MEMORY_GB.values())
+                                       + " of GPU memory")
+    tiny_max_area: int = setting(128 * 96, "STEADYDANCER_TINY_MAX_AREA", flag="--tiny-max-area",
+                                 require=_at_least(16 * 16), help="pixel budget every preset is capped to in tiny mode")
+    file_ttl: int = setting(3600, "STEADYDANCER_FILE_TTL", flag="--file-ttl", require=_at_least(60),
+                            help="seconds uploads and outputs are kept on the server before they are deleted")
+    cpu_noise: bool = setting(False, "STEADYDANCER_CPU_NOISE", flag="--cpu-noise",
+                              help="draw the starting noise on the CPU: a seed gives the same video on any hardware "
+                              "(off: on the GPU, as the released code)")
+    zerogpu: bool = setting(False, "SPACES_ZERO_GPU", help="set by the platform: the app runs on ZeroGPU")
+    faults: str = setting("", FAULT_ENV, none_means="none",
+                          help="faults injected in tiny mode, for tests: oom_once, oom_seed=N (`faults.py`)")
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self):
-        for name in ("dtype", "vae_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"{name} must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}.")
-        for name in ("max_frames", "window_frames"):
-            value = getattr(self, name)
-            if value < 5 or (value - 1) % 4:
-                raise ValueError(f"{name} must be 4n+1 and at least 5, got {value}.")
-        if self.memory_plan not in MEMORY_PLANS:
-            raise ValueError(f"memory_plan must be one of {', '.join(MEMORY_PLANS)}, got {self.memory_plan!r}.")
-        if self.gpu not in GPU_CHOICES:
-            raise ValueError(f"gpu must be one of {', '.join(GPU_CHOICES)}, got {self.gpu!r}.")
-        if self.zerogpu_size not in (None, "large", "xlarge"):
-            raise ValueError(f"zerogpu_size must be large or xlarge, got {self.zerogpu_size!r}.")
-        if self.queue_size < 1 or self.concurrency < 1 or self.tiny_max_area < 16 * 16:
-            raise ValueError("queue_size and concurrency must be >= 1, tiny_max_area >= 256.")
-        if self.file_ttl < 60:
-            raise ValueError(f"file_ttl must be at least 60 seconds, got {self.file_ttl}.")
-        if self.max_gpu_seconds is not None and not self.max_gpu_seconds > 0:
-            raise ValueError(f"max_gpu_seconds must be positive, got {self.max_gpu_seconds}.")
+        _check(self)
 
     @property
     def delete_cache(self) -> tuple[int, int]:
@@ -159,87 +235,92 @@ class AppConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppConfig":
-        """The settings from environment variables (the only place the Space reads them); `ConfigError` names a
-        variable whose value cannot be used."""
+        """The settings from environment variables (the only place the Space reads them); unset or empty variables
+        keep their defaults. `ConfigError` names a variable whose value cannot be used."""
         env = os.environ if environ is None else environ
-
-        def get(name, cast=str, scale=1):
-            variable = f"STEADYDANCER_{name}"
-            value = env.get(variable)
-            if value is None or value.strip() == "":
-                return None
-            if cast is bool:
-                return value.strip().lower() in TRUE
-            try:
-                number = cast(value.strip())
-            except ValueError:
-                raise ConfigError(f"{variable}={value!r} is not {'a whole number' if cast is int else 'a number'}.") from None
-            return int(number * scale) if scale != 1 else number
-
-        limits = {name: get(variable, cast, scale) for name, (variable, cast, scale) in LIMIT_VARIABLES.items()}
-        values = {field: get(variable, cast) for field, (variable, cast) in SETTING_VARIABLES.items()}
-        values["limits"] = Limits(**{k: v for k, v in limits.items() if v is not None})
-        values["offline"] = env.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE
-        values["zerogpu"] = env.get("SPACES_ZERO_GPU", "").strip().lower() in TRUE
-        try:
-            return cls(**{k: v for k, v in values.items() if v is not None})
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        limits = Limits(**_read_environment(Limits, env))
+        return cls(**_read_environment(cls, env), limits=limits)
 
 
-def build_parser(defaults: AppConfig | None = None) -> argparse.ArgumentParser:
-    d = defaults or AppConfig()
+def settings_of(cls: type) -> Iterator[tuple[Field, Setting]]:
+    """The fields of `cls` that are settings, in declaration order, with their `Setting`."""
+    for f in fields(cls):
+        if _SETTING in f.metadata:
+            yield f, f.metadata[_SETTING]
+
+
+def _read_environment(cls: type, env: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for f, spec in settings_of(cls):
+        text = env.get(spec.variable)
+        if text is None or text.strip() == "":
+            continue
+        value = spec.read(text)
+        problem = spec.problem(value)
+        if problem:
+            raise ConfigError(f"{spec.variable}={text.strip()!r} {problem}.")
+        values[f.name] = value
+    return values
+
+
+def _shown_default(f: Field, spec: Setting) -> str:
+    default = f.default if f.default is not MISSING else None
+    if default is None or default == "":
+        return spec.none_means
+    if spec.kind is bool:
+        return "on" if default else "off"
+    if isinstance(default, str):
+        return f"`{default}`"
+    value = default / spec.unit
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of every setting that has one. A flag not given is absent from the parsed namespace, so the
+    environment's value stays."""
     p = argparse.ArgumentParser(
-        prog="app.py",
-        description="SteadyDancer Gradio app. Host and port: GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. "
-        "Every flag has a STEADYDANCER_* environment variable (see steadydancer_space/config.py).",
+        prog="app.py", argument_default=argparse.SUPPRESS,
+        description="SteadyDancer Gradio app. Host and port: GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. Every flag has "
+        "an environment variable, named in its help; flags win over variables.",
+        epilog="Set by environment variable only: " + ", ".join(
+            spec.variable for cls in (AppConfig, Limits) for _, spec in settings_of(cls) if spec.flag is None)
+        + ". python -m steadydancer_space.config --markdown prints every setting with its default.",
     )
-    p.add_argument("--tiny", action=argparse.BooleanOptionalAction, default=d.tiny,
-                   help="tiny random weights and a stand-in pose detector: runs on a CPU, the output is noise")
-    p.add_argument("--transformer", default=d.transformer, help="Hub repo id or local directory of the DiT")
-    p.add_argument("--transformer-revision", default=d.transformer_revision)
-    p.add_argument("--base", default=d.base, help="Hub repo id or local directory of the diffusers Wan2.1 I2V repo")
-    p.add_argument("--base-revision", default=d.base_revision)
-    p.add_argument("--pose-models", default=d.pose_models, help="Hub repo id or directory with the DWPose ONNX files")
-    p.add_argument("--pose-revision", default=d.pose_revision)
-    p.add_argument("--cache-dir", default=d.cache_dir)
-    p.add_argument("--offline", action=argparse.BooleanOptionalAction, default=d.offline,
-                   help="no network: local directories and the Hugging Face cache only (sets HF_HUB_OFFLINE=1)")
-    p.add_argument("--dtype", choices=DTYPES, default=d.dtype)
-    p.add_argument("--vae-dtype", choices=DTYPES, default=d.vae_dtype)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--memory-plan", choices=MEMORY_PLANS, default=d.memory_plan,
-                   help="where the models live: auto (from the GPU's memory), resident, fp8 or offload")
-    p.add_argument("--fast-lora", default=d.fast_lora, help="the 4-step distillation LoRA: repo id, file or directory")
-    p.add_argument("--fast-lora-revision", default=d.fast_lora_revision)
-    p.add_argument("--fast-only", action=argparse.BooleanOptionalAction, default=d.fast_only,
-                   help="serve only the fast preset, with the LoRA fused into the weights")
-    p.add_argument("--cpu-noise", action=argparse.BooleanOptionalAction, default=d.cpu_noise,
-                   help="draw the starting noise on the CPU: a seed gives the same video on any hardware (released: "
-                   "on the GPU, so a seed reproduces the released code's result)")
-    p.add_argument("--max-frames", type=int, default=d.max_frames, help="longest video offered (4n+1)")
-    p.add_argument("--window-frames", type=int, default=d.window_frames,
-                   help="frames per window of a longer video (4n+1); each window is its own GPU call")
-    p.add_argument("--queue-size", type=int, default=d.queue_size)
-    p.add_argument("--concurrency", type=int, default=d.concurrency)
-    p.add_argument("--max-gpu-seconds", type=float, default=d.max_gpu_seconds)
-    p.add_argument("--gpu", choices=GPU_CHOICES, default=d.gpu, help="hardware the GPU-time estimate assumes")
-    p.add_argument("--zerogpu-size", choices=("large", "xlarge"), default=d.zerogpu_size,
-                   help="ZeroGPU slice: large (48 GB, half a Blackwell card) or xlarge (96 GB, twice the quota)")
-    p.add_argument("--tiny-max-area", type=int, default=d.tiny_max_area)
-    p.add_argument("--file-ttl", type=int, default=d.file_ttl,
-                   help="seconds uploads and outputs are kept on the server before they are deleted")
+    for f, spec in settings_of(AppConfig):
+        if spec.flag is None:
+            continue
+        text = f"{spec.help} [{spec.variable}; default: {_shown_default(f, spec)}]"
+        text = text.replace("`", "").replace("%", "%%")  # plain text; argparse formats help with %
+        if spec.kind is bool:
+            p.add_argument(spec.flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            p.add_argument(spec.flag, dest=f.name, type=spec.kind, choices=spec.choices, help=text)
     return p
 
 
 def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> AppConfig:
-    """Environment variables, overridden by flags in `argv`."""
-    base = AppConfig.from_env(environ)
-    args = vars(build_parser(base).parse_args(argv))
-    try:
-        return replace(base, **{f.name: args[f.name] for f in fields(AppConfig) if f.name in args})
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    """Environment variables, overridden by flags in `argv`; `ConfigError` names the flag or variable at fault."""
+    config = AppConfig.from_env(environ)
+    given = vars(build_parser().parse_args(argv))
+    specs = {f.name: spec for f, spec in settings_of(AppConfig)}
+    for name, value in given.items():
+        problem = specs[name].problem(value)
+        if problem:
+            raise ConfigError(f"{specs[name].flag} {value} {problem}.")
+    return replace(config, **given)
+
+
+def settings_table() -> str:
+    """The README's table of every setting (markdown), derived from the declarations above."""
+    rows = ["| Variable | Flag | Default | Meaning |", "| --- | --- | --- | --- |"]
+    for cls in (AppConfig, Limits):
+        for f, spec in settings_of(cls):
+            meaning = spec.help + (f"; one of {', '.join(spec.choices)}" if spec.choices else "")
+            flag = f"`{spec.flag}`" if spec.flag else ""
+            rows.append(f"| `{spec.variable}` | {flag} | {_shown_default(f, spec)} | {meaning} |")
+    switches = ", ".join(TRUE)
+    return "\n".join(rows) + (f"\n\nA switch (default off) is on when its variable is {switches}; a flag `--x` has "
+                              "its `--no-x`. Flags win over variables. Unset or empty variables keep the default.\n")
 
 
 def apply_environment(config: AppConfig) -> None:
@@ -252,3 +333,16 @@ def apply_environment(config: AppConfig) -> None:
             constants.HF_HUB_OFFLINE = True
     # Cached example outputs are per model, so tiny-mode noise is never served by the real app (and vice versa).
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", os.path.join(".gradio", "cached_examples", config.mode_key))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m steadydancer_space.config",
+                                     description="Describe the app's settings.")
+    parser.add_argument("--markdown", action="store_true", required=True,
+                        help="print the README's settings table (markdown)")
+    parser.parse_args(argv)
+    sys.stdout.write(settings_table())
+
+
+if __name__ == "__main__":
+    main()

@@ -11,13 +11,11 @@ from steadydancer.flops import CONFIG_14B
 from steadydancer.long_video import plan_windows
 
 from .calibration import load_calibration
+from .config import ZEROGPU_MAX_SECONDS
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
 from .request import AnimationRequest, PoseOptions, SamplerOptions
 from .uploads import InputError, Limits, reference_size
 
-# ZeroGPU stops a call past its duration and refuses long ones (about 5 minutes for logged-in visitors; not
-# documented). Without STEADYDANCER_MAX_GPU_SECONDS, requests estimated above this are refused before any work.
-ZEROGPU_MAX_SECONDS = 300
 # Before a reference is given, estimates assume a landscape frame (the estimate depends on the area, not the aspect).
 LANDSCAPE = (576, 1024)
 # Defaults offered, best first: the first that fits the GPU-time cap (with a margin) is the UI's default.

@@ -1,7 +1,7 @@
 """Checks on what a visitor uploads, before any decoding or GPU work.
 
 A file's kind is read from its first bytes, never from its name, so a video renamed `.png` (or an image renamed
-`.mp4`) is recognised for what it is. Limits are set by the Space's configuration (`steadydancer_space.config`) so a deployment can tighten them. They bound
+`.mp4`) is recognised for what it is. The limits (`Limits`) are settings of the Space (`steadydancer_space.config`), so a deployment can tighten them. They bound
 what one request may upload and decode; the GPU time a request may take is bounded separately, from the estimate of
 `steadydancer_space.estimate` (STEADYDANCER_MAX_GPU_SECONDS).
 
@@ -13,12 +13,13 @@ import json
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from steadydancer.pose.errors import PoseFormatError
+
+from .config import Limits
 
 
 class InputError(ValueError):
@@ -27,21 +28,6 @@ class InputError(ValueError):
 
 class KeypointFileError(InputError, PoseFormatError):
     """A keypoint JSON that cannot be used: both an `InputError` and the pose package's `PoseFormatError`."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Upload and request limits (read by `steadydancer_space.config` from the STEADYDANCER_* variable named)."""
-
-    max_file_bytes: int = 100 * 2**20  # STEADYDANCER_MAX_FILE_MB
-    max_image_pixels: int = 4096 * 4096  # STEADYDANCER_MAX_IMAGE_PIXELS
-    max_video_pixels: int = 3840 * 2160  # STEADYDANCER_MAX_VIDEO_PIXELS (per frame)
-    max_video_seconds: float = 60.0  # STEADYDANCER_MAX_VIDEO_SECONDS
-    max_aspect_ratio: float = 4.0  # STEADYDANCER_MAX_ASPECT (long side / short side)
-    max_prompt_chars: int = 2000  # STEADYDANCER_MAX_PROMPT_CHARS
-    max_steps: int = 80  # STEADYDANCER_MAX_STEPS
-    max_keypoint_bytes: int = 20 * 2**20  # STEADYDANCER_MAX_KEYPOINT_MB
-    max_keypoint_frames: int = 10_000  # STEADYDANCER_MAX_KEYPOINT_FRAMES
 
 
 # (offset, magic bytes, kind, format)

@@ -32,9 +32,9 @@ def test_config_env_then_flags():
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="4n\\+1"):
         AppConfig(max_frames=80)
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ValueError, match="STEADYDANCER_DTYPE='int8' must be one of"):
         AppConfig.from_env({"STEADYDANCER_DTYPE": "int8"})
-    with pytest.raises(ValueError, match="gpu must be one of"):
+    with pytest.raises(ValueError, match="STEADYDANCER_GPU='tpu' must be one of"):
         AppConfig.from_env({"STEADYDANCER_GPU": "tpu"})
 
 
