@@ -101,7 +101,7 @@ def _check_aspect(width: int, height: int, what: str, limits: Limits) -> None:
 
 def _reference_header(path: str | os.PathLike | None, limits: Limits) -> tuple[int, int, bool]:
     """(width, height, turned by EXIF) of a reference photo, from its header only: kind, file size, pixels, aspect."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = _check_file(path, "reference image", limits)
     kind, name = sniff(path)
