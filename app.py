@@ -302,7 +302,7 @@ if __name__ == "__main__":
     # unless said otherwise (the GPU work: CONFIG.concurrency). Only the examples are served from disk besides what
     # the handlers return (copied into Gradio's cache); uploads beyond the file-size limit are refused by Gradio;
     # show_error=False: an unexpected error reaches the client without its text (handlers turn every expected one
-    # into a gr.Error with a message, see steadydancer_space/guard.py).
+    # into a gr.Error with a message, see steadydancer_space/errors.py).
     # On SIGTERM (a Space restarting, `kill`) shut down as on Ctrl+C, so Gradio deletes the files it tracks and this
     # process's own output and tiny-model directories go too.
     def stop(signum, frame):  # running generations end after their current step instead of holding the exit

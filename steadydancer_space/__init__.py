@@ -1,14 +1,16 @@
 """The SteadyDancer Space: everything between a visitor and the `steadydancer` library, testable without a browser.
-`app.py` is the UI wiring (components, events, the `spaces.GPU` wrapper).
+`app.py` wires the page's events to its handlers and wraps the GPU part for ZeroGPU (`spaces.GPU`).
 
-- `config`: the settings, from command-line flags and environment variables (the only reader of either).
+A request, top to bottom:
+- `config`: the settings, each declared once (flag, environment variable, default, help).
 - `request`: API values -> `AnimationRequest`, each value validated once, errors naming the API parameter.
-- `uploads`: upload policy and limits; files checked from their content.
-- `service`: the one orchestrator: GPU-time check, poses, generation (the GPU part), writing; progress and cancel.
-- `poses`: the pose step as the app runs it (files in, a small cache, warnings for people).
+- `plan`: the request resolved once -> `JobPlan` (the sampler that runs, sizes, windows, the GPU estimate).
+- `service`: `extract` and `animate`, step by step over the modules below.
+- `uploads`: files checked from their content; `poses`: the pose step (a small cache, warnings for people).
+- `generation`: the GPU part (whole video or window by window); `cancellation`: cancels seen across processes.
+- `outputs`: per-request folders and the files written; `reports`: what a visitor reads.
+- `estimate` / `calibration`: the GPU time of one call, from the FLOP model or the device check's figures.
 - `runtime`: the models of one process (the real model with its presets and memory plan, or `--tiny`).
-- `estimate` / `calibration`: the GPU time a job needs, from the FLOP model or from the device check's figures.
-- `guard`: the one place exceptions become the messages people see; Gradio input and cancel plumbing.
-- `faults`: tiny mode's fault injection and counters, for the tests.
-- `examples`: the example table (the files are made by `examples/make_examples.py`).
+- `errors`: the one place exceptions become messages; `middleware`: cancels and short raw calls; `page` and
+  `layout`: the page's Gradio glue and components; `faults`: tiny mode's fault injection; `examples`: the gallery.
 """

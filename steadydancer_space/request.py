@@ -2,7 +2,7 @@
 
 Every `/extract_poses`, `/animate` and `/estimate` value passes through `PoseOptions.parse` /
 `SamplerOptions.parse` here and nowhere else; an `InputError` names the API parameter. Choices take stable API values
-(`"576p"`, `"real_time"`); the UI shows labels for them, and the labels of the first release are still accepted.
+(`"576p"`, `"real_time"`); the UI shows labels for them, and the labels are accepted too (older scripts send them).
 """
 
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ DEFAULT_PROMPT = "A person dancing, smooth natural motion, the same person and c
 DEFAULT_RESOLUTION = "576p"
 DEFAULT_SMOOTH_START_FRAMES = 8
 
-# API value -> UI label. The labels are what the first release's API took (still accepted, see `_choice`).
+# API value -> UI label. Older scripts send the labels, so both are accepted (see `_choice`).
 RESOLUTION_LABELS = {"480p": "480p (832x480)", "576p": "576p (1024x576, paper)", "720p": "720p (1280x720)"}
 MOTION_LABELS = {"real_time": "Real time (16 fps)", "every_frame": "Every frame (released)"}
 # Speed presets (`steadydancer.defaults.PRESETS`) and "custom": the steps and text guidance given, on the base model.

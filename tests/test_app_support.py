@@ -147,7 +147,7 @@ def test_request_validates_each_api_value_once_and_names_it():
     from steadydancer_space.uploads import InputError, Limits
 
     fields = number_fields(121, Limits())
-    # Stable API values and the first release's labels give the same options.
+    # Stable API values and the UI's labels give the same options.
     assert PoseOptions.parse(fields, resolution="480p", motion="every_frame") == PoseOptions.parse(
         fields, resolution=RESOLUTION_LABELS["480p"], motion=MOTION_LABELS["every_frame"])
     options = PoseOptions.parse(fields, resolution="720p", num_frames=49.0, smooth_start=True, smooth_start_frames=4)

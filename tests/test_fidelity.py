@@ -1,4 +1,4 @@
-"""The generate path feeds the transformer what the released `generate` does (issue 11).
+"""The generate path feeds the transformer what the released `generate` does.
 
 The released chain is written out here independently of the library: each pose canvas resized with PIL bicubic to
 the reference photo's own size, to [-1, 1] as `to_tensor` then `normalize(0.5, 0.5)`, then torch bicubic to the

@@ -1,4 +1,4 @@
-"""Long videos in windows (issue 13) on the tiny random pipeline: the window plan, what each window is conditioned on,
+"""Long videos in windows on the tiny random pipeline: the window plan, what each window is conditioned on,
 the per-window seeds, cancel, colour correction and blending. The tiny model's frames are noise; what is tested is
 the plumbing, which is the same for the real one."""
 

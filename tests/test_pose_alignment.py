@@ -1,4 +1,4 @@
-"""Alignment to the reference pose and released-style rendering (SPEC.md section 4),
+"""Alignment to the reference pose and released-style rendering,
 against the released code's outputs in ../shared/fixtures/pose_alignment when present."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pose branch's cost does not grow in operators with the latent grid (issue 17), and batching keeps samples apart."""
+"""The pose branch's cost does not grow in operators with the latent grid, and batching keeps samples apart."""
 
 import pytest
 import torch
