@@ -1,17 +1,19 @@
-"""A memory plan for the GPU a deployment really gets: which weights stay on it, in which precision.
+"""A memory plan for the GPU a deployment really gets: which weights stay on it, in which precision, whether the
+guidance passes of a step run as one batch, and whether the VAE works in tiles.
 
-The released model's weights (GB = 1e9 bytes): transformer 32.8 (bf16), UMT5-XXL text encoder ~11.4, CLIP vision
-1.3, VAE 0.5 (fp32; 0.25 in bf16): about 46 GB before any activation, so a 48 GB card (ZeroGPU's default ``large``
-size: half an RTX Pro 6000 Blackwell) cannot hold it in bf16. `plan_memory` picks the fastest plan whose estimated
-peak fits, from the GPU's memory and compute capability:
+Every number comes from the simulation of the whole job at its real size (`python -m bench.simulate`, under
+FakeTensorMode): `bench/results/simulated_memory.json` holds the weights of each model part and the activation peak
+of every phase per resolution bucket, preset, transformer precision, batching and tiling. A plan's peak in a phase is
+the weights it keeps on the GPU during that phase plus that phase's activations; `plan_memory` picks the fastest
+plan whose largest phase peak fits in `USABLE_FRACTION` of the card, and refuses, naming the card and the need, a job
+none fits. `tests/test_simulate.py` re-runs the simulation and fails when the committed table disagrees.
 
-    plan       transformer                         text encoder         fits from    e.g.
-    resident   bf16 (or float8 compute, opt-in)    on the GPU           ~65 GB       A100 / H100 80, H200 141,
-                                                                                     RTX Pro 6000 96 (ZeroGPU xlarge)
-    fp8        float8: torchao dynamic-activation  streamed per block   ~36 GB       RTX Pro 6000 half (48, ZeroGPU
-               + weight compute on sm_89+, else    from CPU memory                   large), L40S 48, A100 40
-               fp8 storage (layerwise casting)     while encoding
-    offload    bf16, streamed block by block       streamed             below        24 GB cards
+    plan       transformer                         text encoder                 typical card
+    resident   bf16 (or float8 compute, opt-in)    on the GPU                   A100 / H100 80, RTX Pro 6000 96, H200
+    fp8        float8: torchao dynamic-activation  streamed block by block      RTX Pro 6000 half (48, ZeroGPU large),
+               + weight compute on sm_89+, else    from CPU memory while it     L40S 48, A100 40
+               fp8 storage (layerwise casting)     encodes
+    offload    bf16, streamed block by block       streamed                     24 GB cards
 
 Float8 compute (`torch._scaled_mm` through torchao) needs compute capability 8.9 or newer: Ada (sm_89), Hopper
 (sm_90), Blackwell (sm_100, sm_120). On Ampere (A100, A6000) fp8 is only a storage format: weights are upcast to bf16
@@ -19,7 +21,8 @@ per layer, which saves memory and costs time, so a resident plan never uses it.
 
 The text encoder runs once per new prompt (and not at all on a `steadydancer.prompt_cache.PromptCache` hit), so in
 the smaller plans it lives in CPU memory and diffusers' group offloading streams it to the GPU block by block only
-while it encodes; its 11 GB are free for the denoising loop.
+while it encodes. A streamed module counts its streamed part only: the modules outside its blocks plus two blocks
+(the one running and the one prefetched on a side stream).
 
 `apply_memory_plan` realises a plan with diffusers' and torchao's own features. Apply it after loading LoRAs
 (`steadydancer.presets.PresetSwitch`) and before ahead-of-time compilation.
@@ -27,25 +30,34 @@ while it encodes; its 11 GB are free for the denoising loop.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-# Weight sizes, GB (1e9 bytes).
-TRANSFORMER_GB = 32.8
-FLOAT8_TRANSFORMER_GB = 17.0  # block linears in one byte; embeddings, norms, modulation, pose branch stay bf16
-TEXT_ENCODER_GB = 11.4
-IMAGE_ENCODER_GB = 1.3
-VAE_GB = 0.5
-# Working memory of the largest job (81 frames at 1024 x 576: 53k tokens; a batched 3-pass step holds three FFN
-# intermediates of 53k x 13824; the VAE decode of 81 frames): an estimate to be checked on the GPU.
-WORKING_GB = 14.0
+SIMULATED_MEMORY_PATH = Path(__file__).resolve().parents[1] / "bench" / "results" / "simulated_memory.json"
+SIMULATED_MEMORY_FORMAT = "steadydancer-simulated-memory/1"
 # Share of the card's memory usable for tensors (CUDA context, allocator fragmentation).
 USABLE_FRACTION = 0.92
 FLOAT8_COMPUTE_CAPABILITY = (8, 9)
+PLAN_NAMES = ("resident", "fp8", "offload")
+TRANSFORMER_PRECISIONS = ("bf16", "float8_compute", "float8_storage")
+PHASES = ("text_encode", "image_encode", "vae_encode", "denoise_step", "vae_decode")
+# A plan's variants, fastest first: (batch the guidance passes, tile the VAE).
+VARIANTS = ((True, False), (True, True), (False, False), (False, True))
+# The job the Space serves at most when none is named: 81 frames at 576p in the quality preset.
+DEFAULT_JOB = dict(height=576, width=1024, num_frames=81, preset="quality")
+GB = 1e9
+STREAMED_BLOCKS = 2
+
+
+class MemoryPlanError(ValueError):
+    """No plan fits the job on this GPU; the message names the card and what the job needs."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,9 @@ class MemoryPlan:
     text_encoder_on_gpu: False: kept in CPU memory and streamed to the GPU only while it encodes.
     transformer_offload: the transformer's blocks streamed from CPU memory (diffusers group offloading).
     vae_tiling: tiled VAE encode/decode (lower peak).
-    estimated_peak_gb: weights on the GPU plus `WORKING_GB`.
+    estimated_peak_gb: the simulated device peak of the job (its largest phase), GB.
+    batch_guidance: run the guidance passes of a step as one batched transformer call.
+    phase_peaks_gb: the simulated device peak of each phase.
     """
 
     name: str
@@ -68,6 +82,8 @@ class MemoryPlan:
     vae_tiling: bool
     estimated_peak_gb: float
     reason: str
+    batch_guidance: bool = True
+    phase_peaks_gb: dict = field(default_factory=dict, compare=False)
 
 
 def supports_float8_compute(compute_capability: tuple[int, int] | None) -> bool:
@@ -75,43 +91,189 @@ def supports_float8_compute(compute_capability: tuple[int, int] | None) -> bool:
     return compute_capability is not None and tuple(compute_capability) >= FLOAT8_COMPUTE_CAPABILITY
 
 
+def is_float8_linear(module: torch.nn.Module, fqn: str) -> bool:
+    """The linears a float8 transformer keeps in one byte: the blocks' (~99 % of the weights and FLOPs). LoRA
+    matrices (rank 64) stay in bf16: switching presets keeps working and the adapter keeps its precision."""
+    return isinstance(module, torch.nn.Linear) and fqn.startswith("blocks.") and "lora_" not in fqn
+
+
+# --------------------------------------------------------------------------------------------- weights
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _streamed_bytes(module: torch.nn.Module, blocks: torch.nn.ModuleList) -> int:
+    """Bytes on the GPU while a block-offloaded module runs: what is outside its blocks plus `STREAMED_BLOCKS`."""
+    block_ids = {id(p) for p in blocks.parameters()}
+    outside = _bytes(p for p in module.parameters() if id(p) not in block_ids)
+    largest = max(_bytes(block.parameters()) for block in blocks)
+    return outside + STREAMED_BLOCKS * largest
+
+
+def weight_parts_gb(transformer, text_encoder, image_encoder, vae) -> dict[str, float]:
+    """GB of each model part a plan can place, from the models themselves (real or fake tensors)."""
+    float8 = sum(p.numel() for name, m in transformer.named_modules() if is_float8_linear(m, name)
+                 for p in m.parameters(recurse=False) if p.ndim == 2)
+    bf16 = _bytes(transformer.parameters())
+    return dict(
+        transformer_bf16=bf16 / GB,
+        transformer_float8=(bf16 - float8 * (2 - 1)) / GB,  # those linears' weights at 1 byte instead of 2
+        transformer_streamed=_streamed_bytes(transformer, transformer.blocks) / GB,
+        text_encoder=_bytes(text_encoder.parameters()) / GB,
+        text_encoder_streamed=_streamed_bytes(text_encoder, text_encoder.encoder.block) / GB,
+        image_encoder=_bytes(image_encoder.parameters()) / GB,
+        vae=_bytes(vae.parameters()) / GB,
+    )
+
+
+def device_weights_gb(weights: dict[str, float], plan: MemoryPlan, phase: str) -> float:
+    """GB of weights `plan` keeps on the GPU during `phase` (streamed modules: the streamed part, while they run)."""
+    if plan.transformer_offload:
+        transformer = weights["transformer_streamed"] if phase == "denoise_step" else 0.0
+    else:
+        transformer = weights["transformer_bf16" if plan.transformer == "bf16" else "transformer_float8"]
+    if plan.text_encoder_on_gpu:
+        text = weights["text_encoder"]
+    else:
+        text = weights["text_encoder_streamed"] if phase == "text_encode" else 0.0
+    return transformer + text + weights["image_encoder"] + weights["vae"]
+
+
+def phase_peaks_gb(weights: dict[str, float], activations: dict, plan: MemoryPlan) -> dict[str, float]:
+    """The device peak of each phase: the plan's weights on the GPU plus the phase's simulated activations."""
+    tiling = "tiled" if plan.vae_tiling else "untiled"
+    batching = "batched" if plan.batch_guidance else "unbatched"
+    act = dict(
+        text_encode=activations["text_encode"],
+        image_encode=activations["image_encode"],
+        vae_encode=activations["vae_encode"][tiling],
+        denoise_step=activations["denoise_step"][batching][plan.transformer],
+        vae_decode=activations["vae_decode"][tiling],
+    )
+    return {phase: device_weights_gb(weights, plan, phase) + act[phase] for phase in PHASES}
+
+
+# --------------------------------------------------------------------------------------------- the table
+@functools.lru_cache(maxsize=4)
+def _load_table(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def load_simulated_memory(path: str | Path | None = None) -> dict:
+    """The committed table of simulated weights and activations (`python -m bench.simulate --table` writes it)."""
+    table = _load_table(str(path or SIMULATED_MEMORY_PATH))
+    if table.get("format") != SIMULATED_MEMORY_FORMAT:
+        raise ValueError(f"{path or SIMULATED_MEMORY_PATH} is not a {SIMULATED_MEMORY_FORMAT} table")
+    return table
+
+
+def table_activations(table: dict, height: int, width: int, num_frames: int, preset: str) -> tuple[str, dict]:
+    """(bucket, activations) of the smallest simulated resolution bucket holding `height` x `width` pixels.
+
+    Jobs up to the table's frame count use its entry (activations grow with frames); longer ones run as windows of
+    that many frames (the long-video mode)."""
+    if preset not in next(iter(table["buckets"].values()))["presets"]:
+        raise ValueError(f"preset must be one of {', '.join(next(iter(table['buckets'].values()))['presets'])}, "
+                         f"got {preset!r}")
+    pixels = height * width
+    for bucket, entry in sorted(table["buckets"].items(), key=lambda item: item[1]["height"] * item[1]["width"]):
+        if pixels <= entry["height"] * entry["width"]:
+            return bucket, entry["presets"][preset]
+    largest = max(table["buckets"].items(), key=lambda item: item[1]["height"] * item[1]["width"])
+    raise MemoryPlanError(f"{height}x{width} is larger than the largest simulated size ({largest[0]}, "
+                          f"{largest[1]['height']}x{largest[1]['width']}); no memory plan is known for it")
+
+
+# --------------------------------------------------------------------------------------------- choosing
+def _candidates(memory_gb: float, float8: bool, float8_for_speed: bool, force: str | None):
+    resident = "float8_compute" if float8_for_speed and float8 else "bf16"
+    low = "float8_compute" if float8 else "float8_storage"
+    plans = [("resident", resident, True, False), ("fp8", low, False, False), ("offload", "bf16", False, True)]
+    for name, transformer, text_on_gpu, offload in plans:
+        if force is None or name == force:
+            for batched, tiled in VARIANTS:
+                yield MemoryPlan(name, transformer, text_on_gpu, offload, tiled, 0.0, "", batched)
+
+
+def _describe(plan: MemoryPlan) -> str:
+    parts = [f"{plan.name} plan ({plan.transformer.replace('_', ' ')} transformer"
+             + (", text encoder streamed" if not plan.text_encoder_on_gpu else "")
+             + (", transformer streamed" if plan.transformer_offload else "") + ")",
+             "guidance passes batched" if plan.batch_guidance else "guidance passes one by one",
+             "tiled VAE" if plan.vae_tiling else "untiled VAE"]
+    return ", ".join(parts)
+
+
 def plan_memory(
-    memory_gb: float, compute_capability: tuple[int, int] | None = None, *, float8_for_speed: bool = False
+    memory_gb: float,
+    compute_capability: tuple[int, int] | None = None,
+    *,
+    float8_for_speed: bool = False,
+    height: int = DEFAULT_JOB["height"],
+    width: int = DEFAULT_JOB["width"],
+    num_frames: int = DEFAULT_JOB["num_frames"],
+    preset: str = DEFAULT_JOB["preset"],
+    force: str | None = None,
+    table: dict | None = None,
+    simulated: tuple[dict, dict] | None = None,
 ) -> MemoryPlan:
-    """The fastest plan whose estimated peak fits in `memory_gb` of GPU memory.
+    """The fastest plan whose simulated peak fits in `memory_gb` of GPU memory for the job described.
 
     Args:
         memory_gb: the GPU's total memory in GB (1e9 bytes), e.g. 48 for ZeroGPU ``large``, 96 for ``xlarge``.
         compute_capability: (major, minor), e.g. (12, 0) for the RTX Pro 6000 Blackwell, (8, 0) for the A100.
         float8_for_speed: also use float8 compute when everything fits in bf16, where the GPU has it (faster
             matmuls, a small numeric change; ZeroGPU reports 1.3-1.8x with ahead-of-time compilation).
+        height, width, num_frames, preset: the largest job the plan must hold (default: 81 frames at 576p,
+            quality: the largest the Space serves).
+        force: one of `PLAN_NAMES`: its fastest variant that fits (or its smallest, with the excess in the reason).
+        table: the simulated table (default: the committed `SIMULATED_MEMORY_PATH`).
+        simulated: (weights, activations) of this very job from `bench.simulate`, instead of the table's bucket.
+
+    Raises:
+        MemoryPlanError: no plan fits; the message names the card and the smallest plan's need.
     """
+    if not memory_gb > 0:
+        raise ValueError(f"memory_gb must be positive, got {memory_gb}")
+    if force is not None and force not in PLAN_NAMES:
+        raise ValueError(f"force must be one of {', '.join(PLAN_NAMES)}, got {force!r}")
+    if simulated is not None:
+        weights, activations = simulated
+        where = f"{num_frames} frames at {height}x{width}"
+    else:
+        table = table if table is not None else load_simulated_memory()
+        weights = table["weights_gb"]
+        bucket, activations = table_activations(table, height, width, num_frames, preset)
+        where = f"{min(num_frames, table['frames'])}-frame {bucket} job"
     usable = memory_gb * USABLE_FRACTION
     float8 = supports_float8_compute(compute_capability)
-    others = IMAGE_ENCODER_GB + VAE_GB
+    card = f"{memory_gb:g} GB GPU" + (f" (compute capability {compute_capability[0]}.{compute_capability[1]})"
+                                     if compute_capability else "")
+    fitted = []
+    for candidate in _candidates(memory_gb, float8, float8_for_speed, force):
+        peaks = phase_peaks_gb(weights, activations, candidate)
+        peak = max(peaks.values())
+        fitted.append((candidate, peaks, peak))
+        if peak <= usable:
+            reason = (f"{_describe(candidate)}: simulated peak {peak:.1f} GB ({max(peaks, key=peaks.get)}) of the "
+                      f"{usable:.1f} GB usable on a {card}, {preset} preset, {where}")
+            if float8_for_speed and not float8 and candidate.name == "resident":
+                reason += "; no float8 compute on this GPU (fp8 storage would only add upcasts)"
+            return _with(candidate, peak, peaks, reason)
+    smallest, peaks, peak = min(fitted, key=lambda item: item[2])
+    need = (f"the smallest, {_describe(smallest)}, needs {peak:.1f} GB at its peak ({max(peaks, key=peaks.get)}), "
+            f"{peak / USABLE_FRACTION:.0f} GB of card")
+    if force is not None:
+        return _with(smallest, peak, peaks, f"forced {force}: exceeds the {usable:.1f} GB usable on a {card}: {need}")
+    raise MemoryPlanError(f"No memory plan fits the {preset} preset's {where} on a {card}: {need} "
+                          f"({USABLE_FRACTION:.0%} of the card is usable). Use a smaller size, the fast preset or a "
+                          "larger GPU.")
 
-    resident_bf16 = TRANSFORMER_GB + TEXT_ENCODER_GB + others + WORKING_GB
-    if resident_bf16 <= usable:
-        if float8_for_speed and float8:
-            peak = FLOAT8_TRANSFORMER_GB + TEXT_ENCODER_GB + others + WORKING_GB
-            return MemoryPlan("resident", "float8_compute", True, False, False, peak,
-                              f"{memory_gb:g} GB holds every model; float8 compute asked for and supported")
-        reason = f"{memory_gb:g} GB holds every model in bf16"
-        if float8_for_speed:
-            reason += "; no float8 compute on this GPU (fp8 storage would only add upcasts)"
-        return MemoryPlan("resident", "bf16", True, False, False, resident_bf16, reason)
 
-    fp8 = FLOAT8_TRANSFORMER_GB + others + WORKING_GB
-    if fp8 <= usable:
-        kind = "float8_compute" if float8 else "float8_storage"
-        return MemoryPlan("fp8", kind, False, False, True, fp8,
-                          f"{memory_gb:g} GB < {resident_bf16 / USABLE_FRACTION:.0f} GB for bf16: fp8 transformer "
-                          f"({'float8 compute' if float8 else 'fp8 storage, no float8 compute on this GPU'}), "
-                          "text encoder streamed from CPU memory")
-    offload = others + WORKING_GB
-    return MemoryPlan("offload", "bf16", False, True, True, offload,
-                      f"{memory_gb:g} GB < {fp8 / USABLE_FRACTION:.0f} GB for the fp8 plan: transformer and text "
-                      "encoder streamed block by block from CPU memory")
+def _with(plan: MemoryPlan, peak: float, peaks: dict, reason: str) -> MemoryPlan:
+    from dataclasses import replace
+
+    return replace(plan, estimated_peak_gb=peak, reason=reason, phase_peaks_gb=dict(peaks))
 
 
 def gpu_memory_and_capability(device: str | torch.device | None = None) -> tuple[float, tuple[int, int]]:
@@ -138,12 +300,6 @@ class AppliedMemoryPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _float8_linear_filter(module: torch.nn.Module, fqn: str) -> bool:
-    # The blocks hold ~99 % of the weights and FLOPs. LoRA matrices (rank 64) stay in bf16: switching presets keeps
-    # working and the adapter keeps its precision.
-    return isinstance(module, torch.nn.Linear) and fqn.startswith("blocks.") and "lora_" not in fqn
-
-
 def quantize_float8(transformer: torch.nn.Module) -> None:
     """torchao float8 dynamic activation + weight quantisation (row-wise scales) of the transformer blocks' linears,
     in place. Needs torchao and a CUDA GPU with compute capability 8.9+; raises otherwise."""
@@ -151,7 +307,7 @@ def quantize_float8(transformer: torch.nn.Module) -> None:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
     except ImportError as error:
         raise RuntimeError("float8 compute needs torchao (pip install torchao)") from error
-    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=_float8_linear_filter)
+    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=is_float8_linear)
 
 
 def float8_compute_problem(device: str | torch.device) -> str | None:
