@@ -505,6 +505,23 @@ def hardware_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def hardware_summary_markdown(rows: list[dict]) -> str:
+    """The README's table: one row per card, each job's roofline time and simulated peak."""
+    from steadydancer_space.estimate import format_seconds
+
+    jobs = list(dict.fromkeys((r["resolution"], r["preset"]) for r in rows))
+    lines = ["| GPU memory (example) | " + " | ".join(f"{res} {preset}" for res, preset in jobs) + " |",
+             "| --- |" + " ---: |" * len(jobs)]
+    for memory_gb, _, gpu in HARDWARE_CARDS:
+        cells = []
+        for job in jobs:
+            r = next(r for r in rows if r["memory_gb"] == memory_gb and (r["resolution"], r["preset"]) == job)
+            cells.append("does not fit" if r["plan"] is None
+                         else f"{format_seconds(r['seconds'])}, {r['peak_gb']:.0f} GB")
+        lines.append(f"| {memory_gb} GB ({gpu}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def positive_int(text: str) -> int:
     value = int(text)
@@ -536,10 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--table", action="store_true", help=f"rewrite {TABLE_PATH.relative_to(Path.cwd()) if TABLE_PATH.is_relative_to(Path.cwd()) else TABLE_PATH}")
     parser.add_argument("--hardware", action="store_true", help="print the hardware table (Markdown)")
+    parser.add_argument("--hardware-summary", action="store_true", help="print the README's hardware table")
     args = parser.parse_args(argv)
 
-    if args.hardware:
-        print(hardware_markdown(hardware_rows()))
+    if args.hardware or args.hardware_summary:
+        rows = hardware_rows()
+        print(hardware_summary_markdown(rows) if args.hardware_summary else hardware_markdown(rows))
         return 0
     start = time.perf_counter()
     models = build_models()

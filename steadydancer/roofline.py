@@ -123,11 +123,13 @@ def phase_seconds(
     transformer: str = "bf16",
     batch_guidance: bool = True,
     num_inference_steps: int | None = None,
+    passes: int | None = None,
     transformer_config: dict = CONFIG_14B,
     results_dir: Path | None = None,
 ) -> dict[str, float]:
     """Roofline seconds of each phase of a job on `gpu` (a `GPUS` key): text_encode, image_encode, vae_encode,
-    denoise (all steps), vae_decode."""
+    denoise (all steps), vae_decode. `passes`: the job's transformer passes, when its sampler is not the preset's
+    (`steadydancer.scheduling.transformer_passes`)."""
     if gpu not in GPUS:
         raise ValueError(f"Unknown GPU {gpu!r}; one of {', '.join(GPUS)}.")
     if preset not in PRESETS:
@@ -135,8 +137,9 @@ def phase_seconds(
     card = GPUS[gpu]
     settings = PRESETS[preset].settings
     steps = num_inference_steps or settings.num_inference_steps
-    passes = transformer_passes(steps, settings.guidance_scale, settings.pose_guidance_scale,
-                                settings.pose_guidance_window)
+    if passes is None:
+        passes = transformer_passes(steps, settings.guidance_scale, settings.pose_guidance_scale,
+                                    settings.pose_guidance_window)
     flops = transformer_pass_flops(transformer_config, num_frames, height, width)
     attention = flops["self_attn_sdpa"] + flops["cross_attn_sdpa"]
     matmul = flops["total"] - attention

@@ -9,7 +9,7 @@ A request, top to bottom:
 - `uploads`: files checked from their content; `poses`: the pose step (a small cache, warnings for people).
 - `generation`: the GPU part (whole video or window by window); `cancellation`: cancels seen across processes.
 - `outputs`: per-request folders and the files written; `reports`: what a visitor reads.
-- `estimate` / `calibration`: the GPU time of one call, from the FLOP model or the device check's figures.
+- `estimate`: the GPU time of one call (the roofline of `steadydancer.roofline` under the job's memory plan).
 - `runtime`: the models of one process (the real model with its presets and memory plan, or `--tiny`).
 - `errors`: the one place exceptions become messages; `middleware`: cancels and short raw calls; `page` and
   `layout`: the page's Gradio glue and components; `faults`: tiny mode's fault injection; `examples`: the gallery.

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from steadydancer.defaults import BASE, DWPOSE, FAST_LORA, TRANSFORMER
 from steadydancer.sizing import is_valid_frame_count, nearest_valid_frame_count, next_valid_frame_count
 
-from .estimate import GPU_THROUGHPUT
+from steadydancer.roofline import GPUS
 from .faults import FAULT_ENV
 
 
@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 
 
 DTYPES = ("bfloat16", "float16", "float32")
-GPU_CHOICES = ("auto", *GPU_THROUGHPUT)
+GPU_CHOICES = ("auto", *GPUS)
 MEMORY_PLANS = ("auto", "resident", "fp8", "offload")
 # GPU memory (GB) of each ZeroGPU size: `large` is half an RTX Pro 6000 Blackwell (compute capability 12.0).
 ZEROGPU_MEMORY_GB = {"large": 48, "xlarge": 96}
@@ -197,7 +197,7 @@ class AppConfig:
                                             require=_positive, none_means=f"none; {ZEROGPU_MAX_SECONDS} on ZeroGPU",
                                             help="refuse requests whose GPU time is estimated above this many seconds")
     gpu: str = setting("auto", "STEADYDANCER_GPU", flag="--gpu", choices=GPU_CHOICES,
-                       help="hardware the GPU-time estimate assumes (`estimate.GPU_THROUGHPUT`); auto: this machine's")
+                       help="hardware the GPU-time estimate assumes (`steadydancer.roofline.GPUS`); auto: this machine's")
     zerogpu_size: str | None = setting(None, "STEADYDANCER_ZEROGPU_SIZE", flag="--zerogpu-size", kind=str,
                                        choices=tuple(ZEROGPU_MEMORY_GB), none_means="what `spaces` chooses",
                                        help="ZeroGPU slice to request, with "

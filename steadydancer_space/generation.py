@@ -76,7 +76,8 @@ class Generator:
                                                        guidance_scale=sampler.guidance_scale)
         return dict(**noise, **prompts, num_inference_steps=sampler.num_inference_steps,
                     guidance_scale=sampler.guidance_scale, pose_guidance_scale=sampler.pose_guidance_scale,
-                    pose_guidance_window=sampler.pose_guidance_window, shift=sampler.shift)
+                    pose_guidance_window=sampler.pose_guidance_window, shift=sampler.shift,
+                    batch_guidance=plan.batch_guidance)
 
     def generate_frames(self, plan: JobPlan, reference: np.ndarray, poses: PoseModelInputs, job_id: str | None = None,
                         progress: Progress | None = None, preview_dir: str | None = None) -> GeneratedFrames:
@@ -132,7 +133,8 @@ class Generator:
             prompt=sampler.prompt, negative_prompt=sampler.negative_prompt,
             num_inference_steps=sampler.num_inference_steps, guidance_scale=sampler.guidance_scale,
             pose_guidance_scale=sampler.pose_guidance_scale, pose_guidance_window=sampler.pose_guidance_window,
-            shift=sampler.shift, seed=sampler.seed, noise_device="cpu" if self.runtime.config.cpu_noise else None,
+            shift=sampler.shift, batch_guidance=plan.batch_guidance, seed=sampler.seed,
+            noise_device="cpu" if self.runtime.config.cpu_noise else None,
             callback=report, cancel=lambda: self.cancels.cancelled(job_id),
         )
         self._long_jobs[job_id] = video

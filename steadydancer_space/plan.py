@@ -9,8 +9,9 @@ from dataclasses import dataclass, replace
 from steadydancer.fidelity import get_fidelity_mode
 from steadydancer.flops import CONFIG_14B
 from steadydancer.long_video import plan_windows
+from steadydancer.memory import MemoryPlanError, plan_memory
+from steadydancer.roofline import GPUS
 
-from .calibration import load_calibration
 from .config import ZEROGPU_MAX_SECONDS
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
 from .request import AnimationRequest, PoseOptions, SamplerOptions
@@ -44,6 +45,7 @@ class JobPlan:
     run_area: int  # the pixel budget generated at (tiny mode caps it to keep CPUs quick)
     window_frames: int
     num_windows: int  # GPU calls: 1, or the windows of a long video
+    batch_guidance: bool  # the guidance passes of a step as one batch (the memory plan says whether they fit)
     estimate: GpuEstimate  # one GPU call: the whole video, or one window
     max_gpu_seconds: float | None  # what one call may ask for (None: no limit)
 
@@ -70,12 +72,12 @@ class JobPlan:
 class Planner:
     """What this deployment runs requests with: the GPU the estimates price, the window length, the caps."""
 
-    def __init__(self, config, gpu: str, transformer_config: dict = CONFIG_14B, calibration=None,
+    def __init__(self, config, gpu: str, transformer_config: dict = CONFIG_14B, loaded_plan: str | None = None,
                  limits: Limits | None = None):
         self.config = config
         self.gpu = gpu
         self.transformer_config = transformer_config
-        self.calibration = calibration
+        self.loaded_plan = loaded_plan  # the memory plan the weights were placed by (None: any)
         self.limits = limits or config.limits
 
     @classmethod
@@ -86,8 +88,9 @@ class Planner:
         detected = "h100" if runtime.tiny and not config.zerogpu else detect_gpu(config.zerogpu, config.zerogpu_size)
         gpu = config.gpu if config.gpu != "auto" else detected
         transformer = CONFIG_14B if runtime.tiny else dict(runtime.pipe.transformer.config)
-        # Figures the device check measured on this GPU, when bench/results/ has them (else the FLOP model).
-        return cls(config, gpu, transformer, load_calibration(hardware=gpu))
+        loaded = runtime.memory_plan.name if runtime.memory_plan is not None else None
+        forced = None if config.memory_plan == "auto" else config.memory_plan
+        return cls(config, gpu, transformer, loaded or forced)
 
     @property
     def max_gpu_seconds(self) -> float | None:
@@ -96,12 +99,29 @@ class Planner:
             return self.config.max_gpu_seconds
         return ZEROGPU_MAX_SECONDS if self.config.zerogpu else None
 
-    def estimate(self, num_frames: int, height: int, width: int, sampler: SamplerOptions) -> GpuEstimate:
+    def memory_plan(self, num_frames: int, height: int, width: int, sampler: SamplerOptions):
+        """The memory plan of one GPU call on this deployment's GPU (None on a CPU); `InputError` naming the card
+        and the need when no plan fits."""
+        if self.gpu == "cpu":
+            return None
+        card = GPUS[self.gpu]
+        preset = "fast" if sampler.guidance_scale == 1.0 else "quality"  # one pass more per step with text guidance
+        try:
+            return plan_memory(card.memory_gb, card.compute_capability, height=height, width=width,
+                               num_frames=min(num_frames, self.config.window_frames), preset=preset,
+                               force=self.loaded_plan)
+        except MemoryPlanError as error:
+            raise InputError(str(error)) from None
+
+    def estimate(self, num_frames: int, height: int, width: int, sampler: SamplerOptions,
+                 memory_plan=None) -> GpuEstimate:
         """One GPU call: the whole video, or one window of a longer one."""
+        if memory_plan is None:
+            memory_plan = self.memory_plan(num_frames, height, width, sampler)
         return estimate_gpu_seconds(
             min(num_frames, self.config.window_frames), height, width, sampler.num_inference_steps,
-            sampler.guidance_scale, sampler.pose_guidance_scale, sampler.pose_guidance_window, gpu=self.gpu,
-            transformer_config=self.transformer_config, calibration=self.calibration,
+            sampler.guidance_scale, sampler.pose_guidance_scale, sampler.pose_guidance_window, self.gpu,
+            memory_plan=memory_plan, transformer_config=self.transformer_config,
         )
 
     def num_windows(self, num_frames: int) -> int:
@@ -113,12 +133,14 @@ class Planner:
         sampler = effective_sampler(request)
         reference = reference_size(request.reference, self.limits) if request.reference else LANDSCAPE
         height, width = request.pose.generation_size(*reference)
-        area = request.pose.area
+        area, frames = request.pose.area, request.pose.num_frames
+        memory = self.memory_plan(frames, height, width, sampler)
         return JobPlan(
             request=request, sampler=sampler, height=height, width=width,
             run_area=min(area, self.config.tiny_max_area) if self.config.tiny else area,
-            window_frames=self.config.window_frames, num_windows=self.num_windows(request.pose.num_frames),
-            estimate=self.estimate(request.pose.num_frames, height, width, sampler),
+            window_frames=self.config.window_frames, num_windows=self.num_windows(frames),
+            batch_guidance=memory is None or memory.batch_guidance,
+            estimate=self.estimate(frames, height, width, sampler, memory),
             max_gpu_seconds=self.max_gpu_seconds,
         )
 

@@ -39,7 +39,7 @@ class Runtime:
     load_seconds: float
     presets: object  # `steadydancer.presets.PresetSwitch`: fast (LoRA on) or quality, per request
     prompts: object  # `steadydancer.prompt_cache.PromptCache`
-    memory_plan: str  # what `steadydancer.memory` chose, in words
+    memory_plan: object  # `steadydancer.memory.MemoryPlan` (None in tiny mode: nothing is on a GPU)
     tiny_dir: tempfile.TemporaryDirectory | None = None
     # One generation at a time per process: the scheduler, the LoRA state and the interrupt flag are the pipeline's.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -98,8 +98,7 @@ def _memory_plan(config: AppConfig, device: str):
         memory, capability = gpu_memory_and_capability(device)
     else:
         memory, capability = 1e6, None  # a CPU: everything "fits"
-    forced = {"resident": 1e6, "fp8": ZEROGPU_MEMORY_GB["large"], "offload": 24}
-    plan = plan_memory(forced.get(config.memory_plan, memory), capability)
+    plan = plan_memory(memory, capability, force=None if config.memory_plan == "auto" else config.memory_plan)
     print(f"SteadyDancer app: memory plan {plan.name}: {plan.reason}.", flush=True)
     return plan
 
@@ -153,8 +152,7 @@ def load_runtime(config: AppConfig) -> Runtime:
             "Pass --pose-models with a directory holding yolox_l.onnx and dw-ll_ucoco_384.onnx, or allow the "
             "download from the Hub.\n\n" + RUN_TINY_HINT
         ) from error
-    return Runtime(config, pipe, detector, device, time.perf_counter() - start, presets, PromptCache(pipe),
-                   f"{plan.name} ({plan.reason})")
+    return Runtime(config, pipe, detector, device, time.perf_counter() - start, presets, PromptCache(pipe), plan)
 
 
 def _load_tiny(config: AppConfig, start: float) -> Runtime:
@@ -177,5 +175,5 @@ def _load_tiny(config: AppConfig, start: float) -> Runtime:
     presets = _preset_switch(config, pipe, str(lora))
     # Fake skeletons, but only where the image shows a figure: the no-person and several-people paths work in tiny mode.
     detector = StandInPeopleDetector(SyntheticPoseDetector(animate=True))
-    return Runtime(config, pipe, detector, "cpu", time.perf_counter() - start, presets, PromptCache(pipe),
-                   "cpu (tiny mode)", tiny_dir=tiny_dir)
+    return Runtime(config, pipe, detector, "cpu", time.perf_counter() - start, presets, PromptCache(pipe), None,
+                   tiny_dir=tiny_dir)

@@ -18,7 +18,7 @@ from steadydancer_space.config import (
     settings_of,
     settings_table,
 )
-from steadydancer_space.estimate import GPU_THROUGHPUT
+from steadydancer.roofline import GPUS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
@@ -127,7 +127,7 @@ def test_direct_construction_checks_name_the_field():
 
 
 def test_gpu_choices_follow_the_throughput_table():
-    for gpu in GPU_THROUGHPUT:
+    for gpu in GPUS:
         assert AppConfig.from_env({"STEADYDANCER_GPU": gpu}).gpu == gpu
         assert parse_config(["--gpu", gpu], {}).gpu == gpu
     with pytest.raises(ConfigError, match="STEADYDANCER_GPU='tpu' must be one of auto, "):

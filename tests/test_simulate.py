@@ -144,3 +144,15 @@ def test_torchao_int8_weight_only_runs_on_the_cpu():
     assert type(model[0].weight) is not torch.nn.Parameter  # a torchao int8 tensor now holds the weight
     got = model(x)
     assert (got - expected).abs().max() < 0.02 * expected.abs().max()
+
+
+def test_readme_hardware_table_is_the_command_output():
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- hardware:start -->", "<!-- hardware:end -->"
+    assert text.count(start) == 1 and text.count(end) == 1
+    in_readme = text.split(start, 1)[1].split(end, 1)[0].strip()
+    assert in_readme == simulate.hardware_summary_markdown(simulate.hardware_rows()).strip(), (
+        "README.md's hardware table is out of date: paste `python -m bench.simulate --hardware-summary` between "
+        "the markers.")
