@@ -18,7 +18,7 @@ Rows (``--benchmarks``, comma-separated; default all):
   transformer and the ``--vae`` VAE with random weights and precomputed text/CLIP embeddings (the encoders cost
   < 1 s a job; their weights are listed in the summary); otherwise the tiny components written by
   `steadydancer.tiny`, encoders included.
-- ``job_fast``: the same with `steadydancer.acceleration.FAST_PRESET` (4 steps, 5 passes). With ``--lora-rank R``
+- ``job_fast``: the same with `steadydancer.defaults.FAST` (4 steps, 5 passes). With ``--lora-rank R``
   the fast variant's transformer carries a random rank-R LoRA in the Wan/ComfyUI layout on every block linear and
   the head (what lightx2v's LoRA covers), loaded with `steadydancer.lora.load_wan_lora` (``--fuse-lora`` fuses
   it), so its cost is in the fast rows.
@@ -46,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -369,7 +369,7 @@ def vae_cases(ctx: Context, variant: str) -> list[Case]:
 
 def job_case(ctx: Context, variant: str, preset: str) -> Case:
     """A whole job through `SteadyDancerPipeline.__call__` (VAE encodes, sampling, decode to frames)."""
-    from steadydancer.acceleration import FAST_PRESET
+    from steadydancer.defaults import FAST
     from steadydancer.scheduling import pose_guidance_steps
 
     a = ctx.args
@@ -401,7 +401,7 @@ def job_case(ctx: Context, variant: str, preset: str) -> Case:
         pose_video=rng.integers(0, 256, (a.frames, a.height, a.width, 3), dtype=np.uint8),
         negative_pose_video=rng.integers(0, 256, (a.frames, a.height, a.width, 3), dtype=np.uint8),
     )
-    settings = dict(FAST_PRESET) if preset == "fast" else dict(num_inference_steps=a.job_steps)
+    settings = asdict(FAST) if preset == "fast" else dict(num_inference_steps=a.job_steps)
     common = dict(**video, **embeds, prompt="a person dancing", height=a.height, width=a.width, num_frames=a.frames,
                   batch_guidance=variant != "reference", output_type="np")
 
