@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from steadydancer.flops import CONFIG_14B, transformer_pass_flops
+from steadydancer.sizing import SIZE_MULTIPLE, VAE_SPATIAL_STRIDE, is_valid_frame_count, latent_frame_count
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(num_attention_heads=2, attention_head_dim=12, ffn_dim=48, num_layers=2, text_dim=32),
@@ -247,7 +248,7 @@ def core_pipeline(transformer, vae):
 def random_pass_inputs(model, frames: int, height: int, width: int, device, dtype, batch: int = 1, seed: int = 0):
     g = torch.Generator(device="cpu").manual_seed(seed)
     cfg = model.config
-    lat_f, lat_h, lat_w = (frames - 1) // 4 + 1, height // 8, width // 8
+    lat_f, lat_h, lat_w = latent_frame_count(frames), height // VAE_SPATIAL_STRIDE, width // VAE_SPATIAL_STRIDE
 
     def r(*shape):
         return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
@@ -596,8 +597,8 @@ def parse_args(argv=None):
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if (args.frames - 1) % 4 or args.height % 16 or args.width % 16:
-        p.error("frames must be 4n+1 and height/width multiples of 16")
+    if not is_valid_frame_count(args.frames) or args.height % SIZE_MULTIPLE or args.width % SIZE_MULTIPLE:
+        p.error(f"frames must be 4n+1 and height/width multiples of {SIZE_MULTIPLE}")
     unknown = set(args.benchmarks.split(",")) - set(BENCHMARKS)
     if unknown:
         p.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")

@@ -38,7 +38,13 @@ import torch
 
 from .defaults import OUTPUT_FPS, RELEASED
 from .pixels import ImageInput, check_image, image_size, resize, to_pixels
-from .sizing import DEFAULT_MAX_AREA, generation_size, is_valid_frame_count, next_valid_frame_count
+from .sizing import (
+    DEFAULT_MAX_AREA,
+    check_enough_frames,
+    check_frame_count,
+    generation_size,
+    next_valid_frame_count,
+)
 
 __all__ = ["LongVideo", "LongVideoCancelled", "LongVideoOutput", "LongVideoWindow", "generate_long_video",
            "match_color", "plan_windows"]
@@ -96,8 +102,7 @@ def plan_windows(num_frames: int, segment_frame_length: int = DEFAULT_SEGMENT_FR
     windows [0, 9), [8, 17), [16, 25): 9 + 8 + 8."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}.")
-    if not is_valid_frame_count(segment_frame_length) or segment_frame_length < 5:
-        raise ValueError(f"segment_frame_length must be 4n+1 and at least 5, got {segment_frame_length}.")
+    check_frame_count(segment_frame_length, "segment_frame_length", minimum=5)
     if not 0 <= blend_frames <= (segment_frame_length - 3) // 2:  # a window must outlast both of its blends
         raise ValueError(f"blend_frames must be between 0 and (segment_frame_length - 3) // 2, got {blend_frames}.")
     windows, start = [], 0
@@ -234,8 +239,8 @@ class LongVideo:
             if available is None:
                 raise ValueError("num_frames is needed when poses is a callable.")
             num_frames = available
-        elif available is not None and num_frames > available:
-            raise ValueError(f"{num_frames} frames asked for but only {available} pose frames given.")
+        elif available is not None:
+            check_enough_frames(num_frames, available, "poses")
         if height is None or width is None:
             if hasattr(poses, "height") and hasattr(poses, "width"):  # PreparedPoses knows its generation size
                 height, width = int(poses.height), int(poses.width)

@@ -43,8 +43,9 @@ from .sizing import (
     SIZE_MULTIPLE,
     VAE_SPATIAL_STRIDE,
     VAE_TEMPORAL_STRIDE,
+    check_enough_frames,
+    check_frame_count,
     generation_size,
-    is_valid_frame_count,
     nearest_valid_frame_count,
 )
 
@@ -65,11 +66,6 @@ def prompt_clean(text: str) -> str:
         raise ImportError("The released prompt cleaning needs ftfy: pip install ftfy") from None
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
     return re.sub(r"\s+", " ", text).strip()
-
-
-def _check_frame_count(num_frames: int) -> None:
-    if not is_valid_frame_count(num_frames):
-        raise ValueError(f"num_frames must be 4n+1 (1, 5, 9, ..., 81), got {num_frames}.")
 
 
 @dataclass
@@ -266,13 +262,12 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         size at a time, not a video.
         """
         # Counts first: every allocation below is sized by num_frames.
-        _check_frame_count(num_frames)
+        check_frame_count(num_frames)
         sources = []
         for name, video in (("pose_video", pose_video), ("negative_pose_video", negative_pose_video)):
             if video is not None:
                 frames = frames_of(video, name)  # checks every frame, naming the parameter
-                if len(frames) < num_frames:
-                    raise ValueError(f"{num_frames} frames asked for but only {len(frames)} {name} frames given.")
+                check_enough_frames(num_frames, len(frames), name)
                 sources.append(video if isinstance(video, torch.Tensor) else frames)  # a prepared tensor: a view
         reference = to_pixels(image)  # (3, H_ref, W_ref)
         reference_size = tuple(reference.shape[-2:])
@@ -352,9 +347,9 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     ) -> None:
         """Raises `ValueError` naming the parameter; called before any heavy work."""
         if num_frames is not None:
-            _check_frame_count(num_frames)
-        if num_frames is not None and num_pose_frames is not None and num_pose_frames < num_frames:
-            raise ValueError(f"{num_frames} frames asked for but only {num_pose_frames} pose frames given.")
+            check_frame_count(num_frames)
+        if num_frames is not None and num_pose_frames is not None:
+            check_enough_frames(num_frames, num_pose_frames, "pose_video")
         for name, value in (("height", height), ("width", width)):
             if value is not None and (value <= 0 or value % SIZE_MULTIPLE):
                 raise ValueError(f"{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}.")
@@ -617,8 +612,8 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             generator=generator, output_type=output_type,
         )
         if conditions is None and negative_pose_video is not None:
-            if (count := len(frames_of(negative_pose_video, "negative_pose_video"))) < num_frames:
-                raise ValueError(f"{num_frames} frames asked for but only {count} negative pose frames given.")
+            check_enough_frames(num_frames, len(frames_of(negative_pose_video, "negative_pose_video")),
+                                "negative_pose_video")
         if prompt_embeds is not None:
             batch_size = prompt_embeds.shape[0]
         else:

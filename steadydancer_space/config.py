@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Mapping, Sequence
 
 from steadydancer.defaults import BASE, DWPOSE, FAST_LORA, TRANSFORMER
+from steadydancer.sizing import check_frame_count
 
 from .estimate import GPU_THROUGHPUT
 from .uploads import Limits
@@ -126,9 +127,7 @@ class AppConfig:
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"{name} must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}.")
         for name in ("max_frames", "window_frames"):
-            value = getattr(self, name)
-            if value < 5 or (value - 1) % 4:
-                raise ValueError(f"{name} must be 4n+1 and at least 5, got {value}.")
+            check_frame_count(getattr(self, name), name, minimum=5)
         if self.memory_plan not in MEMORY_PLANS:
             raise ValueError(f"memory_plan must be one of {', '.join(MEMORY_PLANS)}, got {self.memory_plan!r}.")
         if self.gpu not in GPU_CHOICES:
