@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from steadydancer.defaults import OUTPUT_FPS
+from steadydancer.defaults import OUTPUT_FPS, SamplerSettings
 from steadydancer.fidelity import get_fidelity_mode
 from steadydancer.pose import PoseModelInputs
 from steadydancer.flops import CONFIG_14B
@@ -502,9 +502,10 @@ class AnimationService:
         video = LongVideo(
             self.runtime.pipe, step.reference, step.prepared, step.prepared.num_frames,
             segment_frame_length=self.config.window_frames, prompt=sampler.prompt,
-            negative_prompt=sampler.negative_prompt, num_inference_steps=sampler.num_inference_steps,
-            guidance_scale=sampler.guidance_scale, pose_guidance_scale=sampler.pose_guidance_scale,
-            pose_guidance_window=sampler.pose_guidance_window, shift=sampler.shift, seed=sampler.seed,
+            negative_prompt=sampler.negative_prompt, settings=SamplerSettings(
+                num_inference_steps=sampler.num_inference_steps, guidance_scale=sampler.guidance_scale,
+                pose_guidance_scale=sampler.pose_guidance_scale, pose_guidance_window=sampler.pose_guidance_window,
+                shift=sampler.shift), seed=sampler.seed,
             noise_device="cpu" if self.config.cpu_noise else None, callback=report,
             cancel=lambda: self.cancels.cancelled(job_id),
         )
