@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .align import align_poses
-from .detector import PoseDetector
+from .detection import CountingPoseDetector, PoseDetector, VideoPoseDetector
 from .errors import NoPersonInDrivingError, PoseError
 from .image import ImageLike, load_image
 from .keypoints import NECK, Pose, PoseSequence, check_reference_pose
@@ -136,12 +136,11 @@ class PreparedPoses:
         return self.num_frames / self.fps
 
 
-def _detect(detector: PoseDetector, image: np.ndarray) -> tuple[Pose, int | None]:
+def _detect(detector: PoseDetector | CountingPoseDetector, image: np.ndarray) -> tuple[Pose, int | None]:
     """The pose and, when the detector can tell (``detect``), how many people it saw."""
-    detect = getattr(detector, "detect", None)
-    if detect is None:
+    if not isinstance(detector, CountingPoseDetector):
         return detector(image), None
-    found = detect(image)
+    found = detector.detect(image)
     return found.pose, int(found.num_people)
 
 
@@ -183,8 +182,7 @@ def _read_driving(driving, detector: PoseDetector | None, fps: float | None, nee
     if total is None and info.duration > 0:
         total = int(np.ceil(info.duration * fps)) if fps else (info.num_frames or None)
     # A detector that can follow a person through a video (DWPoseDetector) gets a fresh track per video.
-    tracker = getattr(detector, "tracker", None)
-    frame_detector = tracker() if callable(tracker) else detector
+    frame_detector = detector.tracker() if isinstance(detector, VideoPoseDetector) else detector
     poses, people, times, idx = [], [], [], []
     for frame in iter_video_frames(driving, fps, max_frames=needed):
         pose, count = _detect(frame_detector, frame.image)
