@@ -1,4 +1,4 @@
-"""Peak memory of a long video (issue 13): a 481-frame (30 s) windowed job against an 81-frame one, on the tiny
+"""Peak memory of a long video: a 481-frame (30 s) windowed job against an 81-frame one, on the tiny
 random components. Not a timed test; a measurement to rerun when the long-video path changes.
 
     python -m bench.long_video_memory [--size 128] [--steps 2] [--json bench/results/cpu_long_video_memory.json]

@@ -31,7 +31,7 @@ because other work on a shared machine slows individual calls by 2-5x; on CUDA t
 fast paths are then applied in place (one copy of 14B weights). Timings: ``--warmup`` untimed calls (the first one's
 time is reported as ``first_s``: compilation lands there), then ``--repeats`` timed calls, CUDA-synchronised;
 speed-ups compare minimum times. Peak memory: CUDA ``max_memory_allocated`` on a GPU; on a CPU the resident set's
-high-water mark (process-wide: weights, Python and all). TFLOP/s uses the FLOP model in `bench.flops`.
+high-water mark (process-wide: weights, Python and all). TFLOP/s uses the FLOP model in `steadydancer.flops`.
 """
 
 from __future__ import annotations

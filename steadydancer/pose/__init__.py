@@ -1,4 +1,5 @@
-"""Pose pipeline: DWPose detection, video reading, alignment, rendering (SPEC.md section 4).
+"""Pose pipeline: DWPose detection, video reading, alignment, rendering (the released pose
+preprocessing, ../shared/SPEC.md).
 
 Heavy dependencies load lazily: onnxruntime when a DWPoseDetector is built, PyAV when a
 video is read, huggingface_hub when a model file is fetched.

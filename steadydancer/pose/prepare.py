@@ -1,6 +1,6 @@
 """From a reference image and a driving video to the pose frames the model is conditioned on.
 
-:func:`prepare_poses` chains the steps of SPEC.md section 4: detect the reference pose on
+:func:`prepare_poses` chains the released preprocessing steps (../shared/SPEC.md): detect the reference pose on
 the reference resized to the generation size; read the driving video (resampled to 16 fps
 by default) and detect one pose per frame; optionally pick the start frame closest to the
 reference pose; align the driving poses to the reference; optionally prepend a transition
@@ -240,7 +240,7 @@ def prepare_poses(
             repeating its last frame. None: all available frames, padded to the next 4n+1.
         fps: resample the driving motion to this rate (default 16, the output rate), or
             None to use every frame as the released code does.
-        align: align the driving poses to the reference pose (SPEC.md section 4).
+        align: align the driving poses to the reference pose (as released).
         align_frame: driving frame (counted from the start frame) to measure the alignment on.
         smooth_start_frames: N frames interpolated from the reference's own pose to the
             first driving pose, prepended to the clip (they count in ``num_frames``).
