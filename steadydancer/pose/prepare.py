@@ -197,6 +197,39 @@ def _read_driving(driving, detector: PoseDetector | None, fps: float | None, nee
     return seq, np.asarray(times), np.asarray(idx), info, info.fps, counts
 
 
+def _check_options(num_frames, smooth_start_frames, align_frame, fps, jpeg_quality, auto_start,
+                   start_at_align_frame) -> None:
+    """`prepare_poses`'s option checks, before any image is read; `PoseError` names the option."""
+    if num_frames is not None and not is_valid_frame_count(int(num_frames)):
+        raise PoseError(f"num_frames must be of the form 4n+1 (e.g. 49, 81), got {num_frames}")
+    if smooth_start_frames < 0 or align_frame < 0:
+        raise PoseError("smooth_start_frames and align_frame must be >= 0")
+    if num_frames is not None and smooth_start_frames >= num_frames:
+        raise PoseError(f"smooth_start_frames ({smooth_start_frames}) must be below num_frames ({num_frames})")
+    if fps is not None and not fps > 0:
+        raise PoseError(f"fps must be positive or None, got {fps}")
+    if jpeg_quality is not None and not (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100):
+        raise PoseError(f"jpeg_quality must be an integer from 1 to 100 or None, got {jpeg_quality!r}")
+    if start_at_align_frame and auto_start:
+        raise PoseError("auto_start and start_at_align_frame both choose the start frame; use one")
+
+
+def _reference_pose(ref_rgb: np.ndarray, width: int, height: int, detector, given: Pose | None,
+                    ) -> tuple[Pose, int | None]:
+    """The reference's pose at the generation size (detected on the resized reference unless `given`), and how
+    many people the detector saw (None when it cannot tell, or did not run)."""
+    people = None
+    pose = given
+    if given is None:
+        if detector is None:
+            raise PoseError("a pose detector (or reference_pose) is needed for the reference image")
+        ref_resized = cv2.resize(ref_rgb, (width, height), interpolation=cv2.INTER_CUBIC)
+        pose, people = _detect(detector, ref_resized)
+    pose = pose.with_size(width, height)
+    check_reference_pose(pose, "reference_pose" if given is not None else None)
+    return pose, people
+
+
 def prepare_poses(
     reference_image: ImageLike,
     driving: str | os.PathLike | PoseSequence,
@@ -271,32 +304,14 @@ def prepare_poses(
         NoPersonInReferenceError, NoPersonInDrivingError, VideoReadError, EmptyVideoError,
         PoseError (bad arguments).
     """
-    if num_frames is not None and not is_valid_frame_count(int(num_frames)):
-        raise PoseError(f"num_frames must be of the form 4n+1 (e.g. 49, 81), got {num_frames}")
-    if smooth_start_frames < 0 or align_frame < 0:
-        raise PoseError("smooth_start_frames and align_frame must be >= 0")
-    if num_frames is not None and smooth_start_frames >= num_frames:
-        raise PoseError(f"smooth_start_frames ({smooth_start_frames}) must be below num_frames ({num_frames})")
-    if fps is not None and not fps > 0:
-        raise PoseError(f"fps must be positive or None, got {fps}")
-    if jpeg_quality is not None and not (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100):
-        raise PoseError(f"jpeg_quality must be an integer from 1 to 100 or None, got {jpeg_quality!r}")
-    if start_at_align_frame and auto_start:
-        raise PoseError("auto_start and start_at_align_frame both choose the start frame; use one")
+    _check_options(num_frames, smooth_start_frames, align_frame, fps, jpeg_quality, auto_start, start_at_align_frame)
 
     # Reference: resized to the generation size, as the released preprocessing detects it.
     ref_rgb = load_image(reference_image)
     if width is None or height is None:
         height, width = generation_size(ref_rgb.shape[0], ref_rgb.shape[1], max_area)
     width, height = int(width), int(height)
-    reference_people, given = None, reference_pose is not None
-    if not given:
-        if detector is None:
-            raise PoseError("a pose detector (or reference_pose) is needed for the reference image")
-        ref_resized = cv2.resize(ref_rgb, (width, height), interpolation=cv2.INTER_CUBIC)
-        reference_pose, reference_people = _detect(detector, ref_resized)
-    reference_pose = reference_pose.with_size(width, height)
-    check_reference_pose(reference_pose, "reference_pose" if given else None)
+    reference_pose, reference_people = _reference_pose(ref_rgb, width, height, detector, reference_pose)
 
     # Driving poses: read only as many frames as can be used.
     needed = None
