@@ -49,6 +49,7 @@ import statistics
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python bench/device_phases.py`
@@ -447,7 +448,8 @@ def phase_transformer(p: Phase):
 
 def phase_job(p: Phase):
     from bench.run import build_vae, core_pipeline, weights_on_device
-    from steadydancer.acceleration import FAST_PRESET, apply_fast_paths
+    from steadydancer.acceleration import apply_fast_paths
+    from steadydancer.defaults import FAST
     from steadydancer.pipeline_steadydancer import SteadyDancerConditions
 
     torch = p.torch
@@ -480,7 +482,7 @@ def phase_job(p: Phase):
     except Exception as e:
         p.error("pass_bf16_576p", e)
 
-    # 2. The fast preset's job: FAST_PRESET through __call__ on precomputed conditions, decode included.
+    # 2. The fast preset's job: FAST through __call__ on precomputed conditions, decode included.
     frames, height, width = p.geometries["576p"]
     decode_est = 2.0 if p.tiny else 25.0
     try:
@@ -507,7 +509,7 @@ def phase_job(p: Phase):
                          image_embeds=x["encoder_hidden_states_image"],
                          pose_image_embeds=x["encoder_hidden_states_pose_image"], output_type="pt",
                          generator=torch.Generator().manual_seed(0), callback_on_step_end=on_step,
-                         **FAST_PRESET).frames
+                         **asdict(FAST)).frames
             p.sync()
             marks.append(time.perf_counter())
             return video
@@ -520,7 +522,7 @@ def phase_job(p: Phase):
                                        kind="job", variant="fast", backend=best,
                                        **p.shape_fields("576p", batch=1, passes=passes))
                 steps = [round(b - a, 4) for a, b in zip(marks[:-2], marks[1:-1])]
-                row.update(preset=dict(FAST_PRESET), steps_s=steps, decode_s=round(marks[-1] - marks[-2], 4),
+                row.update(preset=asdict(FAST), steps_s=steps, decode_s=round(marks[-1] - marks[-2], 4),
                            transformer_calls=len(calls), transformer_samples=sum(calls),
                            output_shape=list(video.shape) if video is not None else None)
                 if sum(calls) != passes:

@@ -1,4 +1,4 @@
-"""Peak memory of a long video (issue 13): a 481-frame (30 s) windowed job against an 81-frame one, on the tiny
+"""Peak memory of a long video: a 481-frame (30 s) windowed job against an 81-frame one, on the tiny
 random components. Not a timed test; a measurement to rerun when the long-video path changes.
 
     python -m bench.long_video_memory [--size 128] [--steps 2] [--json bench/results/cpu_long_video_memory.json]
@@ -63,6 +63,7 @@ def run_case(frames: int, size: int, steps: int) -> dict:
     import torch
 
     from steadydancer.assembly import load_pipeline
+    from steadydancer.defaults import SamplerSettings
     from steadydancer.long_video import generate_long_video
     from steadydancer.pose import PoseSequence, SyntheticPoseDetector, prepare_poses
     from steadydancer.tiny import build_tiny_checkpoints
@@ -88,8 +89,9 @@ def run_case(frames: int, size: int, steps: int) -> dict:
     pipe.decode_latents = keep_last
     start = time.perf_counter()
     out = generate_long_video(
-        pipe, reference, prepared, frames, prompt="a person dancing", num_inference_steps=steps, guidance_scale=1.0,
-        pose_guidance_scale=0.0, seed=0, noise_device="cpu",
+        pipe, reference, prepared, frames, prompt="a person dancing",
+        settings=SamplerSettings(num_inference_steps=steps, guidance_scale=1.0, pose_guidance_scale=0.0), seed=0,
+        noise_device="cpu",
         on_window=lambda i, f: (written.__setitem__(0, written[0] + len(f)), windows.append(i)))
     seconds = time.perf_counter() - start
     del pipe.decode_latents

@@ -1,18 +1,17 @@
-"""The pose branch's cost (issue 17): time and operator count of one `encode_pose`, before and after the FAAU fix.
+"""The pose branch's cost: time and operator count of one `encode_pose`.
 
-    python -m bench.pose_branch                              # 21x24x40 and 21x72x128, 2 threads, before and after
-    python -m bench.pose_branch --grids 21x36x64 --repeats 3 --no-before
+    python -m bench.pose_branch                              # 21x24x40 and 21x72x128, 2 threads
+    python -m bench.pose_branch --grids 21x36x64 --repeats 3
 
 The branch is `PoseModulation` at the released sizes (16 pose channels, FAAU width 128 with 8 heads; the same in
 every SteadyDancer size, so no transformer is built), random weights, frozen as the checkpoint loader leaves them
 (``requires_grad=False``: PyTorch picks a different matmul path for frozen weights), fp32, batch 1. Grids are latent
 (frames x h x w): 21x72x128 is 81 frames at 1024x576.
 
-Variants: ``after`` is `steadydancer.models.pose_modulation` as it is; ``before`` swaps in the FAAU forward of
-commit c852ce9 (kept below, for this comparison only), same weights. The timed calls alternate between the variants
-(the order flipping every round), because other work on a shared machine slows single calls down; times are the
-median and minimum of ``--repeats`` calls after ``--warmup`` untimed ones. Operators: the number of events
-`torch.profiler` records (CPU) in one call, for the whole branch and for the FAAU alone.
+The branch is `steadydancer.models.pose_modulation` as it is. Times are the median and minimum of ``--repeats`` calls
+after ``--warmup`` untimed ones (the minimum is the steadier figure on a shared machine). Operators: the number of
+events `torch.profiler` records (CPU) in one call, for the whole branch and for the FAAU alone: the FAAU attends
+across the frames of each pixel, and a per-pixel formulation shows up as hundreds of thousands of operators.
 """
 
 from __future__ import annotations
@@ -31,46 +30,17 @@ if __package__ in (None, ""):  # `python bench/pose_branch.py`
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from steadydancer.models.pose_modulation import FrameAlignmentUnit, PoseModulation
+from steadydancer.models.pose_modulation import PoseModulation
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "cpu_pose_branch.json"
 
 
-class FrameAlignmentUnitBefore(FrameAlignmentUnit):
-    """The FAAU forward as of commit c852ce9: the projections run on a permuted (B, h*w, F, D) view (one small
-    matrix product per pixel with frozen weights) and SDPA gets 5-D tensors (its math fallback)."""
-
-    def forward(self, pose: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        batch, _, frames, height, width = pose.shape
-
-        def project(conv, x):
-            x = conv(x.transpose(1, 2).flatten(0, 1))  # (B*F, D, h, w)
-            return x.unflatten(0, (batch, frames)).flatten(3).permute(0, 3, 1, 2)  # (B, h*w, F, D)
-
-        query, context = project(self.proj_latent, latents), project(self.proj_pose, pose)
-
-        def heads(x):
-            return x.unflatten(-1, (self.num_heads, -1)).transpose(-2, -3)  # (B, h*w, heads, F, D/heads)
-
-        out = F.scaled_dot_product_attention(heads(self.to_q(query)), heads(self.to_k(context)), heads(self.to_v(context)))
-        out = self.to_out(out.transpose(-2, -3).flatten(-2))  # (B, h*w, F, D)
-        out = out.permute(0, 2, 3, 1).flatten(0, 1).unflatten(2, (height, width))  # (B*F, D, h, w)
-        out = self.norm1(out)
-        out = self.norm2(out + self.ffn(out))
-        out = self.proj_back(out)
-        return out.unflatten(0, (batch, frames)).transpose(1, 2)
-
-
-def build_variants(seed: int = 0) -> dict[str, PoseModulation]:
+def build_branch(seed: int = 0) -> PoseModulation:
+    """The branch with random weights, frozen as the checkpoint loader leaves them."""
     torch.manual_seed(seed)
-    after = PoseModulation().eval().requires_grad_(False)
-    before = PoseModulation().eval().requires_grad_(False)
-    before.align = FrameAlignmentUnitBefore().eval().requires_grad_(False)
-    before.load_state_dict(after.state_dict())
-    return {"before": before, "after": after}
+    return PoseModulation().eval().requires_grad_(False)
 
 
 class Labelled(nn.Module):
@@ -87,7 +57,7 @@ class Labelled(nn.Module):
 
 def count_operators(branch: PoseModulation, pose: torch.Tensor, noisy: torch.Tensor) -> tuple[int, int]:
     """Operators (torch.profiler CPU events) of one call of the branch, and of the FAAU within it. One profile:
-    recording and walking 300k events (the old FAAU at 576p) takes minutes."""
+    recording and walking a per-pixel FAAU's 300k events at 576p takes minutes."""
     align = branch.align
     branch.align = Labelled(align, "FAAU")
     try:
@@ -107,31 +77,21 @@ def count_operators(branch: PoseModulation, pose: torch.Tensor, noisy: torch.Ten
     return len(events), sum(map(in_faau, events))
 
 
-def measure_grid(variants: dict[str, PoseModulation], grid: tuple[int, int, int], warmup: int, repeats: int):
+def measure_grid(branch: PoseModulation, grid: tuple[int, int, int], warmup: int, repeats: int) -> dict:
     frames, height, width = grid
     g = torch.Generator().manual_seed(0)
     pose, noisy = torch.randn(2, 1, 16, frames, height, width, generator=g).unbind(0)
-    rows = {}
-    outputs = {}
+    times = []
     with torch.no_grad():
-        for name, module in variants.items():
-            outputs[name] = module(pose, noisy).aligned  # untimed: the first warm-up call, and the output to compare
-            for _ in range(warmup - 1):
-                module(pose, noisy)
-            operators, faau_operators = count_operators(module, pose, noisy)
-            rows[name] = dict(operators=operators, faau_operators=faau_operators, times_s=[])
-        order = list(variants)
-        for round_ in range(repeats):
-            for name in order if round_ % 2 == 0 else order[::-1]:
-                module = variants[name]
-                start = time.perf_counter()
-                module(pose, noisy)
-                rows[name]["times_s"].append(time.perf_counter() - start)
-    for name, row in rows.items():
-        row.update(median_s=statistics.median(row["times_s"]), min_s=min(row["times_s"]))
-    if len(outputs) == 2:
-        rows["after"]["max_abs_diff_vs_before"] = (outputs["after"] - outputs["before"]).abs().max().item()
-    return rows
+        for _ in range(warmup):
+            branch(pose, noisy)
+        operators, faau_operators = count_operators(branch, pose, noisy)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            branch(pose, noisy)
+            times.append(time.perf_counter() - start)
+    return dict(operators=operators, faau_operators=faau_operators, times_s=times, median_s=statistics.median(times),
+                min_s=min(times))
 
 
 def parse_grid(text: str) -> tuple[int, int, int]:
@@ -143,10 +103,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grids", default="21x24x40,21x72x128", help="comma-separated latent grids, frames x h x w")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per variant (at least 1)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls (at least 1)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--before", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure the FAAU of commit c852ce9 (default on)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args(argv)
     if args.warmup < 1:
@@ -154,17 +112,15 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     load = os.getloadavg()  # other work on the machine: the timings' noise
 
-    variants = build_variants()
-    if not args.before:
-        del variants["before"]
+    branch = build_branch()
     results = []
     for text in args.grids.split(","):
         grid = parse_grid(text)
         print(f"pose branch at {'x'.join(map(str, grid))} (frames x h x w)", flush=True)
-        for variant, row in measure_grid(variants, grid, args.warmup, args.repeats).items():
-            results.append(dict(grid=list(grid), variant=variant, **row))
-            print(f"  {variant:6s} median {row['median_s']:8.3f} s   min {row['min_s']:8.3f} s   "
-                  f"operators {row['operators']:7d} (FAAU {row['faau_operators']})", flush=True)
+        row = measure_grid(branch, grid, args.warmup, args.repeats)
+        results.append(dict(grid=list(grid), **row))
+        print(f"  median {row['median_s']:8.3f} s   min {row['min_s']:8.3f} s   "
+              f"operators {row['operators']:7d} (FAAU {row['faau_operators']})", flush=True)
 
     print()
     print(table(results))
@@ -180,14 +136,11 @@ def main(argv=None) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    before = {tuple(r["grid"]): r for r in rows if r["variant"] == "before"}
-    lines = ["| grid (F x h x w) | variant | median s | min s | operators | FAAU operators | speed-up (min) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| grid (F x h x w) | median s | min s | operators | FAAU operators |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        ref = before.get(tuple(r["grid"]))
-        speedup = f"{ref['min_s'] / r['min_s']:.1f}x" if ref is not None and r is not ref else "-"
-        lines.append(f"| {'x'.join(map(str, r['grid']))} | {r['variant']} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
-                     f"{r['operators']:,} | {r['faau_operators']:,} | {speedup} |")
+        lines.append(f"| {'x'.join(map(str, r['grid']))} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
+                     f"{r['operators']:,} | {r['faau_operators']:,} |")
     return "\n".join(lines)
 
 

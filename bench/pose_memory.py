@@ -1,4 +1,4 @@
-"""Peak memory of preparing the model's pose inputs (issue 11): 81 frames at 576p, a 4096x4096 reference photo
+"""Peak memory of preparing the model's pose inputs: 81 frames at 576p, a 4096x4096 reference photo
 against a 1024x576 one. Not a timed test; a measurement to rerun when the pose path changes.
 
     python -m bench.pose_memory [--frames 81] [--json bench/results/cpu_pose_memory.json]

@@ -1,4 +1,4 @@
-"""How much the released code's lossy storage of the pose frames changes what the model gets (issue 11).
+"""How much the released code's lossy storage of the pose frames changes what the model gets.
 
     python -m bench.pose_storage [--frames 9] [--json bench/results/cpu_pose_storage.json]
 

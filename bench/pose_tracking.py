@@ -1,4 +1,4 @@
-"""Pose extraction of a whole clip: person tracking against detecting every frame (developer tool, issue 13).
+"""Pose extraction of a whole clip: person tracking against detecting every frame (developer tool).
 
 Times :class:`~steadydancer.pose.PoseTracker` (``DWPoseDetector.tracker()``, what
 ``prepare_poses`` uses on a video) frame by frame on a 1280x720 clip, with the random-weight

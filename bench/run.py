@@ -18,7 +18,7 @@ Rows (``--benchmarks``, comma-separated; default all):
   transformer and the ``--vae`` VAE with random weights and precomputed text/CLIP embeddings (the encoders cost
   < 1 s a job; their weights are listed in the summary); otherwise the tiny components written by
   `steadydancer.tiny`, encoders included.
-- ``job_fast``: the same with `steadydancer.acceleration.FAST_PRESET` (4 steps, 5 passes). With ``--lora-rank R``
+- ``job_fast``: the same with `steadydancer.defaults.FAST` (4 steps, 5 passes). With ``--lora-rank R``
   the fast variant's transformer carries a random rank-R LoRA in the Wan/ComfyUI layout on every block linear and
   the head (what lightx2v's LoRA covers), loaded with `steadydancer.lora.load_wan_lora` (``--fuse-lora`` fuses
   it), so its cost is in the fast rows.
@@ -31,7 +31,7 @@ because other work on a shared machine slows individual calls by 2-5x; on CUDA t
 fast paths are then applied in place (one copy of 14B weights). Timings: ``--warmup`` untimed calls (the first one's
 time is reported as ``first_s``: compilation lands there), then ``--repeats`` timed calls, CUDA-synchronised;
 speed-ups compare minimum times. Peak memory: CUDA ``max_memory_allocated`` on a GPU; on a CPU the resident set's
-high-water mark (process-wide: weights, Python and all). TFLOP/s uses the FLOP model in `bench.flops`.
+high-water mark (process-wide: weights, Python and all). TFLOP/s uses the FLOP model in `steadydancer.flops`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from steadydancer.flops import CONFIG_14B, transformer_pass_flops
+from steadydancer.sizing import SIZE_MULTIPLE, VAE_SPATIAL_STRIDE, is_valid_frame_count, latent_frame_count
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(num_attention_heads=2, attention_head_dim=12, ffn_dim=48, num_layers=2, text_dim=32),
@@ -247,7 +248,7 @@ def core_pipeline(transformer, vae):
 def random_pass_inputs(model, frames: int, height: int, width: int, device, dtype, batch: int = 1, seed: int = 0):
     g = torch.Generator(device="cpu").manual_seed(seed)
     cfg = model.config
-    lat_f, lat_h, lat_w = (frames - 1) // 4 + 1, height // 8, width // 8
+    lat_f, lat_h, lat_w = latent_frame_count(frames), height // VAE_SPATIAL_STRIDE, width // VAE_SPATIAL_STRIDE
 
     def r(*shape):
         return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
@@ -369,7 +370,7 @@ def vae_cases(ctx: Context, variant: str) -> list[Case]:
 
 def job_case(ctx: Context, variant: str, preset: str) -> Case:
     """A whole job through `SteadyDancerPipeline.__call__` (VAE encodes, sampling, decode to frames)."""
-    from steadydancer.acceleration import FAST_PRESET
+    from steadydancer.defaults import FAST
     from steadydancer.scheduling import pose_guidance_steps
 
     a = ctx.args
@@ -401,7 +402,7 @@ def job_case(ctx: Context, variant: str, preset: str) -> Case:
         pose_video=rng.integers(0, 256, (a.frames, a.height, a.width, 3), dtype=np.uint8),
         negative_pose_video=rng.integers(0, 256, (a.frames, a.height, a.width, 3), dtype=np.uint8),
     )
-    settings = dict(FAST_PRESET) if preset == "fast" else dict(num_inference_steps=a.job_steps)
+    settings = asdict(FAST) if preset == "fast" else dict(num_inference_steps=a.job_steps)
     common = dict(**video, **embeds, prompt="a person dancing", height=a.height, width=a.width, num_frames=a.frames,
                   batch_guidance=variant != "reference", output_type="np")
 
@@ -596,8 +597,8 @@ def parse_args(argv=None):
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if (args.frames - 1) % 4 or args.height % 16 or args.width % 16:
-        p.error("frames must be 4n+1 and height/width multiples of 16")
+    if not is_valid_frame_count(args.frames) or args.height % SIZE_MULTIPLE or args.width % SIZE_MULTIPLE:
+        p.error(f"frames must be 4n+1 and height/width multiples of {SIZE_MULTIPLE}")
     unknown = set(args.benchmarks.split(",")) - set(BENCHMARKS)
     if unknown:
         p.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "acceleration": ["apply_fast_paths", "best_attention_backend", "enable_fast_preset"],
+    "acceleration": ["apply_fast_paths", "best_attention_backend"],
     "assembly": ["load_pipeline", "load_transformer"],
     "defaults": ["DEFAULT_NEGATIVE_PROMPT", "FAST", "OUTPUT_FPS", "RELEASED", "SamplerSettings"],
     "loading": ["load_released_transformer", "save_released_layout"],
@@ -18,6 +18,7 @@ _EXPORTS = {
     "lora": ["load_wan_lora", "unload_wan_lora"],
     "models": ["SteadyDancerTransformer3DModel"],
     "pipeline_steadydancer": ["SteadyDancerConditions", "SteadyDancerPipeline", "SteadyDancerPipelineOutput"],
+    "presets": ["PresetSwitch"],
     "pose": [
         "DWPoseDetector", "Pose", "PoseDetection", "PoseSequence", "PreparedPoses", "SyntheticPoseDetector",
         "prepare_poses",
@@ -42,7 +43,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .acceleration import apply_fast_paths, best_attention_backend, enable_fast_preset
+    from .acceleration import apply_fast_paths, best_attention_backend
     from .assembly import load_pipeline, load_transformer
     from .defaults import DEFAULT_NEGATIVE_PROMPT, FAST, OUTPUT_FPS, RELEASED, SamplerSettings
     from .loading import load_released_transformer, save_released_layout
@@ -59,5 +60,6 @@ if TYPE_CHECKING:
         SyntheticPoseDetector,
         prepare_poses,
     )
+    from .presets import PresetSwitch
     from .sizing import generation_size
     from .video_io import write_mp4

@@ -33,16 +33,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
-
-from .defaults import FAST, FAST_LORA, FAST_LORA_WEIGHT
-from .scheduling import NUM_TRAIN_TIMESTEPS
 
 logger = logging.getLogger(__name__)
 
@@ -274,85 +268,3 @@ def reset_attention_backend(transformer) -> None:
     from diffusers.utils.constants import DIFFUSERS_ATTN_BACKEND  # diffusers' own reading of its variable
 
     _AttentionBackendRegistry.set_active_backend(AttentionBackendName(DIFFUSERS_ATTN_BACKEND))
-
-
-# --------------------------------------------------------------------------------------------- fast preset
-# A 4-step preset for a step-distillation LoRA of Wan2.1 I2V 14B (lightx2v). guidance_scale 1.0: the LoRA was
-# CFG-distilled, and the pipeline then skips the negative-text pass. shift 5.0: lightx2v's `sample_shift` for its
-# 4-step I2V models, and the released SteadyDancer shift at 1024x576. Pose guidance: the released scale and window.
-# With 4 steps the strict rule start < i/4 < end selects only step 1 (i/N = 0.25) for both (0.1, 0.4) and
-# (0.0, 0.5): the released window already covers the same quarter of the trajectory (11 of 40 steps released), so
-# it is kept as is and stays meaningful if the step count changes (8 steps -> steps 1-3). Passes per job: 4 cond +
-# 1 negative-pose = 5, against 91 for the released 40-step schedule.
-FAST_PRESET: dict[str, Any] = asdict(FAST)
-
-# lightx2v's official 4-step LoRA for Wan2.1 I2V 14B (rank 64). Kijai's ComfyUI extractions
-# (Kijai/WanVideo_comfy, "Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors") load the same way.
-DEFAULT_FAST_LORA_REPO = FAST_LORA.repo_id
-DEFAULT_FAST_LORA_WEIGHT = FAST_LORA_WEIGHT
-FAST_LORA_ADAPTER = "step_distill"
-
-
-class StepDistillScheduler(FlowMatchEulerDiscreteScheduler):
-    """The sampler lightx2v trains its step-distilled Wan models for: at each step predict x0 = x - sigma * v, then
-    re-noise it to the next sigma with fresh Gaussian noise (the last step returns x0).
-
-    It is diffusers' `FlowMatchEulerDiscreteScheduler` with ``stochastic_sampling=True``, made a drop-in for
-    `SteadyDancerPipeline.denoise`: it answers to ``config.flow_shift`` (what `set_released_timesteps` sets) and
-    draws its noise from `noise_generator` (set it, or pass `seed`, for reproducible runs).
-    """
-
-    def __init__(
-        self, flow_shift: float = FAST.shift, seed: int | None = None, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
-    ):
-        super().__init__(num_train_timesteps=num_train_timesteps, shift=flow_shift, stochastic_sampling=True)
-        self.register_to_config(flow_shift=flow_shift)
-        self.noise_generator = torch.Generator().manual_seed(seed) if seed is not None else None
-
-    def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None, timesteps=None):
-        self.set_shift(self.config.flow_shift)
-        if sigmas is not None:
-            sigmas = np.asarray(sigmas, dtype=np.float32)
-        super().set_timesteps(num_inference_steps, device=device, sigmas=sigmas, mu=mu, timesteps=timesteps)
-
-    def step(self, model_output, timestep, sample, *args, generator=None, **kwargs):
-        if generator is None:
-            # A CPU generator is fine on a GPU: diffusers' randn_tensor draws on the CPU and moves the noise.
-            generator = self.noise_generator
-        return super().step(model_output, timestep, sample, *args, generator=generator, **kwargs)
-
-
-def enable_fast_preset(
-    pipe,
-    lora: str | os.PathLike | dict | None = DEFAULT_FAST_LORA_REPO,
-    weight_name: str | None = DEFAULT_FAST_LORA_WEIGHT,
-    adapter_scale: float = 1.0,
-    *,
-    adapter_name: str = FAST_LORA_ADAPTER,
-    sampler: str = "unipc",
-    seed: int | None = None,
-    apply_diffs: bool = True,
-    **hub_kwargs,
-) -> dict[str, Any]:
-    """Loads a step-distillation LoRA and returns the `__call__` keyword arguments of the 4-step preset.
-
-    Usage: ``pipe(image=..., pose_video=..., **enable_fast_preset(pipe))``. `lora` is a Hub repo id, a local file or
-    directory, or a state dict (None: only return the preset, e.g. for a transformer that is already distilled).
-    To serve both the fast and the quality preset from one loaded pipeline, use `steadydancer.presets.PresetSwitch`.
-
-    sampler: ``"unipc"`` keeps the pipeline's UniPC solver (what diffusers' Wan examples use with these LoRAs);
-    ``"lightx2v"`` swaps in `StepDistillScheduler` (x0 prediction + fresh noise, the sampler lightx2v distilled for;
-    `seed` seeds its noise). Which looks better on SteadyDancer has to be judged on a GPU; see BENCHMARKS.md.
-    """
-    from .lora import load_wan_lora
-
-    if lora is not None:
-        load_wan_lora(
-            pipe, lora, weight_name=weight_name, adapter_name=adapter_name, adapter_scale=adapter_scale,
-            apply_diffs=apply_diffs, **hub_kwargs,
-        )
-    if sampler == "lightx2v":
-        pipe.scheduler = StepDistillScheduler(flow_shift=FAST_PRESET["shift"], seed=seed)
-    elif sampler != "unipc":
-        raise ValueError(f"sampler must be 'unipc' or 'lightx2v', got {sampler!r}")
-    return dict(FAST_PRESET)

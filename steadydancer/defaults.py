@@ -1,7 +1,7 @@
 """The released model's rules and defaults, each defined once: the library's signatures, the Space's settings, the
 GPU-time estimate and the benchmarks all read them from here.
 
-Sources: SPEC.md section 3 (sampler), the released `generate` defaults, and the Hub repos the weights come from.
+Sources: the released sampler and `generate` defaults (../shared/SPEC.md), and the Hub repos the weights come from.
 """
 
 from dataclasses import dataclass
@@ -26,6 +26,11 @@ class SamplerSettings:
 RELEASED = SamplerSettings()
 # The released command line's defaults: as RELEASED but with pose guidance 1.5 (its README and the paper use 1.0).
 RELEASED_CLI = SamplerSettings(pose_guidance_scale=1.5)
+# The 4-step preset of a step-distillation LoRA of Wan2.1 I2V 14B (lightx2v). guidance_scale 1.0: the LoRA was
+# CFG-distilled, and the pipeline then skips the negative-text pass. shift 5.0: lightx2v's `sample_shift` for its
+# 4-step I2V models, and the released shift at 1024x576. Pose guidance keeps the released scale and window: with 4
+# steps the strict rule start < i/4 < end selects step 1 only (the same quarter of the trajectory as the released 11
+# of 40 steps), and the window stays meaningful if the step count changes (8 steps -> steps 1-3).
 FAST = SamplerSettings(num_inference_steps=4, guidance_scale=1.0)
 SHIFT_480P = 3.0
 
@@ -63,13 +68,14 @@ BASE = HubSource("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers")
 DWPOSE = HubSource("yzd-v/DWPose", "1a7144101628d69ee7a3768d1ee3a094070dc388")
 FAST_LORA = HubSource("lightx2v/Wan2.1-Distill-Loras")
 FAST_LORA_WEIGHT = "wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"
+FAST_LORA_ADAPTER = "step_distill"  # the PEFT adapter name the LoRA is loaded under
 
 
 @dataclass(frozen=True)
 class Preset:
     """A named speed/quality setting of one loaded pipeline: the sampler's settings, whether the step-distillation
     LoRA (`FAST_LORA`) must be on, and the scheduler (``"unipc"``: the released UniPC solver; ``"lightx2v"``: the
-    x0-and-renoise sampler lightx2v distilled for, `steadydancer.acceleration.StepDistillScheduler`)."""
+    x0-and-renoise sampler lightx2v distilled for, `steadydancer.presets.StepDistillScheduler`)."""
 
     settings: SamplerSettings
     uses_distill_lora: bool = False

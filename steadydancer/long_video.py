@@ -1,6 +1,7 @@
-"""Long videos (issue 13): any number of frames, generated in windows that keep the photo's identity.
+"""Long videos: any number of frames, generated in windows that keep the photo's identity.
 
-A single SteadyDancer call makes at most one window (81 frames at 16 fps, 5 s). `LongVideo` chains windows:
+A single SteadyDancer call makes at most one window (81 frames at 16 fps, 5 s). `LongVideo` chains windows, each
+one call of the pipeline on precomputed inputs (embeddings, conditions, noise):
 
 - Window 0 is exactly a single call: the photo is its first frame (I2V condition) and its identity anchor.
 - Window k+1 starts from a frame window k generated: that frame, decoded and re-encoded alone, is window k+1's
@@ -20,7 +21,7 @@ A single SteadyDancer call makes at most one window (81 frames at 16 fps, 5 s). 
 Why continue from the decoded frame rather than the latents: the causal Wan VAE encodes the first frame of a video
 alone, and the I2V condition is exactly that latent; the last latent frame of a window stands for 4 frames encoded
 with context, a different quantity, so it cannot be reused as a first-frame latent. `bench/long_video_memory.py`
-measures the gap on the tiny model (see BENCHMARKS.md, "Long videos (issue 13)").
+measures the gap on the tiny model (see BENCHMARKS.md).
 
 Memory is flat in the length: pose inputs are asked for one window at a time (`PreparedPoses.window`, or a
 callable), finished windows are yielded as they come, and between windows only the conditioning frame, the held-back
@@ -30,15 +31,24 @@ GPU call: `LongVideo.run_window`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
 
-from .defaults import OUTPUT_FPS, RELEASED
+from .defaults import OUTPUT_FPS, RELEASED, SamplerSettings, negative_or_default
 from .pixels import ImageInput, check_image, image_size, resize, to_pixels
-from .sizing import DEFAULT_MAX_AREA, generation_size, is_valid_frame_count, next_valid_frame_count
+from .sizing import (
+    DEFAULT_MAX_AREA,
+    check_enough_frames,
+    check_frame_count,
+    generation_size,
+    next_valid_frame_count,
+)
+
+if TYPE_CHECKING:
+    from .pipeline_steadydancer import SteadyDancerConditions
 
 __all__ = ["LongVideo", "LongVideoCancelled", "LongVideoOutput", "LongVideoWindow", "generate_long_video",
            "match_color", "plan_windows"]
@@ -96,8 +106,7 @@ def plan_windows(num_frames: int, segment_frame_length: int = DEFAULT_SEGMENT_FR
     windows [0, 9), [8, 17), [16, 25): 9 + 8 + 8."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}.")
-    if not is_valid_frame_count(segment_frame_length) or segment_frame_length < 5:
-        raise ValueError(f"segment_frame_length must be 4n+1 and at least 5, got {segment_frame_length}.")
+    check_frame_count(segment_frame_length, "segment_frame_length", minimum=5)
     if not 0 <= blend_frames <= (segment_frame_length - 3) // 2:  # a window must outlast both of its blends
         raise ValueError(f"blend_frames must be between 0 and (segment_frame_length - 3) // 2, got {blend_frames}.")
     windows, start = [], 0
@@ -170,9 +179,8 @@ class LongVideo:
             renders only that window's frames), a `PoseModelInputs` (sliced; the pose image of a later window is its
             first pose frame at the generation size), or a callable `(start, stop) -> PoseModelInputs`.
         num_frames: output frames (any count >= 1; default: all of a `PreparedPoses` / `PoseModelInputs`).
+        settings: the sampler's settings, the same for every window (default: the released ones).
         segment_frame_length: frames per window, 4n+1 (81: the model's length).
-        prev_segment_conditioning_frames: frames of the previous window a window is conditioned on. Only 1: the I2V
-            condition of the released model is one first frame.
         blend_frames: extra overlap frames cross-faded at each join (0: none). Window starts are
             `segment_frame_length - 1 - blend_frames` apart, so blending costs more windows for the same length.
         color_correction: match each later window's Lab mean/std to `color_target`: "first_window" (window 0 is
@@ -180,8 +188,7 @@ class LongVideo:
         prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, image_embeds: as for the pipeline, encoded
             once for all windows.
         height, width, max_area: generation size (default: the `PreparedPoses`' size, else from max_area).
-        num_inference_steps, guidance_scale, pose_guidance_scale, pose_guidance_window, shift, batch_guidance,
-            attention_kwargs: the sampler's settings, per window.
+        batch_guidance, attention_kwargs: as for the pipeline.
         seed: window i draws its noise from `seed + i` (None: a random base seed, kept in `self.seed`).
         noise_device: device of the noise generators (None: the execution device, as the pipeline's `seed` does;
             "cpu": the same video on any hardware).
@@ -197,8 +204,8 @@ class LongVideo:
         poses,
         num_frames: int | None = None,
         *,
+        settings: SamplerSettings = RELEASED,
         segment_frame_length: int = DEFAULT_SEGMENT_FRAME_LENGTH,
-        prev_segment_conditioning_frames: int = 1,
         blend_frames: int = 0,
         color_correction: bool = True,
         color_target: str = "first_window",
@@ -210,11 +217,6 @@ class LongVideo:
         height: int | None = None,
         width: int | None = None,
         max_area: int = DEFAULT_MAX_AREA,
-        num_inference_steps: int = RELEASED.num_inference_steps,
-        guidance_scale: float = RELEASED.guidance_scale,
-        pose_guidance_scale: float = RELEASED.pose_guidance_scale,
-        pose_guidance_window: tuple[float, float] = RELEASED.pose_guidance_window,
-        shift: float = RELEASED.shift,
         batch_guidance: bool = True,
         attention_kwargs: dict | None = None,
         seed: int | None = None,
@@ -224,8 +226,8 @@ class LongVideo:
         max_sequence_length: int = 512,
     ):
         check_image(image, "image")
-        if prev_segment_conditioning_frames != 1:
-            raise ValueError("prev_segment_conditioning_frames must be 1: the released I2V condition is one frame.")
+        if not isinstance(settings, SamplerSettings):
+            raise ValueError(f"settings must be a SamplerSettings, got {type(settings).__name__}.")
         if color_target not in COLOR_TARGETS:
             raise ValueError(f"color_target must be one of {COLOR_TARGETS}, got {color_target!r}.")
         self.pipe, self.image = pipe, image
@@ -234,8 +236,8 @@ class LongVideo:
             if available is None:
                 raise ValueError("num_frames is needed when poses is a callable.")
             num_frames = available
-        elif available is not None and num_frames > available:
-            raise ValueError(f"{num_frames} frames asked for but only {available} pose frames given.")
+        elif available is not None:
+            check_enough_frames(num_frames, available, "poses")
         if height is None or width is None:
             if hasattr(poses, "height") and hasattr(poses, "width"):  # PreparedPoses knows its generation size
                 height, width = int(poses.height), int(poses.width)
@@ -250,16 +252,13 @@ class LongVideo:
         self.prompt, self.negative_prompt = prompt, negative_prompt
         self.prompt_embeds, self.negative_prompt_embeds, self.image_embeds = (
             prompt_embeds, negative_prompt_embeds, image_embeds)
-        self.sampler = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                            pose_guidance_scale=pose_guidance_scale, pose_guidance_window=pose_guidance_window,
-                            shift=shift, batch_guidance=batch_guidance, attention_kwargs=attention_kwargs)
+        self.settings = settings
+        self.batch_guidance, self.attention_kwargs = batch_guidance, attention_kwargs
         self.noise_device, self.callback, self.cancel = noise_device, callback, cancel
         self.max_sequence_length = max_sequence_length
         pipe.check_inputs(
-            height=self.height, width=self.width, num_frames=self.windows[0].num_frames,
-            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            pose_guidance_scale=pose_guidance_scale, pose_guidance_window=pose_guidance_window, shift=shift,
-            has_negative_pose=True, prompt=prompt, seed=self.seed, output_type="np")
+            height=self.height, width=self.width, num_frames=self.windows[0].num_frames, has_negative_pose=True,
+            prompt=prompt, seed=self.seed, output_type="np", **asdict(settings))
         self.state = _State()
 
     @property
@@ -301,7 +300,7 @@ class LongVideo:
         return _WindowInputs(pad(inputs.pose_video), pad(inputs.negative_pose_video), inputs.pose_image)
 
     def _encode_once(self) -> dict:
-        """Prompt embeddings, the photo's image tokens and its reference latent (CPU), for every window."""
+        """Prompt embeddings and the photo's image tokens (CPU), for every window."""
         pipe, encoded, device = self.pipe, self.state.encoded, self.pipe._execution_device
         if encoded:
             return encoded
@@ -309,9 +308,7 @@ class LongVideo:
         if prompt_embeds is None:
             prompt_embeds = pipe.encode_prompt(self.prompt or "", device, max_sequence_length=self.max_sequence_length)
         negative = self.negative_prompt_embeds
-        if negative is None and self.sampler["guidance_scale"] != 1.0:
-            from .defaults import negative_or_default
-
+        if negative is None and self.settings.guidance_scale != 1.0:
             negative = pipe.encode_prompt(negative_or_default(self.negative_prompt), device,
                                           max_sequence_length=self.max_sequence_length)
         image_embeds = self.image_embeds if self.image_embeds is not None else pipe.encode_image([self.image], device)
@@ -319,12 +316,31 @@ class LongVideo:
                        else negative.cpu(), image_embeds=image_embeds.cpu())
         return encoded
 
+    def _window_conditions(self, window: LongVideoWindow, inputs: PoseWindowInputs) -> SteadyDancerConditions:
+        """Window 0's conditions from the photo, exactly as a single call; a later window's from the carried frame,
+        with the photo's reference latent put back (the identity anchor)."""
+        first = self.image if window.index == 0 else self.state.condition_frame
+        conditions = self.pipe.prepare_conditions(first, inputs.pose_video, inputs.negative_pose_video, self.height,
+                                                  self.width, window.num_frames)
+        if window.index == 0:
+            self.state.encoded["reference_latents"] = conditions.reference_latents.cpu()
+        else:
+            anchor = self.state.encoded["reference_latents"]
+            conditions.reference_latents = anchor.to(conditions.reference_latents.device)
+        return conditions
+
+    def _window_noise(self, window: LongVideoWindow) -> torch.Tensor:
+        """The window's starting noise (1, 16, F, h, w), drawn from `window.seed` on `noise_device`."""
+        device = torch.device(self.noise_device or self.pipe._execution_device)
+        generator = torch.Generator(device=device).manual_seed(window.seed)
+        return self.pipe.prepare_latents(1, window.num_frames, self.height, self.width, device, generator=generator)
+
     @torch.no_grad()
     def run_window(self, index: int | None = None) -> np.ndarray:
         """Generates the next window (`index`, if given, must be it) and returns the frames it adds to the video,
         (n, H, W, 3) float32 in [0, 1] (the last window's held-back blend frames included). Everything carried to the
         next window is on the CPU, so each call can be its own GPU call. Raises `LongVideoCancelled` when `cancel()`
-        turns true during the window (nothing is kept of it)."""
+        turns true during the window (nothing is kept of it, and it is not decoded)."""
         state, pipe = self.state, self.pipe
         if self.done:
             raise ValueError("every window has been generated.")
@@ -334,41 +350,28 @@ class LongVideo:
         device = pipe._execution_device
         encoded = self._encode_once()
         inputs = self._window_poses(window)
-
-        # Conditions: window 0 from the photo, exactly as a single call; later windows from the carried frame, with
-        # the photo's reference latent put back (the identity anchor).
-        first = self.image if window.index == 0 else state.condition_frame
-        conditions = pipe.prepare_conditions(first, inputs.pose_video, inputs.negative_pose_video, self.height,
-                                             self.width, window.num_frames)
-        if window.index == 0:
-            encoded["reference_latents"] = conditions.reference_latents.cpu()
-        else:
-            conditions.reference_latents = encoded["reference_latents"].to(conditions.reference_latents.device)
+        conditions = self._window_conditions(window, inputs)
         pose_image_embeds = pipe.encode_image([inputs.pose_image], device)
         del inputs
-
-        noise_device = torch.device(self.noise_device or device)
-        generator = torch.Generator(device=noise_device).manual_seed(window.seed)
-        latents = pipe.prepare_latents(1, window.num_frames, self.height, self.width, noise_device,
-                                       generator=generator).to(device)
-
-        steps = self.sampler["num_inference_steps"]
+        steps = self.settings.num_inference_steps
 
         def on_step_end(pipeline, step, timestep, tensors):
             if self.callback is not None:
                 self.callback(window.index, self.num_windows, step + 1, steps)
             if self.cancel is not None and self.cancel():
-                pipeline.interrupt_generation()  # `denoise` stops before the next step
+                pipeline.interrupt_generation()  # the call stops before the next step
             return tensors
 
-        pipe._interrupt = False  # `denoise` reads the flag but only `__call__` clears it
         negative = encoded["negative_prompt_embeds"]
-        latents = pipe.denoise(
-            latents, conditions, encoded["prompt_embeds"].to(device),
-            None if negative is None else negative.to(device), encoded["image_embeds"].to(device),
-            pose_image_embeds, callback_on_step_end=on_step_end, **self.sampler)
-        if pipe.interrupt:
-            pipe._interrupt = False
+        latents = pipe(
+            conditions=conditions, latents=self._window_noise(window),
+            prompt_embeds=encoded["prompt_embeds"].to(device),
+            negative_prompt_embeds=None if negative is None else negative.to(device),
+            image_embeds=encoded["image_embeds"].to(device), pose_image_embeds=pose_image_embeds,
+            batch_guidance=self.batch_guidance, attention_kwargs=self.attention_kwargs,
+            callback_on_step_end=on_step_end, output_type="latent", **asdict(self.settings),
+        ).frames
+        if pipe.interrupt:  # set during this call (the call clears it when it starts); not worth a decode
             raise LongVideoCancelled(f"cancelled during window {window.index}")
         video = pipe.video_processor.postprocess_video(pipe.decode_latents(latents), output_type="np")[0]
         pipe.maybe_free_model_hooks()

@@ -43,8 +43,9 @@ from .sizing import (
     SIZE_MULTIPLE,
     VAE_SPATIAL_STRIDE,
     VAE_TEMPORAL_STRIDE,
+    check_enough_frames,
+    check_frame_count,
     generation_size,
-    is_valid_frame_count,
     nearest_valid_frame_count,
 )
 
@@ -65,11 +66,6 @@ def prompt_clean(text: str) -> str:
         raise ImportError("The released prompt cleaning needs ftfy: pip install ftfy") from None
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
     return re.sub(r"\s+", " ", text).strip()
-
-
-def _check_frame_count(num_frames: int) -> None:
-    if not is_valid_frame_count(num_frames):
-        raise ValueError(f"num_frames must be 4n+1 (1, 5, 9, ..., 81), got {num_frames}.")
 
 
 @dataclass
@@ -266,13 +262,12 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         size at a time, not a video.
         """
         # Counts first: every allocation below is sized by num_frames.
-        _check_frame_count(num_frames)
+        check_frame_count(num_frames)
         sources = []
         for name, video in (("pose_video", pose_video), ("negative_pose_video", negative_pose_video)):
             if video is not None:
                 frames = frames_of(video, name)  # checks every frame, naming the parameter
-                if len(frames) < num_frames:
-                    raise ValueError(f"{num_frames} frames asked for but only {len(frames)} {name} frames given.")
+                check_enough_frames(num_frames, len(frames), name)
                 sources.append(video if isinstance(video, torch.Tensor) else frames)  # a prepared tensor: a view
         reference = to_pixels(image)  # (3, H_ref, W_ref)
         reference_size = tuple(reference.shape[-2:])
@@ -352,9 +347,9 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     ) -> None:
         """Raises `ValueError` naming the parameter; called before any heavy work."""
         if num_frames is not None:
-            _check_frame_count(num_frames)
-        if num_frames is not None and num_pose_frames is not None and num_pose_frames < num_frames:
-            raise ValueError(f"{num_frames} frames asked for but only {num_pose_frames} pose frames given.")
+            check_frame_count(num_frames)
+        if num_frames is not None and num_pose_frames is not None:
+            check_enough_frames(num_frames, num_pose_frames, "pose_video")
         for name, value in (("height", height), ("width", width)):
             if value is not None and (value <= 0 or value % SIZE_MULTIPLE):
                 raise ValueError(f"{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}.")
@@ -507,6 +502,101 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         self._current_timestep = None
         return latents
 
+    def _check_call(
+        self, *, image, pose_video, negative_pose_video, prompt, negative_prompt, pose_image, height, width, max_area,
+        num_frames, num_inference_steps, guidance_scale, pose_guidance_scale, pose_guidance_window, shift, seed,
+        generator, latents, prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds, conditions,
+        output_type,
+    ) -> tuple[int, int, int, int]:
+        """`__call__`'s checks, before any heavy work; returns (height, width, num_frames, batch size)."""
+        if conditions is not None:
+            lat_frames, lat_h, lat_w = conditions.pose_latents.shape[2:]
+            height, width = lat_h * self.vae_scale_factor_spatial, lat_w * self.vae_scale_factor_spatial
+            num_frames = (lat_frames - 1) * self.vae_scale_factor_temporal + 1
+            num_pose_frames = None
+        else:
+            if image is None or pose_video is None:
+                raise ValueError("Pass `image` and `pose_video`, or precomputed `conditions`.")
+            check_image(image, "image")
+            num_pose_frames = len(frames_of(pose_video, "pose_video"))
+            if num_frames is None:
+                num_frames = nearest_valid_frame_count(num_pose_frames)
+            if height is None or width is None:
+                if isinstance(max_area, bool) or not isinstance(max_area, (int, np.integer)) or max_area <= 0:
+                    raise ValueError(f"max_area must be a positive number of pixels, got {max_area!r}.")
+                height, width = generation_size(*image_size(image), max_area)
+        if image_embeds is None:
+            if image is None:
+                raise ValueError("Pass `image` or precomputed `image_embeds`.")
+            check_image(image, "image")
+        if pose_image is not None:
+            check_image(pose_image, "pose_image")
+        elif pose_image_embeds is None and (pose_video is None or image is None):
+            raise ValueError("Pass `pose_video` and `image` (or `pose_image`), or precomputed `pose_image_embeds`.")
+        has_negative_pose = negative_pose_video is not None or (
+            conditions is not None and conditions.negative_pose_latents is not None)
+        self.check_inputs(
+            height=height, width=width, num_frames=num_frames, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, pose_guidance_scale=pose_guidance_scale,
+            pose_guidance_window=pose_guidance_window, shift=shift, has_negative_pose=has_negative_pose,
+            num_pose_frames=num_pose_frames, prompt=None if prompt_embeds is not None else prompt,
+            negative_prompt=None if negative_prompt_embeds is not None else negative_prompt, seed=seed,
+            generator=generator, output_type=output_type,
+        )
+        if conditions is None and negative_pose_video is not None:
+            check_enough_frames(num_frames, len(frames_of(negative_pose_video, "negative_pose_video")),
+                                "negative_pose_video")
+        if prompt_embeds is not None:
+            batch_size = prompt_embeds.shape[0]
+        else:
+            batch_size = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
+        for name, tensor in (("negative_prompt_embeds", negative_prompt_embeds), ("image_embeds", image_embeds),
+                             ("pose_image_embeds", pose_image_embeds),
+                             ("conditions", None if conditions is None else conditions.pose_latents)):
+            if tensor is not None:
+                _batched(tensor, batch_size, name)
+        shape = self.latent_shape(batch_size, num_frames, height, width)
+        if latents is not None and tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        if prompt_embeds is None:
+            self._require(("tokenizer", "text_encoder"), "prompt_embeds")
+        if negative_prompt_embeds is None and guidance_scale != 1.0:
+            self._require(("tokenizer", "text_encoder"), "negative_prompt_embeds")
+        if image_embeds is None or pose_image_embeds is None:
+            self._require(("image_encoder", "image_processor"), "image_embeds and pose_image_embeds")
+
+        return height, width, num_frames, batch_size
+
+    def _encode_inputs(
+        self, *, image, pose_video, negative_pose_video, prompt, negative_prompt, pose_image, height, width, num_frames,
+        guidance_scale, batch_size, prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds,
+        conditions, max_sequence_length, device,
+    ) -> tuple:
+        """Encodes what was not given precomputed; returns (prompt_embeds, negative_prompt_embeds, image_embeds,
+        pose_image_embeds, conditions), each with batch `batch_size` on `device`."""
+        if prompt_embeds is None:
+            prompt_embeds = self.encode_prompt("" if prompt is None else prompt, device,
+                                               max_sequence_length=max_sequence_length)
+        if negative_prompt_embeds is None and guidance_scale != 1.0:
+            negatives = negative_prompt if isinstance(negative_prompt, (list, tuple)) else [negative_prompt]
+            negatives = [negative_or_default(n) for n in negatives]
+            negative_prompt_embeds = self.encode_prompt(negatives, device, max_sequence_length=max_sequence_length)
+        if image_embeds is None:
+            image_embeds = self.encode_image([image], device)
+        if pose_image_embeds is None:
+            if pose_image is None:
+                pose_image = self.first_pose_frame(pose_video, image)
+            pose_image_embeds = self.encode_image([pose_image], device)
+        if conditions is None:
+            conditions = self.prepare_conditions(image, pose_video, negative_pose_video, height, width, num_frames)
+        conditions = conditions.map(lambda t: _batched(t.to(device), batch_size, "conditions"))
+        image_embeds = _batched(image_embeds, batch_size, "image_embeds")
+        pose_image_embeds = _batched(pose_image_embeds, batch_size, "pose_image_embeds")
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = _batched(negative_prompt_embeds, batch_size, "negative_prompt_embeds")
+
+        return prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds, conditions
+
     @torch.no_grad()
     def __call__(
         self,
@@ -582,83 +672,24 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         device = self._execution_device
 
         # 1. Sizes and checks at the border, before any heavy work
-        if conditions is not None:
-            lat_frames, lat_h, lat_w = conditions.pose_latents.shape[2:]
-            height, width = lat_h * self.vae_scale_factor_spatial, lat_w * self.vae_scale_factor_spatial
-            num_frames = (lat_frames - 1) * self.vae_scale_factor_temporal + 1
-            num_pose_frames = None
-        else:
-            if image is None or pose_video is None:
-                raise ValueError("Pass `image` and `pose_video`, or precomputed `conditions`.")
-            check_image(image, "image")
-            num_pose_frames = len(frames_of(pose_video, "pose_video"))
-            if num_frames is None:
-                num_frames = nearest_valid_frame_count(num_pose_frames)
-            if height is None or width is None:
-                if isinstance(max_area, bool) or not isinstance(max_area, (int, np.integer)) or max_area <= 0:
-                    raise ValueError(f"max_area must be a positive number of pixels, got {max_area!r}.")
-                height, width = generation_size(*image_size(image), max_area)
-        if image_embeds is None:
-            if image is None:
-                raise ValueError("Pass `image` or precomputed `image_embeds`.")
-            check_image(image, "image")
-        if pose_image is not None:
-            check_image(pose_image, "pose_image")
-        elif pose_image_embeds is None and (pose_video is None or image is None):
-            raise ValueError("Pass `pose_video` and `image` (or `pose_image`), or precomputed `pose_image_embeds`.")
-        has_negative_pose = negative_pose_video is not None or (
-            conditions is not None and conditions.negative_pose_latents is not None)
-        self.check_inputs(
-            height=height, width=width, num_frames=num_frames, num_inference_steps=num_inference_steps,
+        height, width, num_frames, batch_size = self._check_call(
+            image=image, pose_video=pose_video, negative_pose_video=negative_pose_video, prompt=prompt,
+            negative_prompt=negative_prompt, pose_image=pose_image, height=height, width=width,
+            max_area=max_area, num_frames=num_frames, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, pose_guidance_scale=pose_guidance_scale,
-            pose_guidance_window=pose_guidance_window, shift=shift, has_negative_pose=has_negative_pose,
-            num_pose_frames=num_pose_frames, prompt=None if prompt_embeds is not None else prompt,
-            negative_prompt=None if negative_prompt_embeds is not None else negative_prompt, seed=seed,
-            generator=generator, output_type=output_type,
-        )
-        if conditions is None and negative_pose_video is not None:
-            if (count := len(frames_of(negative_pose_video, "negative_pose_video"))) < num_frames:
-                raise ValueError(f"{num_frames} frames asked for but only {count} negative pose frames given.")
-        if prompt_embeds is not None:
-            batch_size = prompt_embeds.shape[0]
-        else:
-            batch_size = 1 if prompt is None or isinstance(prompt, str) else len(prompt)
-        for name, tensor in (("negative_prompt_embeds", negative_prompt_embeds), ("image_embeds", image_embeds),
-                             ("pose_image_embeds", pose_image_embeds),
-                             ("conditions", None if conditions is None else conditions.pose_latents)):
-            if tensor is not None:
-                _batched(tensor, batch_size, name)
-        shape = self.latent_shape(batch_size, num_frames, height, width)
-        if latents is not None and tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
-        if prompt_embeds is None:
-            self._require(("tokenizer", "text_encoder"), "prompt_embeds")
-        if negative_prompt_embeds is None and guidance_scale != 1.0:
-            self._require(("tokenizer", "text_encoder"), "negative_prompt_embeds")
-        if image_embeds is None or pose_image_embeds is None:
-            self._require(("image_encoder", "image_processor"), "image_embeds and pose_image_embeds")
+            pose_guidance_window=pose_guidance_window, shift=shift, seed=seed, generator=generator,
+            latents=latents, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            image_embeds=image_embeds, pose_image_embeds=pose_image_embeds, conditions=conditions,
+            output_type=output_type)
 
-        # 2. Encoders (skipped for whatever was given precomputed)
-        if prompt_embeds is None:
-            prompt_embeds = self.encode_prompt("" if prompt is None else prompt, device,
-                                               max_sequence_length=max_sequence_length)
-        if negative_prompt_embeds is None and guidance_scale != 1.0:
-            negatives = negative_prompt if isinstance(negative_prompt, (list, tuple)) else [negative_prompt]
-            negatives = [negative_or_default(n) for n in negatives]
-            negative_prompt_embeds = self.encode_prompt(negatives, device, max_sequence_length=max_sequence_length)
-        if image_embeds is None:
-            image_embeds = self.encode_image([image], device)
-        if pose_image_embeds is None:
-            if pose_image is None:
-                pose_image = self.first_pose_frame(pose_video, image)
-            pose_image_embeds = self.encode_image([pose_image], device)
-        if conditions is None:
-            conditions = self.prepare_conditions(image, pose_video, negative_pose_video, height, width, num_frames)
-        conditions = conditions.map(lambda t: _batched(t.to(device), batch_size, "conditions"))
-        image_embeds = _batched(image_embeds, batch_size, "image_embeds")
-        pose_image_embeds = _batched(pose_image_embeds, batch_size, "pose_image_embeds")
-        if negative_prompt_embeds is not None:
-            negative_prompt_embeds = _batched(negative_prompt_embeds, batch_size, "negative_prompt_embeds")
+        # 2. Encoders (skipped for whatever was given precomputed), every input batched to B
+        prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds, conditions = self._encode_inputs(
+            image=image, pose_video=pose_video, negative_pose_video=negative_pose_video, prompt=prompt,
+            negative_prompt=negative_prompt, pose_image=pose_image, height=height, width=width,
+            num_frames=num_frames, guidance_scale=guidance_scale, batch_size=batch_size,
+            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            image_embeds=image_embeds, pose_image_embeds=pose_image_embeds, conditions=conditions,
+            max_sequence_length=max_sequence_length, device=device)
 
         # 3. Noise: (B, 16, F, h, w)
         latents = self.prepare_latents(batch_size, num_frames, height, width, device, seed=seed, generator=generator,

@@ -21,10 +21,43 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-from .acceleration import FAST_LORA_ADAPTER, StepDistillScheduler
-from .defaults import FAST_LORA, FAST_LORA_WEIGHT, PRESETS, Preset
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from .defaults import FAST, FAST_LORA, FAST_LORA_ADAPTER, FAST_LORA_WEIGHT, PRESETS, Preset
+from .scheduling import NUM_TRAIN_TIMESTEPS
 
 logger = logging.getLogger(__name__)
+
+
+class StepDistillScheduler(FlowMatchEulerDiscreteScheduler):
+    """The sampler lightx2v trains its step-distilled Wan models for: at each step predict x0 = x - sigma * v, then
+    re-noise it to the next sigma with fresh Gaussian noise (the last step returns x0).
+
+    It is diffusers' `FlowMatchEulerDiscreteScheduler` with ``stochastic_sampling=True``, made a drop-in for
+    `SteadyDancerPipeline`: it answers to ``config.flow_shift`` (what `set_released_timesteps` sets) and draws its
+    noise from `noise_generator` (set it, or pass `seed`, for reproducible runs).
+    """
+
+    def __init__(
+        self, flow_shift: float = FAST.shift, seed: int | None = None, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+    ):
+        super().__init__(num_train_timesteps=num_train_timesteps, shift=flow_shift, stochastic_sampling=True)
+        self.register_to_config(flow_shift=flow_shift)
+        self.noise_generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None, timesteps=None):
+        self.set_shift(self.config.flow_shift)
+        if sigmas is not None:
+            sigmas = np.asarray(sigmas, dtype=np.float32)
+        super().set_timesteps(num_inference_steps, device=device, sigmas=sigmas, mu=mu, timesteps=timesteps)
+
+    def step(self, model_output, timestep, sample, *args, generator=None, **kwargs):
+        if generator is None:
+            # A CPU generator is fine on a GPU: diffusers' randn_tensor draws on the CPU and moves the noise.
+            generator = self.noise_generator
+        return super().step(model_output, timestep, sample, *args, generator=generator, **kwargs)
 
 
 class PresetSwitch:

@@ -39,6 +39,19 @@ def is_valid_frame_count(num_frames: int) -> bool:
     return num_frames >= 1 and (num_frames - 1) % VAE_TEMPORAL_STRIDE == 0
 
 
+def check_frame_count(num_frames: int, name: str = "num_frames", minimum: int = 1) -> None:
+    """Raises `ValueError` naming `name` unless `num_frames` is 4n+1 and at least `minimum`."""
+    if not is_valid_frame_count(num_frames) or num_frames < minimum:
+        at_least = f" and at least {minimum}" if minimum > 1 else ""
+        raise ValueError(f"{name} must be 4n+1 (1, 5, 9, ..., 81){at_least}, got {num_frames}.")
+
+
+def check_enough_frames(num_frames: int, available: int, name: str) -> None:
+    """Raises `ValueError` naming `name` when it holds fewer than the `num_frames` frames asked for."""
+    if available < num_frames:
+        raise ValueError(f"{num_frames} frames asked for but only {available} {name} frames given.")
+
+
 def nearest_valid_frame_count(num_frames: int) -> int:
     """The largest 4n+1 not above `num_frames` (at least 1)."""
     return max(1, (num_frames - 1) // VAE_TEMPORAL_STRIDE * VAE_TEMPORAL_STRIDE + 1)

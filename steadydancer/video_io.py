@@ -132,7 +132,7 @@ def write_mp4(path: str | os.PathLike, frames, fps: float = OUTPUT_FPS, *, audio
 
 
 def probe_mp4(path: str | os.PathLike) -> VideoProbe:
-    """Decodes the file and reports what a player would see (used by the tests and the app's checks)."""
+    """Decodes the file and reports what a player would see: frames, size, rate, codecs, durations."""
     import av
 
     with av.open(os.fspath(path)) as container:

@@ -5,7 +5,7 @@ Its arguments are the `JobPlan` and plain arrays, so ZeroGPU can ship them to it
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -74,10 +74,7 @@ class Generator:
                  else dict(seed=sampler.seed))
         prompts = self.runtime.prompts.pipeline_kwargs(sampler.prompt, sampler.negative_prompt,
                                                        guidance_scale=sampler.guidance_scale)
-        return dict(**noise, **prompts, num_inference_steps=sampler.num_inference_steps,
-                    guidance_scale=sampler.guidance_scale, pose_guidance_scale=sampler.pose_guidance_scale,
-                    pose_guidance_window=sampler.pose_guidance_window, shift=sampler.shift,
-                    batch_guidance=plan.batch_guidance)
+        return dict(**noise, **prompts, **asdict(sampler.settings), batch_guidance=plan.batch_guidance)
 
     def generate_frames(self, plan: JobPlan, reference: np.ndarray, poses: PoseModelInputs, job_id: str | None = None,
                         progress: Progress | None = None, preview_dir: str | None = None) -> GeneratedFrames:
@@ -130,10 +127,8 @@ class Generator:
         sampler = plan.sampler
         video = LongVideo(
             self.runtime.pipe, reference, prepared, prepared.num_frames, segment_frame_length=plan.window_frames,
-            prompt=sampler.prompt, negative_prompt=sampler.negative_prompt,
-            num_inference_steps=sampler.num_inference_steps, guidance_scale=sampler.guidance_scale,
-            pose_guidance_scale=sampler.pose_guidance_scale, pose_guidance_window=sampler.pose_guidance_window,
-            shift=sampler.shift, batch_guidance=plan.batch_guidance, seed=sampler.seed,
+            prompt=sampler.prompt, negative_prompt=sampler.negative_prompt, settings=sampler.settings,
+            batch_guidance=plan.batch_guidance, seed=sampler.seed,
             noise_device="cpu" if self.runtime.config.cpu_noise else None,
             callback=report, cancel=lambda: self.cancels.cancelled(job_id),
         )

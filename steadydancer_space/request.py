@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steadydancer.defaults import FAST, PRESETS, RELEASED, SHIFT_480P
+from steadydancer.defaults import FAST, PRESETS, RELEASED, SHIFT_480P, SamplerSettings
 from steadydancer.sizing import RESOLUTIONS, generation_size, is_valid_frame_count
 
 from .uploads import InputError, Limits
@@ -197,6 +197,13 @@ class SamplerOptions:
     shift: float = FAST.shift
     seed: int = 0
     preset: str = DEFAULT_PRESET  # whose weights run: "fast" the distillation LoRA's, else the released model's
+
+    @property
+    def settings(self) -> SamplerSettings:
+        """The sampler's settings as the library takes them (the pipeline and `LongVideo`)."""
+        return SamplerSettings(num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
+                               pose_guidance_scale=self.pose_guidance_scale,
+                               pose_guidance_window=self.pose_guidance_window, shift=self.shift)
 
     @property
     def uses_distill_lora(self) -> bool:

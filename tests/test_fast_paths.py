@@ -4,21 +4,21 @@ import functools
 import multiprocessing
 import os
 import socket
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 
 from steadydancer.acceleration import (
-    FAST_PRESET,
-    StepDistillScheduler,
     apply_fast_paths,
     attention_backend_candidates,
     attention_backend_works,
     best_attention_backend,
-    enable_fast_preset,
     reset_attention_backend,
 )
+from steadydancer.defaults import FAST, Preset
+from steadydancer.presets import PresetSwitch, StepDistillScheduler
 from conftest import random_video_inputs
 from steadydancer.pipeline_steadydancer import SteadyDancerPipeline
 
@@ -195,8 +195,7 @@ def test_fp8_weight_storage_is_close_to_the_reference(make_pipe, inputs, referen
 # --------------------------------------------------------------------------------------------- fast preset
 def test_fast_preset_runs_five_passes_and_passes_the_pipeline_checks(make_pipe, inputs):
     pipe = make_pipe()
-    preset = enable_fast_preset(pipe, lora=None)
-    assert preset == FAST_PRESET and preset is not FAST_PRESET
+    preset = PresetSwitch(pipe, lora=None, presets={"fast": Preset(FAST)}).use("fast")
     SteadyDancerPipeline.check_inputs(
         height=HEIGHT, width=WIDTH, num_frames=FRAMES, has_negative_pose=True,
         **{k: v for k, v in preset.items()},
@@ -233,14 +232,16 @@ def test_step_distill_scheduler_follows_lightx2v(make_pipe, inputs):
 
     # In the pipeline: seeded, and different from the UniPC run.
     pipe = make_pipe()
-    unipc = pipe(**inputs, **FAST_PRESET, generator=torch.Generator().manual_seed(0), output_type="latent").frames
-    enable_fast_preset(pipe, lora=None, sampler="lightx2v", seed=1)
-    first = pipe(**inputs, **FAST_PRESET, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+    fast = asdict(FAST)
+    unipc = pipe(**inputs, **fast, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+    PresetSwitch(pipe, lora=None, presets={"x0": Preset(FAST, scheduler="lightx2v")}, seed=1)
+    assert isinstance(pipe.scheduler, StepDistillScheduler)
+    first = pipe(**inputs, **fast, generator=torch.Generator().manual_seed(0), output_type="latent").frames
     pipe.scheduler.noise_generator.manual_seed(1)
-    second = pipe(**inputs, **FAST_PRESET, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+    second = pipe(**inputs, **fast, generator=torch.Generator().manual_seed(0), output_type="latent").frames
     assert torch.equal(first, second) and not torch.allclose(first, unipc)
-    with pytest.raises(ValueError, match="sampler"):
-        enable_fast_preset(pipe, lora=None, sampler="euler")
+    with pytest.raises(ValueError, match="scheduler"):
+        PresetSwitch(pipe, lora=None, presets={"x0": Preset(FAST, scheduler="euler")})
 
 
 # --------------------------------------------------------------------------------------------- context parallel

@@ -2,18 +2,22 @@
 the per-window seeds, cancel, colour correction and blending. The tiny model's frames are noise; what is tested is
 the plumbing, which is the same for the real one."""
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from steadydancer.defaults import SamplerSettings
 from steadydancer.long_video import LongVideo, generate_long_video, match_color, color_stats, plan_windows
 from steadydancer.pose.render import PoseModelInputs
 from steadydancer.scheduling import transformer_passes
 
 HEIGHT, WIDTH, SEGMENT, STEPS, SEED = 32, 32, 9, 2, 7
-SETTINGS = dict(num_inference_steps=STEPS, guidance_scale=5.0, pose_guidance_scale=1.0, pose_guidance_window=(0.0, 0.5),
-                shift=3.0, batch_guidance=False, noise_device="cpu")
+SAMPLER = SamplerSettings(num_inference_steps=STEPS, guidance_scale=5.0, pose_guidance_scale=1.0,
+                          pose_guidance_window=(0.0, 0.5), shift=3.0)
+SETTINGS = dict(settings=SAMPLER, batch_guidance=False, noise_device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +145,31 @@ def test_one_window_is_a_single_call(pipe, embeds):
     poses = make_poses(9)
     out, _ = run(pipe, embeds, frames=9, noise_device=None)
     single = pipe(image=PHOTO, **poses.pipeline_kwargs(), height=HEIGHT, width=WIDTH, num_frames=9, seed=SEED,
-                  output_type="np", **embeds, **{k: v for k, v in SETTINGS.items() if k != "noise_device"}).frames[0]
+                  output_type="np", batch_guidance=False, **embeds, **asdict(SAMPLER)).frames[0]
     np.testing.assert_array_equal(out.frames, single)
+
+
+def test_windows_are_public_pipeline_calls_on_carried_conditions(pipe, embeds):
+    """The same video by hand: window 0 is a plain call; window 1 is a call on conditions encoded from window 0's
+    frame 8 with the photo's reference latent put back, the photo's image tokens, its own first pose frame's tokens
+    and noise from seed + 1."""
+    out, _ = run(pipe, embeds, frames=17, color_correction=False)
+    poses = make_poses(17)
+    common = dict(output_type="np", batch_guidance=False, **embeds, **asdict(SAMPLER))
+    first = pipe(image=PHOTO, pose_video=poses.pose_video[:9], negative_pose_video=poses.negative_pose_video[:9],
+                 pose_image=poses.pose_image, height=HEIGHT, width=WIDTH, num_frames=9,
+                 generator=torch.Generator().manual_seed(SEED), **common).frames[0]
+    with torch.no_grad():
+        carried = torch.from_numpy(first[8]).permute(2, 0, 1) * 2.0 - 1.0
+        conditions = pipe.prepare_conditions(carried, poses.pose_video[8:], poses.negative_pose_video[8:], HEIGHT,
+                                             WIDTH, 9)
+        photo = pipe.prepare_conditions(PHOTO, poses.pose_video[:9], None, HEIGHT, WIDTH, 9)
+        conditions.reference_latents = photo.reference_latents
+        image_embeds = pipe.encode_image([PHOTO])
+        pose_image_embeds = pipe.encode_image([poses.pose_video[8]])
+    second = pipe(conditions=conditions, image_embeds=image_embeds, pose_image_embeds=pose_image_embeds,
+                  generator=torch.Generator().manual_seed(SEED + 1), **common).frames[0]
+    np.testing.assert_array_equal(out.frames, np.concatenate([first, second[1:]]))
 
 
 def test_color_correction_touches_only_later_windows(pipe, embeds, monkeypatch):
@@ -199,7 +226,11 @@ def test_cancel_between_windows_and_during_a_window(pipe, embeds):
     assert out.cancelled and out.windows_done == 1 and out.frames.shape[0] == 9  # window 1 discarded
     assert progress == [(0, 3, 1, 2), (0, 3, 2, 2), (1, 3, 1, 2)]
     assert len(rec.decoded) == 1  # the cancelled window was never decoded
-    assert not pipe.interrupt
+    # The interrupt asked of the pipeline ends with its call: the next job runs every step of its windows.
+    steps = []
+    out = generate_long_video(pipe, PHOTO, make_poses(9), 9, segment_frame_length=SEGMENT, seed=SEED, height=HEIGHT,
+                              width=WIDTH, callback=lambda *a: steps.append(a), **embeds, **SETTINGS)
+    assert not out.cancelled and steps == [(0, 1, 1, 2), (0, 1, 2, 2)]
 
 
 def test_blend_frames_cross_fade(pipe, embeds):

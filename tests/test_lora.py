@@ -1,12 +1,14 @@
 """Wan LoRA layouts onto the SteadyDancer transformer: `steadydancer.lora` and diffusers' own loader."""
 
 import copy
+from dataclasses import asdict
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from steadydancer.acceleration import FAST_LORA_ADAPTER, FAST_PRESET, enable_fast_preset
+from steadydancer.defaults import FAST, FAST_LORA_ADAPTER
+from steadydancer.presets import PresetSwitch
 from steadydancer.lora import convert_wan_lora, load_wan_lora, read_lora_file, unload_wan_lora
 from steadydancer.tiny import tiny_transformer
 
@@ -285,11 +287,11 @@ def test_diffusers_load_lora_weights_maps_onto_our_blocks(pipe, tmp_path):
     torch.testing.assert_close(forward(pipe.transformer, inputs), expected, atol=0, rtol=0)
 
 
-def test_enable_fast_preset_loads_the_lora_from_a_file(pipe, tmp_path):
+def test_preset_switch_loads_the_lora_from_a_file(pipe, tmp_path):
     save_file(lightx2v_lora(), tmp_path / "distill.safetensors")
-    preset = enable_fast_preset(pipe, lora=tmp_path, weight_name="distill.safetensors")
+    switch = PresetSwitch(pipe, lora=tmp_path, weight_name="distill.safetensors")
     try:
-        assert preset == FAST_PRESET
+        assert switch.current == "fast" and switch.pipeline_kwargs() == asdict(FAST)
         assert FAST_LORA_ADAPTER in pipe.transformer.peft_config
         assert pipe.transformer.blocks[0].attn1.to_q.scaling == {FAST_LORA_ADAPTER: 1.0}
     finally:

@@ -145,7 +145,7 @@ def test_callback_sees_every_step_and_interrupt_stops(pipe, inputs):
         (dict(height=100, width=64), "positive multiple of 16"),
         (dict(negative_pose_video=None), "needs negative poses"),
         (dict(num_inference_steps=0), "positive integer"),
-        (dict(num_frames=13), "only 9 pose frames"),
+        (dict(num_frames=13), "only 9 pose_video frames"),
     ],
 )
 def test_bad_arguments_fail_before_any_heavy_work(pipe, inputs, kwargs, message):

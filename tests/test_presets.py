@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from conftest import random_video_inputs
-from steadydancer.acceleration import FAST_LORA_ADAPTER, StepDistillScheduler
-from steadydancer.defaults import FAST, PRESETS, RELEASED, Preset
+from steadydancer.defaults import FAST, FAST_LORA_ADAPTER, PRESETS, RELEASED, Preset
 from steadydancer.lora import load_wan_lora, set_wan_lora_enabled, unload_wan_lora, wan_lora_enabled
-from steadydancer.presets import PresetSwitch
+from steadydancer.presets import PresetSwitch, StepDistillScheduler
 from steadydancer.scheduling import transformer_passes
 from steadydancer.tiny import tiny_transformer
 from test_lora import lightx2v_lora, random_inputs

@@ -1,17 +1,17 @@
-"""Pose pipeline: DWPose detection, video reading, alignment, rendering (SPEC.md section 4).
+"""Pose pipeline: DWPose detection, video reading, alignment, rendering (the released pose
+preprocessing, ../shared/SPEC.md).
 
 Heavy dependencies load lazily: onnxruntime when a DWPoseDetector is built, PyAV when a
 video is read, huggingface_hub when a model file is fetched.
 """
 
 from .align import PART_NAMES, align_poses, alignment_ratios
+from .detection import CountingPoseDetector, PoseDetection, PoseDetector, VideoPoseDetector
 from .detector import (
     DETECTOR_FILE,
     DWPOSE_REPO,
     POSE_FILE,
     DWPoseDetector,
-    PoseDetection,
-    PoseDetector,
     WholeBody,
     default_providers,
     resolve_model_file,
@@ -59,7 +59,8 @@ __all__ = [
     "BODY_NAMES", "KEYPOINT_THRESHOLD", "Pose", "PoseSequence", "check_reference_pose", "load_reference_pose",
     "reference_pose_from",
     # detection
-    "DETECTOR_FILE", "DWPOSE_REPO", "POSE_FILE", "DWPoseDetector", "PoseDetection", "PoseDetector",
+    "CountingPoseDetector", "DETECTOR_FILE", "DWPOSE_REPO", "POSE_FILE", "DWPoseDetector", "PoseDetection",
+    "PoseDetector", "VideoPoseDetector",
     "PoseTracker", "SyntheticPoseDetector", "WholeBody",
     "default_providers", "resolve_model_file", "load_image",
     # video

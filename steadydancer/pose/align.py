@@ -1,4 +1,4 @@
-"""Alignment of driving poses to the reference pose (spatial misalignment, SPEC.md section 4).
+"""Alignment of driving poses to the reference pose (spatial misalignment, as released).
 
 The released preprocessing makes the driving skeleton take the reference person's limb
 lengths and position: per-part length ratios reference / driving are measured once, on the

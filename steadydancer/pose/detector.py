@@ -26,18 +26,17 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import Sequence
 
 import cv2
 import numpy as np
 
+from .detection import REDETECT_EVERY, PoseDetection
 from .errors import DetectorModelError
 from .image import ImageLike, load_image
 from ..defaults import DWPOSE
 from .keypoints import KEYPOINT_THRESHOLD, NUM_WHOLEBODY, Pose
-
-if TYPE_CHECKING:
-    from .tracking import PoseTracker
+from .tracking import PoseTracker
 
 DWPOSE_REPO = DWPOSE.repo_id
 DETECTOR_FILE = "yolox_l.onnx"
@@ -53,39 +52,10 @@ BBOX_PADDING = 1.25              # the crop is the box enlarged by this factor
 SIMCC_SPLIT_RATIO = 2.0          # SimCC bins per input pixel
 POSE_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)  # RGB
 POSE_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
-REDETECT_EVERY = 8               # video: YOLOX runs on one frame in 8, the box is tracked in between
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class PoseDetector(Protocol):
-    """Anything that maps an RGB image to the pose of its most prominent person.
-
-    A detector may also have ``detect(image) -> PoseDetection``, which says how many people it
-    saw as well; :func:`~steadydancer.pose.prepare_poses` records the counts when it has. One
-    with ``tracker()`` (:class:`DWPoseDetector`) gives ``prepare_poses`` a fresh per-video
-    detector (:class:`~steadydancer.pose.PoseTracker`) for the driving frames.
-    """
-
-    def __call__(self, image: np.ndarray) -> Pose:  # (H, W, 3) uint8 RGB -> Pose (empty if none)
-        ...
-
-
-@dataclass(frozen=True)
-class PoseDetection:
-    """One image's detection: the pose of the most prominent person and how many people were found.
-
-    ``tracked`` is True when the person detector did not run on this image (a video frame
-    posed in the box tracked from the previous frame); ``num_people`` is then the count of
-    the last frame where it ran.
-    """
-
-    pose: Pose
-    num_people: int
-    tracked: bool = False
 
 
 # ---------------------------------------------------------------------- model files
@@ -360,13 +330,11 @@ class DWPoseDetector:
             self._load_sessions(providers, device)
         return self
 
-    def tracker(self, redetect_every: int | None = None, **kwargs) -> "PoseTracker":
+    def tracker(self, redetect_every: int | None = None, **kwargs) -> PoseTracker:
         """A :class:`~steadydancer.pose.tracking.PoseTracker` for one video (it keeps state between frames).
 
         ``redetect_every`` defaults to the detector's; ``kwargs`` go to the tracker.
         """
-        from .tracking import PoseTracker
-
         every = self.redetect_every if redetect_every is None else redetect_every
         return PoseTracker(self, redetect_every=every, **kwargs)
 

@@ -1,7 +1,7 @@
 """Negative poses for the decoupled-condition guidance (DC-CFG).
 
 The pose-guidance term needs a "wrong" pose condition: the aligned skeleton of each frame,
-independently perturbed so it no longer fits the person (SPEC.md section 4): x scaled by
+independently perturbed so it no longer fits the person (as released, ../shared/SPEC.md): x scaled by
 U(0.6, 1.4), then everything scaled by U(0.7, 1.3), both about the neck, so the neck stays
 where it was. A seeded numpy Generator makes the perturbation reproducible.
 """

@@ -1,6 +1,6 @@
 """From a reference image and a driving video to the pose frames the model is conditioned on.
 
-:func:`prepare_poses` chains the steps of SPEC.md section 4: detect the reference pose on
+:func:`prepare_poses` chains the released preprocessing steps (../shared/SPEC.md): detect the reference pose on
 the reference resized to the generation size; read the driving video (resampled to 16 fps
 by default) and detect one pose per frame; optionally pick the start frame closest to the
 reference pose; align the driving poses to the reference; optionally prepend a transition
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .align import align_poses
-from .detector import PoseDetector
+from .detection import CountingPoseDetector, PoseDetector, VideoPoseDetector
 from .errors import NoPersonInDrivingError, PoseError
 from .image import ImageLike, load_image
 from .keypoints import NECK, Pose, PoseSequence, check_reference_pose
@@ -136,12 +136,11 @@ class PreparedPoses:
         return self.num_frames / self.fps
 
 
-def _detect(detector: PoseDetector, image: np.ndarray) -> tuple[Pose, int | None]:
+def _detect(detector: PoseDetector | CountingPoseDetector, image: np.ndarray) -> tuple[Pose, int | None]:
     """The pose and, when the detector can tell (``detect``), how many people it saw."""
-    detect = getattr(detector, "detect", None)
-    if detect is None:
+    if not isinstance(detector, CountingPoseDetector):
         return detector(image), None
-    found = detect(image)
+    found = detector.detect(image)
     return found.pose, int(found.num_people)
 
 
@@ -183,8 +182,7 @@ def _read_driving(driving, detector: PoseDetector | None, fps: float | None, nee
     if total is None and info.duration > 0:
         total = int(np.ceil(info.duration * fps)) if fps else (info.num_frames or None)
     # A detector that can follow a person through a video (DWPoseDetector) gets a fresh track per video.
-    tracker = getattr(detector, "tracker", None)
-    frame_detector = tracker() if callable(tracker) else detector
+    frame_detector = detector.tracker() if isinstance(detector, VideoPoseDetector) else detector
     poses, people, times, idx = [], [], [], []
     for frame in iter_video_frames(driving, fps, max_frames=needed):
         pose, count = _detect(frame_detector, frame.image)
@@ -197,6 +195,39 @@ def _read_driving(driving, detector: PoseDetector | None, fps: float | None, nee
     seq = PoseSequence(poses, info.width, info.height, fps or info.fps, np.asarray(times))
     counts = np.asarray(people, dtype=np.int64) if people and None not in people else None
     return seq, np.asarray(times), np.asarray(idx), info, info.fps, counts
+
+
+def _check_options(num_frames, smooth_start_frames, align_frame, fps, jpeg_quality, auto_start,
+                   start_at_align_frame) -> None:
+    """`prepare_poses`'s option checks, before any image is read; `PoseError` names the option."""
+    if num_frames is not None and not is_valid_frame_count(int(num_frames)):
+        raise PoseError(f"num_frames must be of the form 4n+1 (e.g. 49, 81), got {num_frames}")
+    if smooth_start_frames < 0 or align_frame < 0:
+        raise PoseError("smooth_start_frames and align_frame must be >= 0")
+    if num_frames is not None and smooth_start_frames >= num_frames:
+        raise PoseError(f"smooth_start_frames ({smooth_start_frames}) must be below num_frames ({num_frames})")
+    if fps is not None and not fps > 0:
+        raise PoseError(f"fps must be positive or None, got {fps}")
+    if jpeg_quality is not None and not (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100):
+        raise PoseError(f"jpeg_quality must be an integer from 1 to 100 or None, got {jpeg_quality!r}")
+    if start_at_align_frame and auto_start:
+        raise PoseError("auto_start and start_at_align_frame both choose the start frame; use one")
+
+
+def _reference_pose(ref_rgb: np.ndarray, width: int, height: int, detector, given: Pose | None,
+                    ) -> tuple[Pose, int | None]:
+    """The reference's pose at the generation size (detected on the resized reference unless `given`), and how
+    many people the detector saw (None when it cannot tell, or did not run)."""
+    people = None
+    pose = given
+    if given is None:
+        if detector is None:
+            raise PoseError("a pose detector (or reference_pose) is needed for the reference image")
+        ref_resized = cv2.resize(ref_rgb, (width, height), interpolation=cv2.INTER_CUBIC)
+        pose, people = _detect(detector, ref_resized)
+    pose = pose.with_size(width, height)
+    check_reference_pose(pose, "reference_pose" if given is not None else None)
+    return pose, people
 
 
 def prepare_poses(
@@ -242,7 +273,7 @@ def prepare_poses(
             repeating its last frame. None: all available frames, padded to the next 4n+1.
         fps: resample the driving motion to this rate (default 16, the output rate), or
             None to use every frame as the released code does.
-        align: align the driving poses to the reference pose (SPEC.md section 4).
+        align: align the driving poses to the reference pose (as released).
         align_frame: driving frame (counted from the start frame) to measure the alignment on.
         smooth_start_frames: N frames interpolated from the reference's own pose to the
             first driving pose, prepended to the clip (they count in ``num_frames``).
@@ -273,32 +304,14 @@ def prepare_poses(
         NoPersonInReferenceError, NoPersonInDrivingError, VideoReadError, EmptyVideoError,
         PoseError (bad arguments).
     """
-    if num_frames is not None and not is_valid_frame_count(int(num_frames)):
-        raise PoseError(f"num_frames must be of the form 4n+1 (e.g. 49, 81), got {num_frames}")
-    if smooth_start_frames < 0 or align_frame < 0:
-        raise PoseError("smooth_start_frames and align_frame must be >= 0")
-    if num_frames is not None and smooth_start_frames >= num_frames:
-        raise PoseError(f"smooth_start_frames ({smooth_start_frames}) must be below num_frames ({num_frames})")
-    if fps is not None and not fps > 0:
-        raise PoseError(f"fps must be positive or None, got {fps}")
-    if jpeg_quality is not None and not (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100):
-        raise PoseError(f"jpeg_quality must be an integer from 1 to 100 or None, got {jpeg_quality!r}")
-    if start_at_align_frame and auto_start:
-        raise PoseError("auto_start and start_at_align_frame both choose the start frame; use one")
+    _check_options(num_frames, smooth_start_frames, align_frame, fps, jpeg_quality, auto_start, start_at_align_frame)
 
     # Reference: resized to the generation size, as the released preprocessing detects it.
     ref_rgb = load_image(reference_image)
     if width is None or height is None:
         height, width = generation_size(ref_rgb.shape[0], ref_rgb.shape[1], max_area)
     width, height = int(width), int(height)
-    reference_people, given = None, reference_pose is not None
-    if not given:
-        if detector is None:
-            raise PoseError("a pose detector (or reference_pose) is needed for the reference image")
-        ref_resized = cv2.resize(ref_rgb, (width, height), interpolation=cv2.INTER_CUBIC)
-        reference_pose, reference_people = _detect(detector, ref_resized)
-    reference_pose = reference_pose.with_size(width, height)
-    check_reference_pose(reference_pose, "reference_pose" if given else None)
+    reference_pose, reference_people = _reference_pose(ref_rgb, width, height, detector, reference_pose)
 
     # Driving poses: read only as many frames as can be used.
     needed = None

@@ -1,6 +1,6 @@
 """Drawing poses the way the released pipeline feeds them to the model.
 
-Released style (SPEC.md section 4): black canvas; each of the 17 OpenPose limbs a filled
+Released style (../shared/SPEC.md): black canvas; each of the 17 OpenPose limbs a filled
 ellipse (cv2.ellipse2Poly + cv2.fillConvexPoly) of half-width 4 px in its colour; the canvas
 multiplied by 0.6; the 18 joints as filled circles of radius 4; hand edges as 2-px lines
 coloured by hue = edge / 20; hand joints as filled circles of radius 4 in (0, 0, 255); no

@@ -1,8 +1,8 @@
 """Bridging the start gap (temporal misalignment) between the reference and the driving clip.
 
 The reference person's own pose and the first driving pose can differ a lot; the model
-then has to jump between them in the first frames. Inference-side remedies (SPEC.md
-section 4, paper): interpolate a few poses from the reference pose to the first driving
+then has to jump between them in the first frames. Inference-side remedies (the paper's,
+see ../shared/SPEC.md): interpolate a few poses from the reference pose to the first driving
 pose (:func:`transition_poses`), or start the driving clip at the frame whose pose is
 closest to the reference pose (:func:`choose_start_frame`).
 """

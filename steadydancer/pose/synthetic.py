@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .detector import PoseDetection
+from .detection import PoseDetection
 from .image import ImageLike, load_image
 from .keypoints import NUM_FACE, NUM_HAND, Pose
 

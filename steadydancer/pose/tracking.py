@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detector import REDETECT_EVERY, PoseDetection
+from .detection import REDETECT_EVERY, PoseDetection
 from .image import ImageLike, load_image
 from .keypoints import Pose
 
