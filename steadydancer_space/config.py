@@ -24,7 +24,9 @@ from steadydancer.defaults import BASE, DWPOSE, FAST_LORA, TRANSFORMER
 from steadydancer.sizing import is_valid_frame_count, nearest_valid_frame_count, next_valid_frame_count
 
 from steadydancer.roofline import GPUS
-from .faults import FAULT_ENV
+
+
+FAULT_ENV = "STEADYDANCER_FAULT"  # tiny mode's fault injection (`faults.py`)
 
 
 class ConfigError(ValueError):

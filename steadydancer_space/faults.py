@@ -12,7 +12,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-FAULT_ENV = "STEADYDANCER_FAULT"
+from .config import FAULT_ENV
 
 
 class FaultPlan:
