@@ -14,10 +14,11 @@ import pytest
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 
 from steadydancer.video_io import probe_mp4  # noqa: E402
-from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
+from helpers.app_launcher import launch_tiny_app  # noqa: E402
+from helpers.paths import REPO, TEST_OUTPUT  # noqa: E402
 
 EXAMPLES = REPO / "examples"
 OUTPUT = TEST_OUTPUT
@@ -36,11 +37,6 @@ def animate_args(reference, video=None, keypoints=None, *, frames=17, steps=4, s
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     yield from launch_tiny_app(tmp_path_factory, "app_server")
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return Client(app.url, verbose=False, download_files=str(OUTPUT / "downloads"))
 
 
 def test_startup_time_and_memory(app):

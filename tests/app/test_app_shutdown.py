@@ -10,7 +10,8 @@ pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
+from helpers.app_launcher import launch_tiny_app  # noqa: E402
+from helpers.paths import REPO, TEST_OUTPUT  # noqa: E402
 
 EXAMPLES = REPO / "examples"
 

@@ -24,33 +24,18 @@ from PIL import Image
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
+from helpers.app_launcher import launch_tiny_app  # noqa: E402
+from helpers.limited_app import (APP_ENV, INTERNAL, MAX_FRAMES, MAX_PROMPT, MAX_STEPS, OOM_SEED, PAPER,  # noqa: E402
+                                 REAL_TIME, assert_clean)
+from helpers.paths import REPO  # noqa: E402
 from steadydancer.video_io import probe_mp4, write_mp4  # noqa: E402
 
 EXAMPLES = REPO / "examples"
-PAPER = "576p (1024x576, paper)"
-REAL_TIME = "Real time (16 fps)"
-OOM_SEED = 987_654_321
-MAX_FRAMES, MAX_STEPS, MAX_PROMPT = 33, 20, 300
-APP_ENV = {
-    "STEADYDANCER_QUEUE_SIZE": "2",
-    "STEADYDANCER_CONCURRENCY": "1",
-    "STEADYDANCER_FAULT": f"oom_seed={OOM_SEED}",
-    "STEADYDANCER_MAX_FILE_MB": "1",
-    "STEADYDANCER_MAX_IMAGE_PIXELS": "1000000",
-    "STEADYDANCER_MAX_VIDEO_PIXELS": "500000",
-    "STEADYDANCER_MAX_VIDEO_SECONDS": "8",
-    "STEADYDANCER_MAX_PROMPT_CHARS": str(MAX_PROMPT),
-    "STEADYDANCER_MAX_STEPS": str(MAX_STEPS),
-    "STEADYDANCER_MAX_FRAMES": str(MAX_FRAMES),
-}
-INTERNAL = "Something went wrong on the server"
-FORBIDDEN = ("Traceback", "File \"", "/tmp/", "site-packages", INTERNAL)
 
 
 # ---------------------------------------------------------------------- unit tests (no server)
@@ -211,11 +196,6 @@ def app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(app):
-    return Client(app.url, verbose=False, download_files=str(TEST_OUTPUT / "reliability-downloads"))
-
-
-@pytest.fixture(scope="module")
 def media(tmp_path_factory):
     """Bad and good files, made once."""
     root = tmp_path_factory.mktemp("media")
@@ -289,12 +269,6 @@ def animate_args(reference=EXAMPLES / "ref_red_dress.png", video=None, keypoints
                 randomize_seed=False, fidelity="default", preset="custom", reference_keypoints=None)
     args.update(overrides)
     return list(args.values())
-
-
-def assert_clean(message: str) -> None:
-    assert message and message.strip(), "empty error message"
-    for bad in FORBIDDEN:
-        assert bad not in message, f"{bad!r} in {message!r}"
 
 
 def expect_error(call, pattern: str) -> str:

@@ -5,10 +5,11 @@ the cap is refused with a message naming the fast preset."""
 import pytest
 
 pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
+from helpers.app_launcher import launch_tiny_app  # noqa: E402
+from helpers.paths import REPO  # noqa: E402
 
 EXAMPLES = REPO / "examples"
 
@@ -16,11 +17,6 @@ EXAMPLES = REPO / "examples"
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     yield from launch_tiny_app(tmp_path_factory, "zerogpu", env={"SPACES_ZERO_GPU": "1"})
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return Client(app.url, verbose=False, download_files=str(TEST_OUTPUT / "zerogpu-downloads"))
 
 
 def defaults(client, endpoint):

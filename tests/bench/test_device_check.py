@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO
-
+from helpers.paths import REPO
 PHASE_ROWS = {
     "env": set(),
     "transformer": {"matmul_ceiling", "pass_best_576p", "pass_best_480p", "pass_plain_576p", "pass_plain_480p",

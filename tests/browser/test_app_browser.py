@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TEST_OUTPUT, launch_tiny_app  # noqa: E402
+from helpers.app_launcher import launch_tiny_app  # noqa: E402
+from helpers.paths import REPO, TEST_OUTPUT  # noqa: E402
 
 
 OUTPUT = TEST_OUTPUT
@@ -197,7 +198,7 @@ def _animate_and_wait_for_a_new_result(page) -> None:
 def test_keypoint_examples_outlive_the_cache_sweep_and_other_instances(app, page):
     """Gradio sweeps its temp folder (files older than the time-to-live; everything it tracked when an instance sharing
     the folder stops). The keypoint examples must keep working through both: load the example, then Animate."""
-    from app_launcher import start_app
+    from helpers.app_launcher import start_app
 
     temp_dir = Path(app.env["GRADIO_TEMP_DIR"])
     # 1. The sweep after the time-to-live: every file in the temp folder is older than it.

@@ -22,10 +22,10 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import launch_tiny_app  # noqa: E402
+from helpers.app_launcher import launch_tiny_app  # noqa: E402
 from steadydancer.video_io import probe_mp4, write_mp4  # noqa: E402
-# `client`: test_reliability's fixture, on this module's `app`
-from test_reliability import APP_ENV, EXAMPLES, PAPER, REAL_TIME, assert_clean, client  # noqa: E402, F401
+from helpers.limited_app import APP_ENV, PAPER, REAL_TIME, assert_clean  # noqa: E402
+from helpers.paths import EXAMPLES  # noqa: E402
 
 CASE_SECONDS = 20  # the hang limit of one case (a valid one takes about a second)
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,

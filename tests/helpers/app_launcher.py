@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.paths import REPO, TEST_OUTPUT
 
 
 def free_port() -> int:
@@ -88,3 +88,20 @@ def start_app(args=("--tiny",), env: dict | None = None, log_path: str | os.Path
     app.startup_seconds = time.perf_counter() - start
     app.peak_rss = app.rss()
     return app
+
+
+def launch_tiny_app(tmp_path_factory, name: str, env: dict | None = None):
+    """Starts `python app.py --tiny` on a free port with its own caches and temp dir (`process.tmp / "tmp"`);
+    yields the process and stops it after. `env` adds environment variables; the log is test-output/<name>.log."""
+    tmp = tmp_path_factory.mktemp(name)
+    (tmp / "tmp").mkdir()
+    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+    # Gradio serves only files under the working directory or the temp dir, so its caches live in the temp dir.
+    env = {**(env or {}), "GRADIO_EXAMPLES_CACHE": str(tmp / "tmp" / "examples-cache"),
+           "GRADIO_TEMP_DIR": str(tmp / "tmp" / "gradio"), "TMPDIR": str(tmp / "tmp")}
+    process = start_app(["--tiny"], env=env, log_path=TEST_OUTPUT / f"{name}.log")
+    process.name, process.tmp, process.env = name, tmp, env
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -10,11 +10,12 @@ import types
 import pytest
 import torch
 
-from conftest import random_video_inputs
 from steadydancer import aot
 from steadydancer.lora import load_wan_lora, set_wan_lora_enabled
 from steadydancer.models import PoseFeatures, SteadyDancerTransformer3DModel
-from test_lora import lightx2v_lora
+
+from helpers.inputs import random_video_inputs
+from helpers.lora_files import lightx2v_lora
 
 JOB = dict(num_inference_steps=2, output_type="latent", batch_guidance=False)
 

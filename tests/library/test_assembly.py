@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from fake_hub import FakeHub
+from helpers.fake_hub import FakeHub
 from steadydancer.assembly import DEFAULT_BASE_REPO, load_pipeline
 from steadydancer.loading import DEFAULT_TRANSFORMER_REPO
 from steadydancer.tiny import tiny_transformer

@@ -19,7 +19,7 @@ from steadydancer.acceleration import (
     enable_fast_preset,
     reset_attention_backend,
 )
-from conftest import random_video_inputs
+from helpers.inputs import random_video_inputs
 from steadydancer.pipeline_steadydancer import SteadyDancerPipeline
 
 HEIGHT, WIDTH, FRAMES = 96, 64, 9

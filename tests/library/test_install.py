@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.paths import REPO
+
 PACKAGE_FILES = ("pyproject.toml", "README.md", "steadydancer")
 
 

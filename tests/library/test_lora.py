@@ -10,64 +10,8 @@ from steadydancer.acceleration import FAST_LORA_ADAPTER, FAST_PRESET, enable_fas
 from steadydancer.lora import convert_wan_lora, load_wan_lora, read_lora_file, unload_wan_lora
 from steadydancer.tiny import tiny_transformer
 
-DIM, FFN, LAYERS, OUT = 24, 48, 2, 64  # the tiny transformer: inner dim, FFN, blocks, proj_out features
-RANK = 4
-
-# Wan name -> (our module, in features, out features)
-ATTN = {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0"}
-IMG = {"k_img": "add_k_proj", "v_img": "add_v_proj"}
-
-
-def wan_layers():
-    """Every LoRA-able Wan layer of the tiny transformer: (Wan name, our module name, in, out)."""
-    layers = []
-    for i in range(LAYERS):
-        for o, ours in ATTN.items():
-            layers.append((f"blocks.{i}.self_attn.{o}", f"blocks.{i}.attn1.{ours}", DIM, DIM))
-            layers.append((f"blocks.{i}.cross_attn.{o}", f"blocks.{i}.attn2.{ours}", DIM, DIM))
-        for o, ours in IMG.items():
-            layers.append((f"blocks.{i}.cross_attn.{o}", f"blocks.{i}.attn2.{ours}", DIM, DIM))
-        layers.append((f"blocks.{i}.ffn.0", f"blocks.{i}.ffn.net.0.proj", DIM, FFN))
-        layers.append((f"blocks.{i}.ffn.2", f"blocks.{i}.ffn.net.2", FFN, DIM))
-    layers.append(("head.head", "proj_out", DIM, OUT))
-    return layers
-
-
-def kohya_lora(alpha=2.0, seed=0):
-    """ComfyUI/kohya layout: diffusion_model.<wan>.lora_down.weight / lora_up.weight / alpha."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for wan, _, fan_in, fan_out in wan_layers():
-        sd[f"diffusion_model.{wan}.lora_down.weight"] = torch.randn(RANK, fan_in, generator=g) * 0.3
-        sd[f"diffusion_model.{wan}.lora_up.weight"] = torch.randn(fan_out, RANK, generator=g) * 0.3
-        if alpha is not None and not wan.startswith("head"):
-            sd[f"diffusion_model.{wan}.alpha"] = torch.tensor(alpha)
-    return sd
-
-
-def lora_ab(seed=1):
-    """lora_A / lora_B layout with the diffusion_model. prefix (no alpha: scale 1)."""
-    sd = kohya_lora(alpha=None, seed=seed)
-    return {k.replace("lora_down", "lora_A").replace("lora_up", "lora_B"): v for k, v in sd.items()}
-
-
-def lightx2v_lora(seed=2):
-    """lightx2v's extras on top of a LoRA: weight/bias/modulation deltas of layers without a LoRA pair."""
-    g = torch.Generator().manual_seed(seed)
-    sd = kohya_lora(seed=seed)
-    for i in range(LAYERS):
-        sd[f"diffusion_model.blocks.{i}.ffn.2.diff_b"] = torch.randn(DIM, generator=g)  # bias of a LoRA'd layer
-        sd[f"diffusion_model.blocks.{i}.norm3.diff"] = torch.randn(DIM, generator=g) * 0.1
-        sd[f"diffusion_model.blocks.{i}.norm3.diff_b"] = torch.randn(DIM, generator=g) * 0.1
-        sd[f"diffusion_model.blocks.{i}.self_attn.norm_q.diff"] = torch.randn(DIM, generator=g) * 0.1
-        sd[f"diffusion_model.blocks.{i}.cross_attn.norm_k_img.diff"] = torch.randn(DIM, generator=g) * 0.1
-        sd[f"diffusion_model.blocks.{i}.diff_m"] = torch.randn(1, 6, DIM, generator=g) * 0.1
-    sd["diffusion_model.head.diff_m"] = torch.randn(1, 2, DIM, generator=g) * 0.1
-    sd["diffusion_model.text_embedding.0.diff_b"] = torch.randn(DIM, generator=g) * 0.1
-    sd["diffusion_model.patch_embedding.diff"] = torch.randn(DIM, 36, 1, 2, 2, generator=g)
-    sd["diffusion_model.patch_embedding.diff_b"] = torch.randn(DIM, generator=g)
-    return sd
-
+from helpers.inputs import random_transformer_inputs
+from helpers.lora_files import DIM, FFN, LAYERS, RANK, kohya_lora, lightx2v_lora, lora_ab, wan_layers
 
 # Wan delta key -> our parameter (the loader's renaming: Wan norm3 is diffusers' norm2, modulation the table)
 DIFF_TARGETS = {
@@ -77,21 +21,6 @@ DIFF_TARGETS = {
     "blocks.{i}.cross_attn.norm_k_img.diff": "blocks.{i}.attn2.norm_added_k.weight",
     "blocks.{i}.diff_m": "blocks.{i}.scale_shift_table",
 }
-
-
-def random_inputs(batch=1, frames=3, height=6, width=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=g)
-
-    return dict(
-        hidden_states=r(batch, 16, frames, height, width), timestep=torch.full((batch,), 500.0),
-        encoder_hidden_states=r(batch, 7, 32), encoder_hidden_states_image=r(batch, 5, 1280),
-        encoder_hidden_states_pose_image=r(batch, 5, 1280), image_condition=r(batch, 20, frames, height, width),
-        reference_latents=r(batch, 36, 1, height, width), pose_reference_latents=r(batch, 16, 1, height, width),
-        pose_latents=r(batch, 16, frames, height, width), return_dict=False,
-    )
 
 
 @pytest.fixture
@@ -158,7 +87,7 @@ def test_the_callers_state_dict_is_not_modified(model):
 
 
 def test_lora_changes_the_output_and_unloading_restores_it_exactly(model):
-    inputs = random_inputs()
+    inputs = random_transformer_inputs()
     before, expected = snapshot(model), forward(model, inputs)
     load_wan_lora(model, kohya_lora(), adapter_name="a")
     assert not torch.allclose(forward(model, inputs), expected, atol=1e-3)
@@ -168,7 +97,7 @@ def test_lora_changes_the_output_and_unloading_restores_it_exactly(model):
 
 
 def test_lightx2v_deltas_are_applied_and_restored(model):
-    inputs = random_inputs()
+    inputs = random_transformer_inputs()
     sd = lightx2v_lora()
     before, expected = snapshot(model), forward(model, inputs)
     params = dict(model.named_parameters())
@@ -216,7 +145,7 @@ def test_adapter_scale_scales_only_that_adapter(model):
 
 
 def test_musubi_and_diffusers_layouts(model):
-    inputs = random_inputs()
+    inputs = random_transformer_inputs()
     sd = {k: v for k, v in kohya_lora(alpha=None).items() if ".head." not in k}  # musubi files have no head
     load_wan_lora(model, sd, adapter_name="kohya")
     expected = forward(model, inputs)
@@ -266,7 +195,7 @@ def pipe(tiny_checkpoints):
 
 def test_diffusers_load_lora_weights_maps_onto_our_blocks(pipe, tmp_path):
     """diffusers' own `pipe.load_lora_weights` (WanLoraLoaderMixin) gives the same LoRA as `load_wan_lora`."""
-    inputs = random_inputs()
+    inputs = random_transformer_inputs()
     save_file(kohya_lora(), tmp_path / "lora.safetensors")
     expected = forward(pipe.transformer, inputs)
     flags = {n: p.requires_grad for n, p in pipe.transformer.named_parameters()}

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from conftest import random_video_inputs
 from steadydancer import memory
 from steadydancer.memory import apply_memory_plan, plan_memory, supports_float8_compute
+
+from helpers.inputs import random_video_inputs
 
 BLACKWELL, HOPPER, ADA, AMPERE_A100, AMPERE_A6000 = (12, 0), (9, 0), (8, 9), (8, 0), (8, 6)
 
@@ -134,7 +135,8 @@ def test_offload_plan_matches_the_reference(make_tiny_pipe, inputs, reference):
 def test_float8_compute_with_lora_on_a_capable_gpu(make_tiny_pipe):
     if memory.float8_compute_problem("cuda") is not None:
         pytest.skip(f"torchao float8 compute: {memory.float8_compute_problem('cuda')}")
-    from test_lora import lightx2v_lora, random_inputs
+    from helpers.inputs import random_transformer_inputs
+    from helpers.lora_files import lightx2v_lora
 
     from steadydancer.presets import PresetSwitch
 
@@ -143,7 +145,7 @@ def test_float8_compute_with_lora_on_a_capable_gpu(make_tiny_pipe):
     applied = apply_memory_plan(pipe, plan_memory(48, BLACKWELL), device="cuda")
     assert applied.transformer == "float8_compute" and not applied.notes
     inputs = {k: v.cuda().to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
-              for k, v in random_inputs().items()}
+              for k, v in random_transformer_inputs().items()}
     with torch.no_grad():
         fast = pipe.transformer(**inputs)[0]
         switch.use("quality")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_video_inputs
+from helpers.inputs import random_video_inputs
 from steadydancer.assembly import load_transformer
 from steadydancer.defaults import DEFAULT_NEGATIVE_PROMPT
 from steadydancer.pipeline_steadydancer import SteadyDancerConditions
@@ -189,8 +189,7 @@ def test_hub_download_failure_is_actionable(monkeypatch, tmp_path):
 def test_step_callback_gets_the_predicted_clean_latent(make_tiny_pipe):
     """With "denoised" asked for, each step's callback gets x0 = x_t - sigma_t v; at the last step (sigma 0 next) the
     sampler lands on it, so the last one equals the returned latents."""
-    from conftest import random_video_inputs
-
+    from helpers.inputs import random_video_inputs
     pipe, seen = make_tiny_pipe(), []
 
     def callback(pipeline, i, t, tensors):

@@ -3,14 +3,15 @@
 import pytest
 import torch
 
-from conftest import random_video_inputs
 from steadydancer.acceleration import FAST_LORA_ADAPTER, StepDistillScheduler
 from steadydancer.defaults import FAST, PRESETS, RELEASED, Preset
 from steadydancer.lora import load_wan_lora, set_wan_lora_enabled, unload_wan_lora, wan_lora_enabled
 from steadydancer.presets import PresetSwitch
 from steadydancer.scheduling import transformer_passes
 from steadydancer.tiny import tiny_transformer
-from test_lora import lightx2v_lora, random_inputs
+
+from helpers.inputs import random_transformer_inputs, random_video_inputs
+from helpers.lora_files import lightx2v_lora
 
 HEIGHT, WIDTH, FRAMES = 64, 48, 5
 
@@ -122,7 +123,7 @@ def test_refusals(make_tiny_pipe):
 # --------------------------------------------------------------------------------------------- the LoRA switch itself
 def test_switching_an_adapter_off_and_on_is_exact():
     model = tiny_transformer().eval()
-    inputs = random_inputs()
+    inputs = random_transformer_inputs()
     with torch.no_grad():
         base = model(**inputs)[0]
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -153,10 +154,10 @@ def test_switching_an_adapter_off_and_on_is_exact():
 
 
 def test_other_adapters_stay_on_while_one_is_switched():
-    from test_lora import lora_ab
+    from helpers.lora_files import lora_ab
 
     model = tiny_transformer().eval()
-    inputs = random_inputs()
+    inputs = random_transformer_inputs()
     load_wan_lora(model, lora_ab(seed=5), adapter_name="style")
     with torch.no_grad():
         style_only = model(**inputs)[0]

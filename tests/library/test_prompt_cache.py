@@ -4,7 +4,7 @@ pipeline's output is the same with cached embeddings."""
 import pytest
 import torch
 
-from conftest import random_video_inputs
+from helpers.inputs import random_video_inputs
 from steadydancer.defaults import DEFAULT_NEGATIVE_PROMPT
 from steadydancer.prompt_cache import PromptCache
 

@@ -7,7 +7,7 @@ import torch
 from accelerate import init_empty_weights
 from safetensors.torch import load_file, save_file
 
-from conftest import REPO, shared_fixture
+from helpers.paths import REPO, shared_fixture
 from steadydancer.loading import (
     CheckpointMismatchError,
     config_from_released,

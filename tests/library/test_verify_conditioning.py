@@ -12,7 +12,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from safetensors.torch import load_file, save_file
 
-from conftest import shared_fixture
+from helpers.paths import shared_fixture
 from steadydancer import verify
 from steadydancer.pose import SyntheticPoseDetector, draw_pose
 

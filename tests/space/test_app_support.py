@@ -13,7 +13,7 @@ from steadydancer_space.config import AppConfig, parse_config
 from steadydancer_space.examples import EXAMPLES
 from steadydancer.video_io import AudioClip, delayed, probe_mp4, read_audio, write_mp4
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.paths import REPO
 
 
 # ---------------------------------------------------------------------- config

@@ -4,9 +4,7 @@ against the released code's outputs in ../shared/fixtures/pose_alignment when pr
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +15,9 @@ from steadydancer.pose import (Pose, PoseError, align_poses, alignment_ratios, d
                                verify_pose_fixture)
 from steadydancer.pose.fixture_check import load_alignment_fixture
 
-FIXTURES = Path(os.environ.get("STEADYDANCER_FIXTURES",
-                               Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"))
+from helpers.paths import SHARED_FIXTURES
+
+FIXTURES = SHARED_FIXTURES
 POSE_FIXTURE = FIXTURES / "pose_alignment"
 
 

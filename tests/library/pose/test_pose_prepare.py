@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,8 +25,9 @@ from steadydancer.pose import (
     prepare_poses,
 )
 
-FIXTURES = Path(os.environ.get("STEADYDANCER_FIXTURES",
-                               Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"))
+from helpers.paths import SHARED_FIXTURES
+
+FIXTURES = SHARED_FIXTURES
 W, H = 128, 192  # small generation size keeps the tests fast
 REF_IMAGE = np.zeros((H, W, 3), np.uint8)  # black: the synthetic detector's arms-down pose
 SYNTH = SyntheticPoseDetector(animate=True)
