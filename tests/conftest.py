@@ -14,8 +14,9 @@ from helpers.paths import TEST_OUTPUT
 TESTS = Path(__file__).resolve().parent
 # Every test is marked with its folder's name (registered in pyproject.toml).
 FOLDER_MARKERS = ("library", "space", "app", "browser", "fuzz", "bench")
-# What the fast lane leaves out: tests that launch the app (app/, browser/, fuzz/) and those marked slow.
-NOT_FAST = ("app", "browser", "fuzz", "slow")
+# What the fast lane leaves out: tests that launch the app (app/, browser/, fuzz/), run the bench scripts in a
+# subprocess (bench/) or are marked slow (whole tiny generations, subprocesses, installs).
+NOT_FAST = ("app", "browser", "fuzz", "bench", "slow")
 fast_lane_left_out = pytest.StashKey[int]()
 
 

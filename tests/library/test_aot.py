@@ -17,6 +17,8 @@ from steadydancer.models import PoseFeatures, SteadyDancerTransformer3DModel
 from helpers.inputs import random_video_inputs
 from helpers.lora_files import lightx2v_lora
 
+pytestmark = pytest.mark.slow  # export and compilation of the tiny transformer
+
 JOB = dict(num_inference_steps=2, output_type="latent", batch_guidance=False)
 
 

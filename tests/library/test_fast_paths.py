@@ -290,6 +290,7 @@ def _context_parallel_worker(rank, world, port, queue):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="needs torch.distributed with gloo")
 def test_ulysses_context_parallel_plan_matches_one_process():
@@ -311,6 +312,7 @@ def test_ulysses_context_parallel_plan_matches_one_process():
 
 
 # --------------------------------------------------------------------------------------------- benchmark harness
+@pytest.mark.slow
 def test_benchmark_harness_runs_both_variants_and_writes_json(tmp_path):
     import json
 

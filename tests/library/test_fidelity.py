@@ -82,6 +82,7 @@ def released_clip_input(processor, image: torch.Tensor) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------- pose frames and image-encoder input
+@pytest.mark.slow
 @pytest.mark.parametrize("reference_hw", [(600, 400), (48, 32)], ids=["larger-reference", "smaller-reference"])
 def test_app_style_pose_path_matches_the_released_chain(pipe, driving_video, reference_hw):
     reference = reference_photo(*reference_hw)
@@ -121,6 +122,7 @@ def test_app_style_pose_path_matches_the_released_chain(pipe, driving_video, ref
                                released_clip_input(pipe.image_processor, reference_pixels), atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_the_call_feeds_the_image_encoder_the_released_inputs(pipe, driving_video):
     reference = reference_photo(300, 200)
     prepared = prepare_poses(reference, driving_video, detector=SYNTH, max_area=HEIGHT * WIDTH, num_frames=FRAMES)

@@ -11,6 +11,8 @@ import pytest
 
 from helpers.paths import REPO
 
+pytestmark = pytest.mark.slow  # pip installs the package into a fresh virtual environment
+
 PACKAGE_FILES = ("pyproject.toml", "README.md", "steadydancer")
 
 

@@ -145,6 +145,7 @@ def test_one_window_is_a_single_call(pipe, embeds):
     np.testing.assert_array_equal(out.frames, single)
 
 
+@pytest.mark.slow
 def test_color_correction_touches_only_later_windows(pipe, embeds, monkeypatch):
     # A join's drift, simulated: windows after the first decode with a red tint.
     decode, seen = pipe.decode_latents, []
@@ -202,6 +203,7 @@ def test_cancel_between_windows_and_during_a_window(pipe, embeds):
     assert not pipe.interrupt
 
 
+@pytest.mark.slow
 def test_blend_frames_cross_fade(pipe, embeds):
     out, rec = run(pipe, embeds, frames=15, color_correction=False, blend_frames=2)
     # Windows [0, 9) and [6, 15): window 1 is conditioned on frame 6; frames 7-8 are cross-faded.

@@ -112,6 +112,7 @@ def test_fp8_plan_streams_the_text_encoder_and_stores_fp8(make_tiny_pipe, inputs
     assert (got - reference).norm() / reference.norm() < 0.1  # e4m3 weights: ~6 % per weight
 
 
+@pytest.mark.slow
 def test_float8_compute_falls_back_to_fp8_storage_without_a_capable_gpu(make_tiny_pipe, inputs):
     pipe = make_tiny_pipe()
     applied = apply_memory_plan(pipe, plan_memory(48, BLACKWELL), device="cpu")
@@ -121,6 +122,7 @@ def test_float8_compute_falls_back_to_fp8_storage_without_a_capable_gpu(make_tin
     assert torch.isfinite(run(pipe, inputs)).all()
 
 
+@pytest.mark.slow
 def test_offload_plan_matches_the_reference(make_tiny_pipe, inputs, reference):
     from diffusers.hooks import HookRegistry
 

@@ -44,6 +44,7 @@ def run(pipe, inputs, seed=0, steps=3, **kwargs):
     return pipe(**inputs, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
+@pytest.mark.slow
 def test_generates_a_video_of_the_right_shape_and_is_seeded(pipe, inputs):
     out = run(pipe, inputs)
     assert out.frames.shape == (1, FRAMES, HEIGHT, WIDTH, 3)
@@ -55,6 +56,7 @@ def test_generates_a_video_of_the_right_shape_and_is_seeded(pipe, inputs):
     assert len(pil.frames[0]) == FRAMES and pil.frames[0][0].size == (WIDTH, HEIGHT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "steps, window, pose_scale, text_scale",
     [(10, (0.1, 0.4), 1.0, 5.0), (10, (0.0, 1.0), 1.0, 5.0), (10, (0.1, 0.4), 0.0, 5.0), (8, (0.2, 0.6), 1.5, 1.0)],
@@ -75,6 +77,7 @@ def test_guidance_passes_run_exactly_where_they_should(pipe, inputs, steps, wind
     assert sum(batched.batches) == steps * text_passes + pose_steps
 
 
+@pytest.mark.slow
 def test_batched_and_sequential_guidance_agree(pipe, inputs):
     a = run(pipe, inputs, steps=4, batch_guidance=True, pose_guidance_window=(0.0, 1.0), output_type="latent").frames
     b = run(pipe, inputs, steps=4, batch_guidance=False, pose_guidance_window=(0.0, 1.0), output_type="latent").frames

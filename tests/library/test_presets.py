@@ -13,6 +13,8 @@ from steadydancer.tiny import tiny_transformer
 from helpers.inputs import random_transformer_inputs, random_video_inputs
 from helpers.lora_files import lightx2v_lora
 
+pytestmark = pytest.mark.slow  # every test loads or runs several tiny pipelines
+
 HEIGHT, WIDTH, FRAMES = 64, 48, 5
 
 

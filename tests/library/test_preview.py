@@ -127,6 +127,7 @@ def _smooth_video(seed: int, frames: int = 9, size: int = 32) -> torch.Tensor:
     return F.interpolate(coarse, size=(frames, size, size), mode="trilinear", align_corners=True)
 
 
+@pytest.mark.slow
 def test_fit_on_the_tiny_vae_predicts_its_decode(tiny_checkpoints):
     from diffusers import AutoencoderKLWan
 

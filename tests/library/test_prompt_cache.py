@@ -64,6 +64,7 @@ def test_kept_prompts_survive_any_number_of_new_prompts(pipe):
     assert len(pipe.encoder_calls) == calls
 
 
+@pytest.mark.slow
 def test_cached_embeddings_give_the_same_video(pipe):
     inputs = random_video_inputs(64, 48, 5)
     expected = pipe(**inputs, **JOB, generator=torch.Generator().manual_seed(0)).frames

@@ -39,6 +39,7 @@ def random_inputs(model, batch=1, frames=3, height=6, width=10, text_tokens=7, s
     )
 
 
+@pytest.mark.slow
 def test_verify_command_passes_on_released_fixture():
     fixture = shared_fixture("official_tiny")
     result = subprocess.run(
@@ -50,6 +51,7 @@ def test_verify_command_passes_on_released_fixture():
         assert any(line.startswith(f"{name} max_abs_err=") and line.endswith("OK") for line in lines), name
 
 
+@pytest.mark.slow
 def test_verify_fails_on_a_corrupted_checkpoint(tmp_path):
     fixture = shared_fixture("official_tiny")
     for f in fixture.iterdir():

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import PIL.Image
+import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
@@ -15,6 +16,8 @@ from safetensors.torch import load_file, save_file
 from helpers.paths import shared_fixture
 from steadydancer import verify
 from steadydancer.pose import SyntheticPoseDetector, draw_pose
+
+pytestmark = pytest.mark.slow  # the verify command runs the tiny VAE over whole fixtures
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
