@@ -31,18 +31,41 @@ def app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(app):
+def browser(app):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        # Not "networkidle": the page keeps Gradio's heartbeat stream open (the session's history is per-page state).
-        page.goto(app.url, wait_until="load", timeout=60_000)
-        page.get_by_role("button", name="Animate").wait_for(timeout=60_000)
-        page.errors = errors
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(app, browser):
+    """A new visitor for each test (its own browser context, so its own session and history): no test depends on
+    what another left on the page."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # Not "networkidle": the page keeps Gradio's heartbeat stream open (the session's history is per-page state).
+    page.goto(app.url, wait_until="load", timeout=60_000)
+    page.get_by_role("button", name="Animate").wait_for(timeout=60_000)
+    page.errors = errors
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def example_loaded(page):
+    """The visitor clicked the video example: its inputs are filled and its cached result is shown."""
+    page.get_by_text("Blue hoodie + groove (video with a beat)").click()
+    _video_state(page, "Result (TINY MODE: noise)")
+
+
+@pytest.fixture
+def two_results(page, example_loaded):
+    """The visitor ran the example twice: its history holds two results of its own."""
+    for _ in range(2):
+        _animate_and_wait_for_a_new_result(page)
 
 
 def _video_state(page, label: str) -> dict:
@@ -70,6 +93,7 @@ def test_example_runs_end_to_end(page):
     assert not page.errors, page.errors
 
 
+@pytest.mark.usefixtures("example_loaded")
 def test_extract_poses_button(page):
     page.get_by_role("button", name="Extract poses").click()
     page.get_by_text("pose frames", exact=False).first.wait_for(timeout=120_000)
@@ -79,6 +103,7 @@ def test_extract_poses_button(page):
     assert page.get_by_text("The poses are FAKE", exact=False).first.is_visible()
 
 
+@pytest.mark.usefixtures("example_loaded")
 def test_preview_updates_and_history_keeps_two_runs(page):
     """Two runs of the loaded example: the preview strip changes while each runs, and the session's history then shows
     both results."""
@@ -104,6 +129,7 @@ def test_preview_updates_and_history_keeps_two_runs(page):
     assert not page.errors, page.errors
 
 
+@pytest.mark.usefixtures("example_loaded")
 def test_cancel_right_after_animate_says_cancelled_and_shows_nothing_stale(app, page):
     """Cancel 0.1 s after Animate (the job is queued or starting): the visitor reads "Cancelled.", the previous result
     is gone, and the server's counters show the job never ran to the end."""
@@ -137,6 +163,7 @@ def test_cancel_right_after_animate_says_cancelled_and_shows_nothing_stale(app, 
     _animate_and_wait_for_a_new_result(page)
 
 
+@pytest.mark.usefixtures("two_results")
 def test_another_visitor_does_not_see_that_history(app, page):
     """A second visitor (another browser context: another session) opens the page while the first one's history holds
     results: theirs starts empty, and after their own run it holds that one result only."""
@@ -154,7 +181,7 @@ def test_another_visitor_does_not_see_that_history(app, page):
                 count, since = now, time.time()
         return count
 
-    mine = settled_count(page)  # the previous test's last run may still be adding its result
+    mine = settled_count(page)  # the last run may still be adding its result
     assert mine >= 2
     context = page.context.browser.new_context(viewport={"width": 1400, "height": 1800})
     try:
