@@ -1,18 +1,47 @@
-import os
+"""Fixtures every folder may use, the markers each folder gives its tests, and the fast lane (`--fast`).
+
+The folders mirror the code: library/ (steadydancer/, pose/ for steadydancer.pose), space/ (steadydancer_space/
+without a server), app/ (a launched `app.py --tiny`), browser/ (Playwright), fuzz/ (hypothesis against a launched
+app), bench/ (the measurement scripts). Shared helpers live in the `helpers` package; test modules never import each
+other."""
+
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = Path(os.environ.get("STEADYDANCER_FIXTURES", REPO.parent / "shared" / "fixtures"))
+from helpers.paths import TEST_OUTPUT
+
+TESTS = Path(__file__).resolve().parent
+# Every test is marked with its folder's name (registered in pyproject.toml).
+FOLDER_MARKERS = ("library", "space", "app", "browser", "fuzz", "bench")
+# What the fast lane leaves out: tests that launch the app (app/, browser/, fuzz/), run the bench scripts in a
+# subprocess (bench/) or are marked slow (whole tiny generations, subprocesses, installs).
+NOT_FAST = ("app", "browser", "fuzz", "bench", "slow")
+fast_lane_left_out = pytest.StashKey[int]()
 
 
-def shared_fixture(name: str) -> Path:
-    """Path of a fixture of the released code, or skip when ../shared/fixtures is absent."""
-    path = SHARED_FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"released-code fixture {path} not present (it lives in ../shared/fixtures beside the repo)")
-    return path
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help=f"the fast lane: leave out the tests marked {', '.join(NOT_FAST)}")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(folder)
+    if config.getoption("--fast"):
+        left_out = [item for item in items if any(item.get_closest_marker(name) for name in NOT_FAST)]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if item not in left_out]
+            config.stash[fast_lane_left_out] = len(left_out)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Paths that hold only app tests leave the fast lane nothing to run: that is a pass, not "no tests collected".
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and session.config.stash.get(fast_lane_left_out, 0):
+        session.exitstatus = pytest.ExitCode.OK
 
 
 @pytest.fixture(scope="session")
@@ -21,28 +50,6 @@ def tiny_checkpoints(tmp_path_factory):
     from steadydancer.tiny import build_tiny_checkpoints
 
     return build_tiny_checkpoints(tmp_path_factory.mktemp("tiny"))
-
-
-TEST_OUTPUT = Path(os.environ.get("STEADYDANCER_TEST_OUTPUT", REPO / "test-output"))
-
-
-def launch_tiny_app(tmp_path_factory, name: str, env: dict | None = None):
-    """Starts `python app.py --tiny` on a free port with its own caches and temp dir (`process.tmp / "tmp"`);
-    yields the process and stops it after. `env` adds environment variables."""
-    from app_launcher import start_app
-
-    tmp = tmp_path_factory.mktemp(name)
-    (tmp / "tmp").mkdir()
-    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-    # Gradio serves only files under the working directory or the temp dir, so its caches live in the temp dir.
-    env = {**(env or {}), "GRADIO_EXAMPLES_CACHE": str(tmp / "tmp" / "examples-cache"),
-           "GRADIO_TEMP_DIR": str(tmp / "tmp" / "gradio"), "TMPDIR": str(tmp / "tmp")}
-    process = start_app(["--tiny"], env=env, log_path=TEST_OUTPUT / f"{name}.log")
-    process.tmp, process.env = tmp, env
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="session")
@@ -62,15 +69,9 @@ def make_tiny_pipe(tiny_checkpoints):
     return make
 
 
-def random_video_inputs(height: int, width: int, frames: int) -> dict:
-    """A random reference, pose and negative-pose video (uint8) and a prompt, seeded."""
-    import numpy as np
+@pytest.fixture(scope="module")
+def client(app):
+    """gradio_client on the module's launched `app` fixture; what it downloads goes to test-output/<app>-downloads."""
+    from gradio_client import Client
 
-    rng = np.random.default_rng(0)
-    return dict(
-        image=rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
-        pose_video=rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8),
-        negative_pose_video=rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8),
-        prompt="a person dancing in the studio",
-        max_area=height * width,
-    )
+    return Client(app.url, verbose=False, download_files=str(TEST_OUTPUT / f"{app.name}-downloads"))
