@@ -5,7 +5,7 @@ imports the Space or Gradio (it must stay usable without them)."""
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import REPO as ROOT
 PACKAGES = ("steadydancer", "steadydancer_space")
 
 

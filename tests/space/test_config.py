@@ -20,7 +20,9 @@ from steadydancer_space.config import (
 )
 from steadydancer.roofline import GPUS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from helpers.paths import REPO
+
+README = REPO / "README.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 ALL_SETTINGS = [(cls, f, spec) for cls in (AppConfig, Limits) for f, spec in settings_of(cls)]
 
