@@ -4,7 +4,6 @@ declarations."""
 
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
