@@ -28,6 +28,7 @@ apply_environment(CONFIG)
 
 import atexit  # noqa: E402
 import contextlib  # noqa: E402
+import inspect  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
@@ -44,6 +45,7 @@ from steadydancer_space.layout import build_layout  # noqa: E402
 from steadydancer_space.middleware import CancelListener, MissingArgumentDefaults  # noqa: E402
 from steadydancer_space.page import pass_through_inputs, publish, reporter  # noqa: E402
 from steadydancer_space.plan import JobPlan  # noqa: E402
+from steadydancer_space.pose_editor import editor_state  # noqa: E402
 from steadydancer_space.poses import FAKE_POSES_NOTE  # noqa: E402
 from steadydancer_space.reports import describe_estimate  # noqa: E402
 from steadydancer_space.request import DEFAULT_PRESET, MAX_SEED, shift_for  # noqa: E402
@@ -108,7 +110,7 @@ def _warn(note: str) -> None:
 @user_errors
 def extract_poses(reference, driving_video, keypoints, resolution, num_frames, motion, align_to_reference,
                   smooth_start, smooth_start_frames, auto_start, fidelity="default", reference_keypoints=None,
-                  progress=gr.Progress()):
+                  pose_edits="", progress=gr.Progress()):
     """Detects and aligns the poses (CPU only). Returns the pose video, the reference with the first aligned pose
     drawn over it, a report with warnings, the negative pose video and the raw driving keypoints (JSON)."""
     plan = SERVICE.plan(SERVICE.request(**_api_values(locals())))
@@ -118,6 +120,13 @@ def extract_poses(reference, driving_video, keypoints, resolution, num_frames, m
             _warn(note)
         return (publish(result.pose_video), publish(result.alignment_image), result.report,
                 publish(result.negative_pose_video), publish(result.poses_json))
+
+
+@user_errors
+def show_pose_editor(*values):
+    """The editor's view of the poses just extracted (the pose step's cache answers)."""
+    plan = SERVICE.plan(SERVICE.request(**dict(zip(inspect.signature(extract_poses).parameters, values))))
+    return editor_state(SERVICE.poses(plan))
 
 
 async def _animate(plan: JobPlan, request: gr.Request, progress):
@@ -149,8 +158,8 @@ async def _animate(plan: JobPlan, request: gr.Request, progress):
 async def animate(reference, driving_video, keypoints, prompt, negative_prompt, resolution, num_frames, motion,
                   align_to_reference, smooth_start, smooth_start_frames, auto_start, guidance_scale,
                   pose_guidance_scale, window_start, window_end, steps, shift, seed, randomize_seed,
-                  fidelity="default", preset=DEFAULT_PRESET, reference_keypoints=None, request: gr.Request = None,
-                  progress=gr.Progress()):
+                  fidelity="default", preset=DEFAULT_PRESET, reference_keypoints=None, pose_edits="",
+                  request: gr.Request = None, progress=gr.Progress()):
     """Animates the reference with the driving motion. Returns the video (H.264 mp4, 16 fps, with the driving video's
     audio when it has some), the pose video, the seed used, a report, the side-by-side video (photo, poses, result),
     the recipe (the API values that make the same video again) and the last preview shown while it ran."""
@@ -226,17 +235,17 @@ def build_demo() -> gr.Blocks:
         # New API parameters go at the end, so scripts passing values by position keep working.
         pose_inputs = [ui.reference, ui.driving_video, ui.keypoints, ui.resolution, ui.num_frames, ui.motion,
                        ui.align_to_reference, ui.smooth_start, ui.smooth_start_frames, ui.auto_start, ui.fidelity,
-                       ui.reference_keypoints]
+                       ui.reference_keypoints, ui.pose_edits]
         ui.extract_btn.click(
             extract_poses, pose_inputs, [ui.pose_video, ui.alignment, ui.pose_report, ui.negative_pose_video,
                                          ui.poses_json],
             api_name="extract_poses", concurrency_limit=2, concurrency_id="poses", show_progress_on=[ui.pose_video],
-        )
+        ).success(show_pose_editor, pose_inputs, ui.pose_editor, **private)
         animate_inputs = [ui.reference, ui.driving_video, ui.keypoints, ui.prompt, ui.negative_prompt, ui.resolution,
                           ui.num_frames, ui.motion, ui.align_to_reference, ui.smooth_start, ui.smooth_start_frames,
                           ui.auto_start, ui.guidance_scale, ui.pose_guidance_scale, ui.window_start, ui.window_end,
                           ui.steps, ui.shift, ui.seed, ui.randomize_seed, ui.fidelity, ui.preset,
-                          ui.reference_keypoints]
+                          ui.reference_keypoints, ui.pose_edits]
         # The previous result is cleared first, so a cancelled or failed job never leaves it looking like the new one.
         animate_outputs = [ui.result, ui.pose_video, ui.seed_used, ui.result_report, ui.side_by_side, ui.recipe,
                            ui.preview]

@@ -7,6 +7,7 @@ import gradio as gr
 from steadydancer.defaults import DEFAULT_NEGATIVE_PROMPT
 
 from .page import frames_to_seconds
+from .pose_editor import build_pose_editor
 from .request import (
     DEFAULT_PRESET,
     DEFAULT_PROMPT,
@@ -138,6 +139,7 @@ def _output_column(tiny: bool) -> dict:
                              interactive=False)
         pose_video = gr.Video(label=_tiny("Pose video"), height=300, interactive=False)
     pose_report = gr.Markdown(label="Pose report")
+    pose_editor, pose_edits = build_pose_editor()
     with gr.Accordion("Negative poses and keypoints", open=False):
         negative_pose_video = gr.Video(label=_tiny("Negative poses (pose guidance)"), height=240,
                                        interactive=False)

@@ -241,7 +241,8 @@ def run_pose_step(
     if options.fidelity != "default":  # the released CLI's choices replace the visitor's
         choices.update(get_fidelity_mode(options.fidelity).pose_kwargs())
     prepared = prepare_poses(reference, driving, detector=detector, width=width, height=height,
-                             num_frames=options.num_frames, reference_pose=reference_pose, progress=progress, **choices)
+                             num_frames=options.num_frames, reference_pose=reference_pose, progress=progress,
+                             edits=options.edits, **choices)
     step = PoseStep(
         reference=reference,
         prepared=prepared,

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from steadydancer.defaults import FAST, PRESETS, RELEASED, SHIFT_480P, SamplerSettings
+from steadydancer.pose.edits import PoseEdits
+from steadydancer.pose.errors import PoseError
 from steadydancer.sizing import RESOLUTIONS, generation_size, is_valid_frame_count
 
 from .uploads import InputError, Limits
@@ -118,7 +120,8 @@ def number_fields(max_frames: int, limits: Limits) -> dict[str, NumberField]:
 
 
 POSE_PARAMETERS = ("resolution", "num_frames", "motion", "align_to_reference", "smooth_start", "smooth_start_frames",
-                   "auto_start", "fidelity")
+                   "auto_start", "fidelity", "pose_edits")
+MAX_POSE_EDITS_CHARS = 500_000  # the editor's JSON of every frame of a long video fits with room
 SAMPLER_PARAMETERS = ("prompt", "negative_prompt", "guidance_scale", "pose_guidance_scale", "window_start",
                       "window_end", "steps", "shift", "seed", "randomize_seed", "preset")
 
@@ -153,6 +156,7 @@ class PoseOptions:
     smooth_start_frames: int = 0
     auto_start: bool = False
     fidelity: str = "default"  # "released": the released CLI's pose choices and guidance (`steadydancer.fidelity`)
+    edits: PoseEdits = PoseEdits()  # joints moved on the photo or on frames, retargeting, smoothing
 
     @property
     def area(self) -> int:
@@ -181,7 +185,23 @@ class PoseOptions:
             smooth_start_frames=smooth if given.flag("smooth_start", False) else 0,
             auto_start=given.flag("auto_start", default.auto_start),
             fidelity=given.choice("fidelity", default.fidelity, FIDELITY_LABELS),
+            edits=parse_pose_edits(values.get("pose_edits"), frames),
         )
+
+
+def parse_pose_edits(value, num_frames: int) -> PoseEdits:
+    """The `pose_edits` API value (JSON text of one object, or the object; empty: none), every edited frame among
+    the `num_frames` output frames. `InputError` names the field."""
+    if value is None or value == "":
+        return PoseEdits()
+    if isinstance(value, str) and len(value) > MAX_POSE_EDITS_CHARS:
+        raise InputError(f"pose_edits has {len(value)} characters; at most {MAX_POSE_EDITS_CHARS} are accepted.")
+    try:
+        edits = PoseEdits.from_json(value) if isinstance(value, str) else PoseEdits.from_dict(value)
+        edits.check_frames(num_frames)
+    except PoseError as error:
+        raise InputError(f"{error}.") from None
+    return edits
 
 
 @dataclass(frozen=True)
@@ -266,6 +286,7 @@ class AnimationRequest:
             "pose_guidance_scale": sampler.pose_guidance_scale, "window_start": sampler.pose_guidance_window[0],
             "window_end": sampler.pose_guidance_window[1], "steps": sampler.num_inference_steps,
             "shift": sampler.shift, "seed": sampler.seed, "randomize_seed": False, "preset": sampler.preset,
+            "pose_edits": pose.edits.to_json(),
         }
 
     def require_files(self) -> None:

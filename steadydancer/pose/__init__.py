@@ -6,6 +6,7 @@ video is read, huggingface_hub when a model file is fetched.
 """
 
 from .align import PART_NAMES, align_poses, alignment_ratios
+from .edits import FrameEdit, JointEdit, PoseEditError, PoseEdits, Retarget
 from .detection import CountingPoseDetector, PoseDetection, PoseDetector, VideoPoseDetector
 from .detector import (
     DETECTOR_FILE,
@@ -38,6 +39,8 @@ from .keypoints import (
 )
 from .negative import Perturbation, negative_poses, perturb_pose, sample_perturbations
 from .prepare import PreparedPoses, prepare_poses
+from .retarget import fit_framing, move_motion, photo_framing, photo_limb_lengths, stable_ground
+from .smoothing import smooth_poses
 from .render import PoseModelInputs, draw_pose, pose_model_inputs, render_pose_pixels, render_poses
 from ..sizing import DEFAULT_MAX_AREA, generation_size, generation_size_for_aspect
 from .start_gap import choose_start_frame, interpolate_pose, pose_distance, transition_poses
@@ -70,6 +73,9 @@ __all__ = [
     "PART_NAMES", "align_poses", "alignment_ratios", "choose_start_frame", "interpolate_pose", "pose_distance",
     "transition_poses", "Perturbation", "negative_poses", "perturb_pose", "sample_perturbations",
     "draw_pose", "render_poses", "render_pose_pixels", "pose_model_inputs", "PoseModelInputs",
+    # edits, retargeting, smoothing
+    "FrameEdit", "JointEdit", "PoseEditError", "PoseEdits", "Retarget", "fit_framing", "move_motion", "photo_framing",
+    "photo_limb_lengths", "stable_ground", "smooth_poses",
     # sizing, high level, checks
     "DEFAULT_MAX_AREA", "generation_size", "generation_size_for_aspect", "PreparedPoses", "prepare_poses",
     "CheckLine", "verify_pose_fixture",

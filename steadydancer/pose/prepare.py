@@ -19,11 +19,14 @@ import numpy as np
 
 from .align import align_poses
 from .detection import CountingPoseDetector, PoseDetector, VideoPoseDetector
+from .edits import PoseEdits, Retarget, apply_frame_edits, apply_joint_edits
 from .errors import NoPersonInDrivingError, PoseError
 from .image import ImageLike, load_image
 from .keypoints import NECK, Pose, PoseSequence, check_reference_pose
 from .negative import negative_poses
 from .render import PoseModelInputs, pose_model_inputs, render_poses
+from .retarget import fit_framing, move_motion, photo_limb_lengths, stable_ground
+from .smoothing import smooth_poses
 from ..sizing import DEFAULT_MAX_AREA, generation_size
 from .start_gap import choose_start_frame, transition_poses
 from ..defaults import OUTPUT_FPS
@@ -230,6 +233,17 @@ def _reference_pose(ref_rgb: np.ndarray, width: int, height: int, detector, give
     return pose, people
 
 
+def _retarget(reference: Pose, poses: list[Pose], retarget: Retarget) -> list[Pose]:
+    """The retarget settings after the alignment (or the fit): limb lengths, then scale and offset, then ground."""
+    if retarget.limb_lengths == "photo":
+        poses = photo_limb_lengths(reference, poses)
+    if retarget.scale != 1.0 or retarget.offset != (0.0, 0.0):
+        poses = move_motion(reference, poses, retarget.scale, retarget.offset)
+    if retarget.stable_ground:
+        poses = stable_ground(reference, poses)
+    return poses
+
+
 def prepare_poses(
     reference_image: ImageLike,
     driving: str | os.PathLike | PoseSequence,
@@ -256,6 +270,7 @@ def prepare_poses(
     start_at_align_frame: bool = False,
     jpeg_quality: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    edits: PoseEdits | None = None,
 ) -> PreparedPoses:
     """Turns a reference image and a driving video (or keypoints) into pose frames.
 
@@ -299,6 +314,10 @@ def prepare_poses(
             this quality (4:2:0) and read it back before resizing, as the released code's
             frame files are (95). None (default): lossless canvases.
         progress: called as progress(frames_done, frames_total_or_None) during detection.
+        edits: corrections and retargeting (:class:`~steadydancer.pose.edits.PoseEdits`): the reference's joints
+            edited before the alignment, the driving keypoints smoothed before it, the fit to the photo's framing
+            instead of it (``retarget.fit``), the rest of the retarget after it, frame edits on the output frames.
+            Every product (drawn frames, negatives, :meth:`PreparedPoses.window`) uses the edited keypoints.
 
     Raises:
         NoPersonInReferenceError, NoPersonInDrivingError, VideoReadError, EmptyVideoError,
@@ -312,6 +331,10 @@ def prepare_poses(
         height, width = generation_size(ref_rgb.shape[0], ref_rgb.shape[1], max_area)
     width, height = int(width), int(height)
     reference_pose, reference_people = _reference_pose(ref_rgb, width, height, detector, reference_pose)
+    edits = edits or PoseEdits()
+    if edits.reference:
+        reference_pose = apply_joint_edits(reference_pose, edits.reference, "pose_edits.reference")
+        check_reference_pose(reference_pose, "pose_edits.reference")
 
     # Driving poses: read only as many frames as can be used.
     needed = None
@@ -340,19 +363,24 @@ def prepare_poses(
     if lost.all():
         raise NoPersonInDrivingError("the person is not visible in the driving frames used")
     filled = _hold_lost(used, lost) if hold_lost_frames else used
+    filled = smooth_poses(filled, edits.smoothing, raw.fps or OUTPUT_FPS) if edits.smoothing else filled
 
     # Alignment, measured on the requested frame or the nearest one with a visible neck.
     align_rel = 0 if start_at_align_frame else min(align_frame, len(used) - 1)
-    if align:
+    if align or edits.retarget.fit != "none":
         has_neck = np.array([p.body_present[NECK] for p in filled])
         if not has_neck.any():
             raise NoPersonInDrivingError("no driving frame shows the person's shoulders; cannot align")
         if not has_neck[align_rel]:
             candidates = np.flatnonzero(has_neck)
             align_rel = int(candidates[np.argmin(np.abs(candidates - align_rel))])
-        aligned = align_poses(reference_pose, filled, align_rel, skip_missing=skip_missing)
+        if edits.retarget.fit != "none":
+            aligned = fit_framing(reference_pose, filled, align_rel, edits.retarget.fit)
+        else:
+            aligned = align_poses(reference_pose, filled, align_rel, skip_missing=skip_missing)
     else:
         aligned = [p.with_size(width, height) for p in filled]
+    aligned = _retarget(reference_pose, aligned, edits.retarget)
 
     # Smooth start, then the 4n+1 length.
     lead_in = transition_poses(reference_pose, aligned[0], smooth_start_frames, easing=smooth_start_easing)
@@ -360,6 +388,8 @@ def prepare_poses(
     flags = [(False, True, np.nan)] * len(lead_in) + [(bool(l), False, float(t)) for l, t in zip(lost, times[start:])]
     frames, padded = fit_length(frames, num_frames)
     flags, _ = fit_length(flags, num_frames)
+    if edits.frames:
+        frames = apply_frame_edits(frames, edits.frames)
     lost_out = np.array([f[0] for f in flags])
     transition_out = np.array([f[1] for f in flags])
     frame_times = np.array([f[2] for f in flags], dtype=np.float64)
