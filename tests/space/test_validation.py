@@ -105,6 +105,23 @@ def test_limits_are_enforced_and_configurable(media, tmp_path):
         AppConfig.from_env({"STEADYDANCER_MAX_FRAMES": "lots"})
 
 
+def test_a_raw_h264_stream_without_a_duration_is_bounded_by_counting_its_frames(tmp_path):
+    """A raw H.264 stream has no container duration: its length comes from its frames (80 of them, at the 25 fps
+    FFmpeg assumes for a raw stream: 3.2 s)."""
+    raw = tmp_path / "dance.h264"
+    with av.open(str(raw), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width = stream.height = 32
+        for i in range(80):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), i, np.uint8), "rgb24")))
+        container.mux(stream.encode())
+    with av.open(str(raw)) as container:
+        assert not container.duration and not container.streams.video[0].duration  # nothing says how long it is
+    with pytest.raises(InputError, match="lasts over 3 s; at most 3 s"):
+        check_driving_video(raw, Limits(max_video_seconds=3.0))
+    check_driving_video(raw, Limits(max_video_seconds=3.5))
+
+
 def test_numbers_prompts_and_keypoints(tmp_path):
     assert check_number("7", "steps", 1, 60, integer=True) == 7
     for bad in (float("nan"), float("inf"), -1, 61, "x", None, 2.5):
