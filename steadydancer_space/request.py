@@ -236,7 +236,7 @@ class SamplerOptions:
         if start > end:
             raise InputError(f"pose_guidance_window: window_start ({start:g}) must not be after window_end ({end:g}).")
         randomize = given.flag("randomize_seed", False) and random_seed is not None
-        seed = given.number("seed", default.seed)
+        seed = default.seed if randomize and values.get("seed") is None else given.number("seed", default.seed)
         if randomize and seed != default.seed:
             raise InputError(f"seed={seed} was given with randomize_seed on, which draws a new seed: pass "
                              "randomize_seed=False to use it, or leave seed out.")
