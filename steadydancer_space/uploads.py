@@ -278,13 +278,16 @@ def load_keypoints(path: str | os.PathLike | None, limits: Limits | None = None,
     return keypoints_from_data(data, limits, what)
 
 
-def _check_frame_size(data, where: str) -> None:
+def _check_frame_size(data, where: str, limits: Limits) -> None:
     for key in ("width", "height"):
         value = data.get(key) if isinstance(data, dict) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value) or value > MAX_KEYPOINT_FRAME_SIDE:
                 raise KeypointFileError(f"{where}.{key}: expected the frame size in pixels (1 to "
                                         f"{MAX_KEYPOINT_FRAME_SIDE}), got {value:.6g}.")
+    width, height = (data.get(key) if isinstance(data, dict) else None for key in ("width", "height"))
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
+        _check_aspect(width, height, f"{where} frame", limits)
 
 
 def load_reference_keypoints(path: str | os.PathLike | None, limits: Limits | None = None):
@@ -318,7 +321,7 @@ def keypoints_from_data(data, limits: Limits | None = None, where: str = KEYPOIN
     if not isinstance(data, dict):
         raise KeypointFileError(f"The {where} must hold one JSON object with \"format\": \"steadydancer.pose_sequence\"; "
                          f"it holds a {type(data).__name__}.")
-    _check_frame_size(data, where)
+    _check_frame_size(data, where, limits)
     frames = data.get("frames")
     if isinstance(frames, list):
         if not frames:
@@ -326,6 +329,6 @@ def keypoints_from_data(data, limits: Limits | None = None, where: str = KEYPOIN
         if len(frames) > limits.max_keypoint_frames:
             raise KeypointFileError(f"The {where} has {len(frames)} frames; at most {limits.max_keypoint_frames} are accepted.")
         for index, frame in enumerate(frames):  # a frame may declare its own size
-            _check_frame_size(frame, f"{where}.frames[{index}]")
+            _check_frame_size(frame, f"{where}.frames[{index}]", limits)
     with _schema_errors(where):
         return PoseSequence.from_dict(data, where=where)

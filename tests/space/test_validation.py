@@ -14,6 +14,7 @@ from steadydancer_space.uploads import (
     Limits,
     check_driving_video,
     check_keypoint_file,
+    load_keypoints,
     load_reference_image,
     sniff,
 )
@@ -120,6 +121,16 @@ def test_a_raw_h264_stream_without_a_duration_is_bounded_by_counting_its_frames(
     with pytest.raises(InputError, match="lasts over 3 s; at most 3 s"):
         check_driving_video(raw, Limits(max_video_seconds=3.0))
     check_driving_video(raw, Limits(max_video_seconds=3.5))
+
+
+def test_a_keypoint_frame_of_16384x1_is_refused_by_its_aspect(tmp_path):
+    import json
+
+    path = tmp_path / "thin.json"
+    path.write_text(json.dumps({"format": "steadydancer.pose_sequence", "version": 1, "width": 16384, "height": 1,
+                                "fps": 16, "frames": [{"body": [[0.5, 0.5]] * 18}]}))
+    with pytest.raises(InputError, match="16384x1, an aspect ratio"):
+        load_keypoints(path)
 
 
 def test_numbers_prompts_and_keypoints(tmp_path):
