@@ -27,7 +27,6 @@ except ConfigError as error:
 apply_environment(CONFIG)
 
 import atexit  # noqa: E402
-import contextlib  # noqa: E402
 import inspect  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
@@ -40,6 +39,7 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from steadydancer_space import page  # noqa: E402
 from steadydancer_space.errors import user_errors  # noqa: E402
+from steadydancer_space.cancellation import GenerationCancelled  # noqa: E402
 from steadydancer_space.examples import EXAMPLES  # noqa: E402
 from steadydancer_space.layout import build_layout  # noqa: E402
 from steadydancer_space.middleware import CancelListener, MissingArgumentDefaults  # noqa: E402
@@ -48,7 +48,7 @@ from steadydancer_space.plan import JobPlan  # noqa: E402
 from steadydancer_space.pose_editor import editor_state  # noqa: E402
 from steadydancer_space.poses import FAKE_POSES_NOTE  # noqa: E402
 from steadydancer_space.reports import describe_estimate  # noqa: E402
-from steadydancer_space.request import DEFAULT_PRESET, MAX_SEED, shift_for  # noqa: E402
+from steadydancer_space.request import DEFAULT_PRESET, DEFAULT_SEED, MAX_SEED, shift_for  # noqa: E402
 from steadydancer_space.runtime import ModelLoadError, load_runtime  # noqa: E402
 from steadydancer_space.service import AnimationService  # noqa: E402
 from steadydancer_space.uploads import InputError  # noqa: E402
@@ -58,7 +58,7 @@ EXAMPLES_DIR = os.path.join(HERE, "examples")
 # Served from examples/ as they are, never copied into Gradio's temp folder: copies there are swept after the file
 # time-to-live, or at once when another instance sharing the folder stops.
 gr.set_static_paths([EXAMPLES_DIR])
-EXAMPLE_SEED = 42
+EXAMPLE_SEED = DEFAULT_SEED
 
 try:
     RUNTIME = load_runtime(CONFIG)
@@ -129,12 +129,22 @@ def show_pose_editor(*values):
     return editor_state(SERVICE.poses(plan))
 
 
+def _event_id() -> str | None:
+    """The running handler's Gradio event id (the one a client's cancel names)."""
+    # gr.Request does not expose the event id; Gradio keeps it in this context variable for the handler's duration.
+    from gradio.context import LocalContext
+
+    return LocalContext.event_id.get(None)
+
+
 async def _animate(plan: JobPlan, request: gr.Request, progress):
     """One animation job in a worker thread, streaming the preview each denoising step predicts, then the outputs.
-    Gradio's cancel stops it after the current step."""
+    A cancel naming the job stops it after the current step (`cancel_job`)."""
     session = getattr(request, "session_hash", None) or "local"
     job_id = f"{session}-{uuid.uuid4().hex[:8]}"
-    SERVICE.cancels.start(job_id, session)
+    if SERVICE.cancels.start(job_id, session, _event_id()):
+        SERVICE.cancels.finish(job_id)
+        raise GenerationCancelled()
     work = SERVICE.workspaces.new()  # deleted when the job ends (success, error, OOM or cancel)
 
     def run_on_gpu(plan, reference, poses, job_id):
@@ -198,23 +208,20 @@ def estimate(reference, resolution, num_frames, steps, guidance_scale, pose_guid
     return text + (" (For the real model; tiny mode runs on the CPU at a capped size.)" if RUNTIME.tiny else "")
 
 
-def cancel_session(session: str, event_id: str | None = None) -> None:
-    """A cancel from `session` (seen by `CancelListener` on Gradio's /cancel route). Gradio stops the session's
-    running task itself; a job of the session still waiting in the queue is dropped here, and one that has not
-    reached the server yet (a cancel naming no event) is cancelled when it starts."""
-    # Gradio's public API cannot drop a queued event of a session whose event id the client does not know yet.
-    waiting = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {})
-    dropped = False
-    for event_queue in list(waiting.values()):
-        for event in list(event_queue.queue):
-            if event.session_hash == session and getattr(event.fn, "name", None) == animate.__name__:
-                with contextlib.suppress(ValueError):
-                    event_queue.queue.remove(event)
-                    dropped = True
-    # Remembered for the session's next job only when it named no event and none was waiting to drop: otherwise
-    # this cancel has found its job, and keeping it would cancel the visitor's next Animate.
-    SERVICE.cancels.cancel_session(session, early=event_id is None and not dropped)
+def cancel_job(session: str, fn_index: int | None, event_id: str | None) -> bool:
+    """A cancel from `session` (seen by `CancelListener` on Gradio's /cancel route) of an animation: it stops the
+    job of that session with that event and nothing else, which ends with "Cancelled." for its caller; a cancel
+    naming no event (its job has not reached the server yet) cancels the session's next job. False for other
+    endpoints' cancels, which Gradio handles."""
+    fn = demo.fns.get(fn_index) if fn_index is not None else None
+    if getattr(fn, "name", None) not in (animate.__name__, animate_example.__name__):
+        return False
+    if event_id is None:
+        SERVICE.cancels.cancel_next(session)
+    else:
+        SERVICE.cancels.cancel_event(session, event_id)
     print(f"steadydancer: cancel from session {session[:8]}", flush=True)
+    return True
 
 
 def tiny_stats() -> dict:
@@ -278,6 +285,7 @@ def build_demo() -> gr.Blocks:
         ui.preset.input(page.preset_sliders, ui.preset, [ui.steps, ui.guidance_scale], **private)
         for slider in (ui.steps, ui.guidance_scale):
             slider.input(lambda: "custom", None, ui.preset, **private)
+        ui.seed.input(lambda: False, None, ui.randomize_seed, **private)  # a seed typed is a seed meant
         gr.on([demo.load] + [c.change for c in estimate_inputs], estimate, estimate_inputs, ui.estimate_md,
               api_name="estimate", concurrency_limit=None, show_progress="hidden")  # instant: never waits
         # Frames drive seconds on any change (examples set them too); seconds drive frames on typing only.
@@ -323,5 +331,5 @@ if __name__ == "__main__":
     atexit.register(shutil.rmtree, SERVICE.workspaces.root, ignore_errors=True)
     demo.queue(max_size=CONFIG.queue_size, default_concurrency_limit=1).launch(
         allowed_paths=[EXAMPLES_DIR], show_error=False, max_file_size=CONFIG.limits.max_file_bytes,
-        app_kwargs={"middleware": [Middleware(CancelListener, on_cancel=cancel_session),
+        app_kwargs={"middleware": [Middleware(CancelListener, on_cancel=cancel_job),
                                    Middleware(MissingArgumentDefaults, defaults=ENDPOINT_DEFAULTS.get)]})

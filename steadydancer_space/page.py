@@ -75,8 +75,8 @@ def reporter(progress):
 
 async def stream_job(run, work: str, interrupt, num_outputs: int):
     """Runs `run()` (returning the outputs) in a worker thread; yields the latest preview written in `work` while it
-    runs, as the last of `num_outputs` + 1 values, then the outputs and the preview. Gradio's cancel calls
-    `interrupt()`, which stops the job after its current step."""
+    runs, as the last of `num_outputs` + 1 values, then the outputs and the preview. When Gradio cancels the handler,
+    `interrupt()` stops the job after its current step."""
 
     task = asyncio.ensure_future(asyncio.to_thread(run))
     shown = preview = None
@@ -89,9 +89,15 @@ async def stream_job(run, work: str, interrupt, num_outputs: int):
                     preview, shown = publish(latest), latest
                     yield (gr.skip(),) * num_outputs + (preview,)
         yield (*task.result(), preview)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:  # Gradio cancelled the handler (the client went away): the job stops too
         interrupt()
+        task.add_done_callback(_retrieve)  # it ends with GenerationCancelled, expected: not logged as unretrieved
         raise
+
+
+def _retrieve(task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def clear_result():
