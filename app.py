@@ -37,7 +37,7 @@ import uuid  # noqa: E402
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from steadydancer_space import page  # noqa: E402
+from steadydancer_space import page, zerogpu  # noqa: E402
 from steadydancer_space.errors import user_errors  # noqa: E402
 from steadydancer_space.examples import EXAMPLES  # noqa: E402
 from steadydancer_space.layout import build_layout  # noqa: E402
@@ -70,15 +70,18 @@ FIELDS = SERVICE.fields
 DEFAULT_RESOLUTION, DEFAULT_FRAMES = SERVICE.planner.default_choices()
 print(f"SteadyDancer app: {'TINY (noise) ' if RUNTIME.tiny else ''}models loaded in {RUNTIME.load_seconds:.1f} s "
       f"on {RUNTIME.device}; GPU estimates for {SERVICE.planner.gpu}.", flush=True)
+# ZeroGPU: the transformer blocks compiled ahead of time in one start-up GPU call; the eager forward serves the rest.
+STARTUP = (zerogpu.prepare(RUNTIME, SERVICE.planner, DEFAULT_FRAMES, spaces)
+           if spaces is not None and zerogpu.serves_ahead_of_time(CONFIG) else None)
 
 
 # ---------------------------------------------------------------------- GPU part
 def gpu_task(fn):
-    """`spaces.GPU` on ZeroGPU, asking for the plan's estimate of one call; elsewhere the function itself."""
+    """`spaces.GPU` on ZeroGPU, asking for the plan's estimate of one call on the size the estimates price;
+    elsewhere the function itself."""
     if spaces is None:
         return fn
-    size = {"size": CONFIG.zerogpu_size} if CONFIG.zerogpu_size else {}
-    return spaces.GPU(duration=lambda plan, *args, **kwargs: plan.estimate.seconds, **size)(fn)
+    return spaces.GPU(duration=lambda plan, *args, **kwargs: plan.estimate.seconds, size=zerogpu.gpu_size(CONFIG))(fn)
 
 
 @gpu_task
