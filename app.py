@@ -96,6 +96,10 @@ def generate_window_on_gpu(plan: JobPlan, job_id, index, state):
     return GENERATOR.generate_window(plan, job_id, index, state)
 
 
+if spaces is not None and zerogpu.serves_ahead_of_time(CONFIG):  # elsewhere the pose step runs where it is
+    zerogpu.pose_step_on_gpu(SERVICE, spaces)
+
+
 # ---------------------------------------------------------------------- handlers
 def _api_values(local_values: dict) -> dict:
     """A handler's API parameters by name (its `locals()` at entry, without Gradio's injected arguments)."""
@@ -112,7 +116,7 @@ def _warn(note: str) -> None:
 def extract_poses(reference, driving_video, keypoints, resolution, num_frames, motion, align_to_reference,
                   smooth_start, smooth_start_frames, auto_start, fidelity="default", reference_keypoints=None,
                   progress=gr.Progress()):
-    """Detects and aligns the poses (CPU only). Returns the pose video, the reference with the first aligned pose
+    """Detects and aligns the poses (on ZeroGPU in a short GPU call of its own). Returns the pose video, the reference with the first aligned pose
     drawn over it, a report with warnings, the negative pose video and the raw driving keypoints (JSON)."""
     plan = SERVICE.plan(SERVICE.request(**_api_values(locals())))
     with SERVICE.workspaces.scoped() as work:  # deleted on the way out; the outputs go to Gradio's cache first

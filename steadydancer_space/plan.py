@@ -16,7 +16,7 @@ from .config import ZEROGPU_MAX_SECONDS
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
 from .request import AnimationRequest, PoseOptions, SamplerOptions
 from .uploads import InputError, Limits, reference_size
-from .zerogpu import gpu_size, serves_ahead_of_time
+from .zerogpu import gpu_size, pose_gpu_seconds, serves_ahead_of_time
 
 # Before a reference is given, estimates assume a landscape frame (the estimate depends on the area, not the aspect).
 LANDSCAPE = (576, 1024)
@@ -140,12 +140,15 @@ class Planner:
         height, width = request.pose.generation_size(*reference)
         area, frames = request.pose.area, request.pose.num_frames
         memory = self.memory_plan(frames, height, width, sampler)
+        estimate = self.estimate(frames, height, width, sampler, memory)
+        if self.ahead_of_time:  # ZeroGPU: the poses are a GPU call of their own
+            estimate = replace(estimate, pose_seconds=pose_gpu_seconds(frames))
         return JobPlan(
             request=request, sampler=sampler, height=height, width=width,
             run_area=min(area, self.config.tiny_max_area) if self.config.tiny else area,
             window_frames=self.config.window_frames, num_windows=self.num_windows(frames),
             batch_guidance=memory is None or memory.batch_guidance,
-            estimate=self.estimate(frames, height, width, sampler, memory),
+            estimate=estimate,
             max_gpu_seconds=self.max_gpu_seconds,
         )
 

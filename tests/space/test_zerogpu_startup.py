@@ -5,6 +5,7 @@ eager forward when compiling is not possible, the compiled graphs when it is."""
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from steadydancer_space.plan import Planner
 from steadydancer_space.request import SamplerOptions
 from steadydancer_space.runtime import load_runtime
 
+from helpers.paths import EXAMPLES
 from helpers.zerogpu_spaces import make_spaces
 
 pytestmark = pytest.mark.slow  # a tiny runtime, and exports of its block
@@ -85,3 +87,46 @@ def test_compiled_block_graphs_serve_the_job(runtime, monkeypatch, capsys):
     other = zerogpu.example_call(576, 1024, runtime.config.tiny_max_area, 9)  # a shape without a graph
     pipe(**other)
     assert aot.aot_calls(pipe.transformer) == (done, done)  # as many passes, all eager
+
+
+class DeviceRecordingDetector:
+    """Tiny mode's detector with DWPoseDetector's `to(device)`, recording where it is asked to run."""
+
+    def __init__(self, base):
+        self.base, self.moves = base, []
+
+    def to(self, device):
+        self.moves.append(device)
+        return self
+
+    def detect(self, image):
+        return self.base.detect(image)
+
+    def __call__(self, image):
+        return self.base(image)
+
+
+def test_the_pose_step_is_a_gpu_call_of_its_own_sized_by_the_frame_count(runtime):
+    from steadydancer_space.poses import PoseStepCache
+    from steadydancer_space.service import AnimationService
+
+    runtime.detector = DeviceRecordingDetector(runtime.detector)
+    service = AnimationService(runtime)
+    plan = service.plan(service.request(str(EXAMPLES / "ref_blue_hoodie.png"), str(EXAMPLES / "drive_groove_beat.mp4"),
+                                        num_frames=17))
+    on_cpu = service.poses(plan)
+    assert runtime.detector.moves == []
+
+    spaces = make_spaces()
+    zerogpu.pose_step_on_gpu(service, spaces)
+    service.pose_cache = PoseStepCache()  # detect again, on the "GPU"
+    on_gpu = service.poses(plan)
+
+    frames = 17 + 1  # the driving frames and the reference
+    asked = (zerogpu.POSE_CALL_SECONDS + frames * zerogpu.POSE_SECONDS_PER_FRAME) * zerogpu.MARGIN
+    assert spaces.calls == [("GPU", "poses_on_gpu", 5 * -(-asked // 5), "large")]
+    assert runtime.detector.moves == [None, "cpu"]  # CUDA when its provider starts, the CPU again after
+    assert on_gpu is not on_cpu and np.array_equal(on_gpu.prepared.positive, on_cpu.prepared.positive)
+    # The visitor's estimate counts the pose call, and the generation call's duration does not include it.
+    assert plan.estimate.pose_seconds == spaces.calls[0][2]
+    assert "first the poses, on the GPU" in plan.estimate.describe()
