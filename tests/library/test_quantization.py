@@ -41,3 +41,14 @@ def test_the_plan_quantizes_the_text_encoder_it_keeps_on_the_device(make_tiny_pi
     streamed = apply_memory_plan(make_tiny_pipe(), MemoryPlan("fp8", "bf16", False, False, False, 0.0, "test"), "cpu",
                                  int8_text_encoder=True)
     assert streamed.text_encoder == "as loaded"  # a streamed encoder keeps its precision
+
+
+@pytest.mark.parametrize("capability, works", [((12, 0), True), ((8, 9), True), ((8, 0), False)])
+def test_float8_compute_follows_a_known_card_without_asking_cuda(capability, works, monkeypatch):
+    from steadydancer.memory import float8_compute_problem
+
+    # ZeroGPU's main process: no GPU to ask, the card known from the size.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    problem = float8_compute_problem("cuda", capability)
+    assert (problem is None) == works
+    assert float8_compute_problem("cuda") == "no CUDA GPU on this machine"
