@@ -18,7 +18,6 @@ Why the guidance passes run one by one here: a static graph fits one batch size,
 call of a job the same shape (at 30k+ tokens a pass is compute-bound, so batching gains little).
 """
 
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,8 +27,6 @@ import numpy as np
 from .estimate import MARGIN
 from .poses import detector_on_gpu
 from .request import AnimationRequest, PoseOptions
-
-logger = logging.getLogger(__name__)
 
 AOT_BUCKETS = ("480p", "576p")
 # Upper bound of one block graph's export and AOTInductor build on the start-up GPU call, and the longest start-up
