@@ -37,7 +37,7 @@ import uuid  # noqa: E402
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from steadydancer_space import page  # noqa: E402
+from steadydancer_space import page, zerogpu  # noqa: E402
 from steadydancer_space.errors import user_errors  # noqa: E402
 from steadydancer_space.cancellation import GenerationCancelled  # noqa: E402
 from steadydancer_space.examples import EXAMPLES  # noqa: E402
@@ -72,15 +72,18 @@ FIELDS = SERVICE.fields
 DEFAULT_RESOLUTION, DEFAULT_FRAMES = SERVICE.planner.default_choices()
 print(f"SteadyDancer app: {'TINY (noise) ' if RUNTIME.tiny else ''}models loaded in {RUNTIME.load_seconds:.1f} s "
       f"on {RUNTIME.device}; GPU estimates for {SERVICE.planner.gpu}.", flush=True)
+# ZeroGPU: the transformer blocks compiled ahead of time in one start-up GPU call; the eager forward serves the rest.
+STARTUP = (zerogpu.prepare(RUNTIME, SERVICE.planner, DEFAULT_FRAMES, spaces)
+           if spaces is not None and zerogpu.serves_ahead_of_time(CONFIG) else None)
 
 
 # ---------------------------------------------------------------------- GPU part
 def gpu_task(fn):
-    """`spaces.GPU` on ZeroGPU, asking for the plan's estimate of one call; elsewhere the function itself."""
+    """`spaces.GPU` on ZeroGPU, asking for the plan's estimate of one call on the size the estimates price;
+    elsewhere the function itself."""
     if spaces is None:
         return fn
-    size = {"size": CONFIG.zerogpu_size} if CONFIG.zerogpu_size else {}
-    return spaces.GPU(duration=lambda plan, *args, **kwargs: plan.estimate.seconds, **size)(fn)
+    return spaces.GPU(duration=lambda plan, *args, **kwargs: plan.estimate.seconds, size=zerogpu.gpu_size(CONFIG))(fn)
 
 
 @gpu_task
@@ -93,6 +96,10 @@ def generate_on_gpu(plan: JobPlan, reference, poses, job_id, preview_dir=None, p
 def generate_window_on_gpu(plan: JobPlan, job_id, index, state):
     """One window of a long video, its own GPU call: what it carries to the next window comes back with its frames."""
     return GENERATOR.generate_window(plan, job_id, index, state)
+
+
+if spaces is not None and zerogpu.serves_ahead_of_time(CONFIG):  # elsewhere the pose step runs where it is
+    zerogpu.pose_step_on_gpu(SERVICE, spaces)
 
 
 # ---------------------------------------------------------------------- handlers
@@ -111,8 +118,9 @@ def _warn(note: str) -> None:
 def extract_poses(reference, driving_video, keypoints, resolution, num_frames, motion, align_to_reference,
                   smooth_start, smooth_start_frames, auto_start, fidelity="default", reference_keypoints=None,
                   pose_edits="", progress=gr.Progress()):
-    """Detects and aligns the poses (CPU only). Returns the pose video, the reference with the first aligned pose
-    drawn over it, a report with warnings, the negative pose video and the raw driving keypoints (JSON)."""
+    """Detects and aligns the poses (on ZeroGPU in a short GPU call of its own). Returns the pose video, the
+    reference with the first aligned pose drawn over it, a report with warnings, the negative pose video and the raw
+    driving keypoints (JSON)."""
     plan = SERVICE.plan(SERVICE.request(**_api_values(locals())))
     with SERVICE.workspaces.scoped() as work:  # deleted on the way out; the outputs go to Gradio's cache first
         result = SERVICE.extract(plan, work, reporter(progress))

@@ -55,6 +55,8 @@ class AnimationService:
         self.generator = Generator(runtime, self.cancels, faults or FaultPlan.for_mode(runtime.config.faults,
                                                                                       runtime.tiny))
         self.pose_cache = PoseStepCache(size=2)
+        # ZeroGPU: the pose step as its own short GPU call (app.py sets it); it runs `detect_poses` there.
+        self.poses_on_gpu: Callable[[JobPlan], PoseStep] | None = None
 
     # ------------------------------------------------------------------ the border
     def request(self, reference=None, driving_video=None, keypoints=None, *, reference_keypoints=None,
@@ -87,6 +89,11 @@ class AnimationService:
 
     # ------------------------------------------------------------------ the two jobs
     def poses(self, plan: JobPlan, progress: Progress | None = None, job_id: str | None = None) -> PoseStep:
+        if self.poses_on_gpu is not None:
+            return self.poses_on_gpu(plan)
+        return self.detect_poses(plan, progress, job_id)
+
+    def detect_poses(self, plan: JobPlan, progress: Progress | None = None, job_id: str | None = None) -> PoseStep:
         def report(done, total):
             if job_id is not None and self.cancels.cancelled(job_id):
                 raise GenerationCancelled()
