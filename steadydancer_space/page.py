@@ -8,9 +8,9 @@ import os
 from steadydancer.defaults import OUTPUT_FPS, PRESETS
 from steadydancer.sizing import nearest_valid_frame_count
 
-from .outputs import latest_preview, thumbnail
+from .estimate import format_seconds
+from .outputs import latest_preview
 
-MAX_HISTORY = 12
 PREVIEW_POLL_SECONDS = 0.5
 
 
@@ -60,13 +60,22 @@ def publish(path: str | None) -> str | None:
     return processing_utils.save_file_to_cache(path, cache_dir=get_upload_folder())
 
 
-def reporter(progress):
-    """The service's progress(done, total, description) shown on a Gradio progress bar."""
+def reporter(progress, clock=None):
+    """The service's progress(done, total, description) shown on a Gradio progress bar, with the time left as this
+    job's own pace so far says (nothing until one unit of the current stage is done)."""
     if progress is None:
         return None
+    import time
+
+    clock = clock or time.monotonic
+    stage = {"total": None, "start": 0.0}
 
     def report(done, total, desc):
         unit = "frames" if desc.startswith("Detecting") else "steps"
+        if total != stage["total"] or done == 0:
+            stage.update(total=total, start=clock())
+        if total and 0 < done < total:
+            desc += f" (about {format_seconds((clock() - stage['start']) / done * (total - done))} left)"
         progress((done, total) if total else None, desc=desc, unit=unit)
 
     return report
@@ -94,33 +103,47 @@ async def stream_job(run, work: str, interrupt, num_outputs: int):
         raise
 
 
-def clear_result():
-    return None, None, "", None, None, None
+def start_job(*files):
+    """Before a job: its files kept for its history entry (in `history.FILE_FIELDS` order), the last result cleared (so a
+    cancelled or failed job never leaves it looking like the new one, its error badge gone too), the opening picture
+    folded away, Cancel enabled and the result's buttons off until the new one is there."""
+    import gradio as gr
+
+    return (list(files), gr.Video(value=None), None, "", None, None, None, gr.Image(visible=False),
+            gr.Button(interactive=True), gr.Button(interactive=False),
+            gr.DownloadButton(value=None, interactive=False))
+
+
+def job_ended():
+    """Cancel is enabled only while a job of this visitor runs."""
+    import gradio as gr
+
+    return gr.Button(interactive=False)
 
 
 def cancelled_note():
-    return "**Cancelled.** Nothing was made; change the settings and press Animate again."
+    import gradio as gr
+
+    return "**Cancelled.** Nothing was made; change the settings and press Animate again.", gr.Button(interactive=False)
 
 
-def add_to_history(history, video, seed, recipe):
-    """This visitor's results (a `gr.State`: never shared between sessions), newest first. Entries whose files
-    Gradio's cache has swept (after the file time-to-live) are dropped."""
-    history = [entry for entry in history or [] if os.path.exists(entry["video"])]
-    if video:
-        history.insert(0, {"video": video, "thumbnail": thumbnail(video), "seed": seed, "recipe": recipe})
-    del history[MAX_HISTORY:]
-    return history, [(e["thumbnail"], history_caption(e)) for e in history]
+def fill_example(examples_dir: str):
+    """The example gallery's select handler: (the example's name, its files, prompt and length) for the form."""
+    import gradio as gr
+
+    from .examples import EXAMPLES, example_files
+
+    def fill(selected: gr.SelectData):
+        example = EXAMPLES[selected.index]
+        return (example.label, *example_files(example, examples_dir), example.prompt, example.num_frames)
+
+    return fill
 
 
-def history_caption(entry) -> str:
-    recipe = entry["recipe"] or {}
-    return (f"seed {entry['seed']} · {recipe.get('steps')} steps · {recipe.get('resolution')} · "
-            f"{recipe.get('num_frames')} frames")
-
-
-def show_history_entry(history, selected):
-    entry = (history or [])[selected.index] if selected.index < len(history or []) else None
-    return (entry["video"], entry["recipe"]) if entry and os.path.exists(entry["video"]) else (None, None)
+def still_there(outputs) -> bool:
+    """Whether a job's outputs (as the app returned them) still have their files (Gradio's cache sweeps them)."""
+    return bool(outputs) and all(os.path.exists(value) for value in outputs
+                                 if isinstance(value, str) and os.path.isabs(value))
 
 
 def show_motion_source(kind: str):
@@ -149,7 +172,32 @@ def frames_to_seconds(num_frames):
     return round(int(num_frames) / OUTPUT_FPS, 2)
 
 
+def valid_frames(num_frames, min_frames: int, max_frames: int) -> int:
+    """The nearest frame count the model takes within [min_frames, max_frames]; a value that is no number: the
+    smallest."""
+    try:
+        frames = float(num_frames)
+    except (TypeError, ValueError):
+        return min_frames
+    if frames != frames:  # NaN
+        return min_frames
+    frames = nearest_valid_frame_count(int(round(min(max(frames, min_frames), max_frames))) + 2)
+    return min(max(frames, min_frames), max_frames)
+
+
 def seconds_to_frames(seconds, min_frames: int, max_frames: int):
-    frames = nearest_valid_frame_count(int(round(float(seconds or 0) * OUTPUT_FPS)) + 1)
-    frames = min(max(frames, min_frames), max_frames)
+    """Typed seconds -> (frames, the seconds those frames last): both boxes show what will be made."""
+    try:
+        frames = float(seconds) * OUTPUT_FPS + 1
+    except (TypeError, ValueError):
+        frames = min_frames
+    frames = valid_frames(frames, min_frames, max_frames)
     return frames, frames_to_seconds(frames)
+
+
+def frames_changed(num_frames, min_frames: int, max_frames: int):
+    """Frames -> (the frames corrected when out of range or not a count the model takes, their seconds)."""
+    import gradio as gr
+
+    frames = valid_frames(num_frames, min_frames, max_frames)
+    return (gr.skip() if frames == num_frames else frames), frames_to_seconds(frames)
