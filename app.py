@@ -240,6 +240,7 @@ def build_demo() -> gr.Blocks:
                                          ui.poses_json],
             api_name="extract_poses", concurrency_limit=2, concurrency_id="poses", show_progress_on=[ui.pose_video],
         )
+        ui.extract_btn.click(lambda: gr.Accordion(open=True), None, ui.poses_box, **private)
         animate_inputs = [ui.reference, ui.driving_video, ui.keypoints, ui.prompt, ui.negative_prompt, ui.resolution,
                           ui.num_frames, ui.motion, ui.align_to_reference, ui.smooth_start, ui.smooth_start_frames,
                           ui.auto_start, ui.guidance_scale, ui.pose_guidance_scale, ui.window_start, ui.window_end,
@@ -262,8 +263,8 @@ def build_demo() -> gr.Blocks:
         )
         for job in (animate_event, example_event):
             job.success(history.add, [ui.history, ui.job_files, ui.result, ui.seed_used, ui.recipe, ui.side_by_side,
-                                      ui.pose_video], [ui.history, ui.history_gallery, ui.reuse_result,
-                                                       ui.download_result], **private)
+                                      ui.pose_video], [ui.history, ui.history_gallery, ui.seed_used,
+                                                       ui.reuse_result, ui.download_result], **private)
             job.then(page.job_ended, None, ui.cancel_btn, **private)
         ui.cancel_btn.click(page.cancelled_note, None, [ui.result_report, ui.cancel_btn],
                             cancels=[animate_event, example_event], **private)

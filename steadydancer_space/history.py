@@ -35,7 +35,8 @@ def bundle(video: str, side_by_side: str | None, pose_video: str | None, recipe:
 
 def add(history, files, video, seed, recipe, side_by_side, pose_video):
     """A finished job (`files`: its inputs in `FILE_FIELDS` order) enters the history, newest first; entries whose
-    files Gradio's cache has swept are dropped. Returns the history, its gallery and the result's two buttons."""
+    files Gradio's cache has swept are dropped. Returns the history, its gallery, the seed's box (shown) and the result's
+    two buttons."""
     history = [entry for entry in history or [] if os.path.exists(entry["video"])]
     zipped = None
     if video:
@@ -43,7 +44,7 @@ def add(history, files, video, seed, recipe, side_by_side, pose_video):
         history.insert(0, {"video": video, "thumbnail": thumbnail(video), "seed": seed, "recipe": recipe,
                            "files": dict(zip(FILE_FIELDS, files or ())), "bundle": zipped})
     del history[MAX_HISTORY:]
-    return (history, [(e["thumbnail"], caption(e)) for e in history],
+    return (history, [(e["thumbnail"], caption(e)) for e in history], gr.Number(visible=bool(video)),
             gr.Button(interactive=bool(video and recipe)), gr.DownloadButton(value=zipped, interactive=bool(zipped)))
 
 

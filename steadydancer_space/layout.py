@@ -170,14 +170,16 @@ def _output_column(tiny: bool, examples_dir: str) -> dict:
                        height=140, interactive=False, show_label=True, visible=True)
     result = gr.Video(label=_tiny("Result"), height=380, interactive=False, autoplay=True, loop=True)
     with gr.Row(equal_height=True):
-        seed_used = gr.Number(label=_tiny("Seed used"), value=None, precision=0, interactive=False, min_width=100)
+        # Hidden until a result is there: a number box would show 0 before any run.
+        seed_used = gr.Number(label=_tiny("Seed used"), value=None, precision=0, interactive=False, min_width=100,
+                              visible=False)
         reuse_result = gr.Button("Use these settings", size="sm", interactive=False)
         download_result = gr.DownloadButton("Download all (zip)", size="sm", interactive=False)
     result_report = gr.Markdown(label="Report")
     with gr.Accordion("Side by side and recipe", open=False):
         side_by_side = gr.Video(label=_tiny("Photo, poses and result"), height=300, interactive=False)
         recipe = gr.JSON(label="Recipe (the API values that make this video again)")
-    with gr.Accordion("Poses (Extract poses shows them before any GPU time)", open=False):
+    with gr.Accordion("Poses (Extract poses shows them before any GPU time)", open=False) as poses_box:
         with gr.Row():
             alignment = gr.Image(label=_tiny("Reference + first aligned pose"), type="filepath", height=300,
                                  interactive=False)

@@ -109,7 +109,8 @@ def start_job(*files):
     folded away, Cancel enabled and the result's buttons off until the new one is there."""
     import gradio as gr
 
-    return (list(files), gr.Video(value=None), None, "", None, None, None, gr.Image(visible=False),
+    return (list(files), gr.Video(value=None), gr.Number(value=None, visible=False), "", None, None, None,
+            gr.Image(visible=False),
             gr.Button(interactive=True), gr.Button(interactive=False),
             gr.DownloadButton(value=None, interactive=False))
 
