@@ -68,14 +68,17 @@ def reporter(progress, clock=None):
     import time
 
     clock = clock or time.monotonic
-    stage = {"total": None, "start": 0.0}
+    # A stage (a new total) starts when the report before it came: its first report arrives after its first unit.
+    stage = {"total": None, "start": clock(), "last": clock()}
 
     def report(done, total, desc):
         unit = "frames" if desc.startswith("Detecting") else "steps"
-        if total != stage["total"] or done == 0:
-            stage.update(total=total, start=clock())
+        now = clock()
+        if total != stage["total"]:
+            stage.update(total=total, start=now if done == 0 else stage["last"])
+        stage["last"] = now
         if total and 0 < done < total:
-            desc += f" (about {format_seconds((clock() - stage['start']) / done * (total - done))} left)"
+            desc += f" (about {format_seconds((now - stage['start']) / done * (total - done))} left)"
         progress((done, total) if total else None, desc=desc, unit=unit)
 
     return report
