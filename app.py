@@ -221,6 +221,36 @@ FRAME_RANGE = (int(FIELDS["num_frames"].minimum), CONFIG.max_frames)
 
 
 # ---------------------------------------------------------------------- UI
+def _wire_form(demo, ui, private: dict) -> None:
+    """The form's own events: motion tabs, the photo's keypoints, speed and sliders, the estimate, the lengths."""
+    # One source of motion at a time, shown in its tab: a video replaces a keypoint file and vice versa
+    # (examples included), so a file left in the hidden tab never wins unseen.
+    ui.driving_video.change(page.show_motion_source("video"), ui.driving_video, [ui.keypoints, ui.motion_tabs],
+                            **private)
+    ui.keypoints.change(page.show_motion_source("keypoints"), ui.keypoints, [ui.driving_video, ui.motion_tabs],
+                        **private)
+    # Keypoints belong to their photo: a new photo clears them; given ones are shown, never hidden in a closed box.
+    ui.reference.upload(lambda: None, None, ui.reference_keypoints, **private)
+    ui.reference_keypoints.change(lambda value: gr.Accordion(open=bool(value)), ui.reference_keypoints,
+                                  ui.reference_keypoints_box, **private)
+    estimate_inputs = [ui.reference, ui.resolution, ui.num_frames, ui.steps, ui.guidance_scale,
+                       ui.pose_guidance_scale, ui.window_start, ui.window_end, ui.preset]
+    # A preset shows its steps and text guidance on the sliders; moving either slider makes the job "custom",
+    # and the estimate follows once it is.
+    ui.preset.input(page.preset_sliders, ui.preset, [ui.steps, ui.guidance_scale], **private)
+    for slider in (ui.steps, ui.guidance_scale):
+        slider.input(lambda: "custom", None, ui.preset, **private).then(estimate, estimate_inputs,
+                                                                         ui.estimate_md, **private)
+    gr.on([demo.load] + [c.change for c in estimate_inputs], estimate, estimate_inputs, ui.estimate_md,
+          api_name="estimate", concurrency_limit=None, show_progress="hidden")  # instant: never waits
+    # Frames and seconds show the same length; typed values are corrected to one the model can make.
+    ui.num_frames.change(lambda frames: page.frames_changed(frames, *FRAME_RANGE), ui.num_frames,
+                         [ui.num_frames, ui.seconds], **private)
+    gr.on([ui.seconds.submit, ui.seconds.blur], lambda seconds: page.seconds_to_frames(seconds, *FRAME_RANGE),
+          ui.seconds, [ui.num_frames, ui.seconds], **private)
+    ui.resolution.input(shift_for, ui.resolution, ui.shift, **private)
+
+
 def build_demo() -> gr.Blocks:
     demo, ui = build_layout(CONFIG, FIELDS, RUNTIME.tiny, DEFAULT_RESOLUTION, DEFAULT_FRAMES, EXAMPLE_SEED,
                             EXAMPLES_DIR)
@@ -274,34 +304,9 @@ def build_demo() -> gr.Blocks:
                                    ui.download_history], **private)
         ui.reuse_history.click(history.reuse_entry, [ui.history, ui.history_selected], form, **private)
         ui.reuse_result.click(history.reuse_result, [ui.job_files, ui.recipe], form, **private)
-        # One source of motion at a time, shown in its tab: a video replaces a keypoint file and vice versa
-        # (examples included), so a file left in the hidden tab never wins unseen.
-        ui.driving_video.change(page.show_motion_source("video"), ui.driving_video, [ui.keypoints, ui.motion_tabs],
-                                **private)
-        ui.keypoints.change(page.show_motion_source("keypoints"), ui.keypoints, [ui.driving_video, ui.motion_tabs],
-                            **private)
-        # Keypoints belong to their photo: a new photo clears them; given ones are shown, never hidden in a closed box.
-        ui.reference.upload(lambda: None, None, ui.reference_keypoints, **private)
-        ui.reference_keypoints.change(lambda value: gr.Accordion(open=bool(value)), ui.reference_keypoints,
-                                      ui.reference_keypoints_box, **private)
         pass_through_inputs(animate_inputs)  # every value is validated once, by the request
 
-        estimate_inputs = [ui.reference, ui.resolution, ui.num_frames, ui.steps, ui.guidance_scale,
-                           ui.pose_guidance_scale, ui.window_start, ui.window_end, ui.preset]
-        # A preset shows its steps and text guidance on the sliders; moving either slider makes the job "custom",
-        # and the estimate follows once it is.
-        ui.preset.input(page.preset_sliders, ui.preset, [ui.steps, ui.guidance_scale], **private)
-        for slider in (ui.steps, ui.guidance_scale):
-            slider.input(lambda: "custom", None, ui.preset, **private).then(estimate, estimate_inputs,
-                                                                             ui.estimate_md, **private)
-        gr.on([demo.load] + [c.change for c in estimate_inputs], estimate, estimate_inputs, ui.estimate_md,
-              api_name="estimate", concurrency_limit=None, show_progress="hidden")  # instant: never waits
-        # Frames and seconds show the same length; typed values are corrected to one the model can make.
-        ui.num_frames.change(lambda frames: page.frames_changed(frames, *FRAME_RANGE), ui.num_frames,
-                             [ui.num_frames, ui.seconds], **private)
-        gr.on([ui.seconds.submit, ui.seconds.blur], lambda seconds: page.seconds_to_frames(seconds, *FRAME_RANGE),
-              ui.seconds, [ui.num_frames, ui.seconds], **private)
-        ui.resolution.input(shift_for, ui.resolution, ui.shift, **private)
+        _wire_form(demo, ui, private)
         if RUNTIME.tiny:  # counters for the reliability tests; never in real mode
             gr.api(tiny_stats, api_name="tiny_stats", queue=False, api_visibility="undocumented")
     return demo

@@ -179,7 +179,7 @@ def _output_column(tiny: bool, examples_dir: str) -> dict:
     with gr.Accordion("Side by side and recipe", open=False):
         side_by_side = gr.Video(label=_tiny("Photo, poses and result"), height=300, interactive=False)
         recipe = gr.JSON(label="Recipe (the API values that make this video again)")
-    with gr.Accordion("Poses (Extract poses shows them before any GPU time)", open=False) as poses_box:
+    with gr.Accordion("Poses: check the motion before spending GPU time", open=False) as poses_box:
         with gr.Row():
             alignment = gr.Image(label=_tiny("Reference + first aligned pose"), type="filepath", height=300,
                                  interactive=False)
