@@ -235,14 +235,14 @@ def _wire_form(demo, ui, private: dict) -> None:
                                   ui.reference_keypoints_box, **private)
     estimate_inputs = [ui.reference, ui.resolution, ui.num_frames, ui.steps, ui.guidance_scale,
                        ui.pose_guidance_scale, ui.window_start, ui.window_end, ui.preset]
+    gr.on([demo.load] + [c.change for c in estimate_inputs], estimate, estimate_inputs, ui.estimate_md,
+          api_name="estimate", concurrency_limit=None, show_progress="hidden")  # instant: never waits; registered first, so it owns the name
     # A preset shows its steps and text guidance on the sliders; moving either slider makes the job "custom",
     # and the estimate follows once it is.
     ui.preset.input(page.preset_sliders, ui.preset, [ui.steps, ui.guidance_scale], **private)
     for slider in (ui.steps, ui.guidance_scale):
         slider.input(lambda: "custom", None, ui.preset, **private).then(estimate, estimate_inputs,
                                                                          ui.estimate_md, **private)
-    gr.on([demo.load] + [c.change for c in estimate_inputs], estimate, estimate_inputs, ui.estimate_md,
-          api_name="estimate", concurrency_limit=None, show_progress="hidden")  # instant: never waits
     # Frames and seconds show the same length; typed values are corrected to one the model can make.
     ui.num_frames.change(lambda frames: page.frames_changed(frames, *FRAME_RANGE), ui.num_frames,
                          [ui.num_frames, ui.seconds], **private)
