@@ -37,18 +37,18 @@ import uuid  # noqa: E402
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from steadydancer_space import page, zerogpu  # noqa: E402
-from steadydancer_space.errors import user_errors  # noqa: E402
+from steadydancer_space import history, page, zerogpu  # noqa: E402
 from steadydancer_space.cancellation import GenerationCancelled  # noqa: E402
-from steadydancer_space.examples import EXAMPLES  # noqa: E402
-from steadydancer_space.layout import build_layout  # noqa: E402
+from steadydancer_space.errors import user_errors  # noqa: E402
+from steadydancer_space.examples import example_files, example_named  # noqa: E402
+from steadydancer_space.layout import CSS, build_layout  # noqa: E402
 from steadydancer_space.middleware import CancelListener, MissingArgumentDefaults  # noqa: E402
 from steadydancer_space.page import pass_through_inputs, publish, reporter  # noqa: E402
 from steadydancer_space.plan import JobPlan  # noqa: E402
 from steadydancer_space.pose_editor import editor_state  # noqa: E402
 from steadydancer_space.poses import FAKE_POSES_NOTE  # noqa: E402
-from steadydancer_space.reports import describe_estimate  # noqa: E402
-from steadydancer_space.request import DEFAULT_PRESET, DEFAULT_SEED, MAX_SEED, shift_for  # noqa: E402
+from steadydancer_space.reports import plain_estimate  # noqa: E402
+from steadydancer_space.request import DEFAULT_PRESET, DEFAULT_SEED, MAX_SEED  # noqa: E402
 from steadydancer_space.runtime import ModelLoadError, load_runtime  # noqa: E402
 from steadydancer_space.service import AnimationService  # noqa: E402
 from steadydancer_space.uploads import InputError  # noqa: E402
@@ -186,23 +186,27 @@ async def animate(reference, driving_video, keypoints, prompt, negative_prompt, 
         yield outputs
 
 
+EXAMPLE_RESULTS: dict = {}  # (example, speed settings) -> its outputs, made at the first click (files in Gradio's cache)
+
+
 @user_errors
-async def animate_example(example_name, reference, driving_video, keypoints, reference_keypoints, prompt, num_frames,
+async def animate_example(example_name, preset=DEFAULT_PRESET, steps=None, guidance_scale=None,
                           request: gr.Request = None, progress=gr.Progress()):
-    """An example's result (cached lazily), from its files in examples/ (Gradio's copies may have been swept)."""
-    example = next(e for e in EXAMPLES if e.label == example_name)
-    reference, driving_video, keypoints, reference_keypoints = example_files(example)
+    """An example's result with the speed the visitor chose, from its files in examples/ (Gradio's copies may have
+    been swept); made once per example and speed."""
+    example = example_named(example_name)
+    reference, driving_video, keypoints, reference_keypoints = example_files(example, EXAMPLES_DIR)
     job = SERVICE.request(reference, driving_video, keypoints, reference_keypoints=reference_keypoints,
                           prompt=example.prompt, num_frames=min(example.num_frames, DEFAULT_FRAMES),
-                          resolution=DEFAULT_RESOLUTION, seed=EXAMPLE_SEED)
+                          resolution=DEFAULT_RESOLUTION, seed=EXAMPLE_SEED, randomize_seed=False, preset=preset,
+                          steps=steps, guidance_scale=guidance_scale)
+    key = (example.label, tuple(sorted(job.recipe().items())))
+    if page.still_there(outputs := EXAMPLE_RESULTS.get(key)):
+        yield outputs
+        return
     async for outputs in _animate(SERVICE.plan(job), request, progress):
         yield outputs
-
-
-def example_files(example):
-    """An example's files in examples/: reference, driving video, keypoints, reference keypoints (None: absent)."""
-    return tuple(os.path.join(EXAMPLES_DIR, name) if name else None
-                 for name in (example.reference, example.video, example.keypoints, example.reference_keypoints))
+    EXAMPLE_RESULTS[key] = outputs
 
 
 def estimate(reference, resolution, num_frames, steps, guidance_scale, pose_guidance_scale, window_start,
@@ -212,8 +216,7 @@ def estimate(reference, resolution, num_frames, steps, guidance_scale, pose_guid
         plan = SERVICE.plan(SERVICE.request(**_api_values(locals())))
     except InputError as error:  # shown in place while the visitor is still choosing
         return f"Estimate unavailable: {error}"
-    text = describe_estimate(plan)
-    return text + (" (For the real model; tiny mode runs on the CPU at a capped size.)" if RUNTIME.tiny else "")
+    return plain_estimate(plan, RUNTIME.tiny)
 
 
 def cancel_job(session: str, fn_index: int | None, event_id: str | None) -> bool:
@@ -238,15 +241,20 @@ def tiny_stats() -> dict:
             "faults": GENERATOR.faults.describe(), "queue_size": CONFIG.queue_size, "concurrency": CONFIG.concurrency}
 
 
-def seconds_to_frames(seconds):
-    return page.seconds_to_frames(seconds, int(FIELDS["num_frames"].minimum), CONFIG.max_frames)
+FRAME_RANGE = (int(FIELDS["num_frames"].minimum), CONFIG.max_frames)
 
 
 # ---------------------------------------------------------------------- UI
 def build_demo() -> gr.Blocks:
-    demo, ui = build_layout(CONFIG, FIELDS, RUNTIME.tiny, DEFAULT_RESOLUTION, DEFAULT_FRAMES, EXAMPLE_SEED)
+    demo, ui = build_layout(CONFIG, FIELDS, RUNTIME.tiny, DEFAULT_RESOLUTION, DEFAULT_FRAMES, EXAMPLE_SEED,
+                            EXAMPLES_DIR)
     private = dict(queue=False, api_visibility="private")
     with demo:
+        start_job = dict(fn=page.start_job, inputs=[ui.reference, ui.driving_video, ui.keypoints,
+                                                    ui.reference_keypoints],
+                         outputs=[ui.job_files, ui.result, ui.seed_used, ui.result_report, ui.side_by_side, ui.recipe,
+                                  ui.preview, ui.demo_media, ui.cancel_btn, ui.reuse_result, ui.download_result],
+                         **private)
         # New API parameters go at the end, so scripts passing values by position keep working.
         pose_inputs = [ui.reference, ui.driving_video, ui.keypoints, ui.resolution, ui.num_frames, ui.motion,
                        ui.align_to_reference, ui.smooth_start, ui.smooth_start_frames, ui.auto_start, ui.fidelity,
@@ -256,60 +264,43 @@ def build_demo() -> gr.Blocks:
                                          ui.poses_json],
             api_name="extract_poses", concurrency_limit=2, concurrency_id="poses", show_progress_on=[ui.pose_video],
         ).success(show_pose_editor, pose_inputs, ui.pose_editor, **private)
+        ui.extract_btn.click(lambda: gr.Accordion(open=True), None, ui.poses_box, **private)
         animate_inputs = [ui.reference, ui.driving_video, ui.keypoints, ui.prompt, ui.negative_prompt, ui.resolution,
                           ui.num_frames, ui.motion, ui.align_to_reference, ui.smooth_start, ui.smooth_start_frames,
                           ui.auto_start, ui.guidance_scale, ui.pose_guidance_scale, ui.window_start, ui.window_end,
                           ui.steps, ui.shift, ui.seed, ui.randomize_seed, ui.fidelity, ui.preset,
                           ui.reference_keypoints, ui.pose_edits]
-        # The previous result is cleared first, so a cancelled or failed job never leaves it looking like the new one.
         animate_outputs = [ui.result, ui.pose_video, ui.seed_used, ui.result_report, ui.side_by_side, ui.recipe,
                            ui.preview]
-        animate_event = ui.animate_btn.click(
-            page.clear_result, None, [ui.result, ui.seed_used, ui.result_report, ui.side_by_side, ui.recipe,
-                                      ui.preview], **private,
-        ).then(
+        animate_event = ui.animate_btn.click(**start_job).then(
             animate, animate_inputs, animate_outputs,
             api_name="animate", concurrency_limit=CONFIG.concurrency, concurrency_id="gpu", show_progress_on=[ui.result],
         )
-        animate_event.success(page.add_to_history, [ui.history, ui.result, ui.seed_used, ui.recipe],
-                              [ui.history, ui.history_gallery], **private)
-        ui.history_gallery.select(page.show_history_entry, ui.history, [ui.history_video, ui.history_recipe], **private)
-        ui.cancel_btn.click(page.cancelled_note, None, ui.result_report, cancels=[animate_event], **private)
-        # One source of motion at a time, shown in its tab: a video replaces a keypoint file and vice versa
-        # (examples included), so a file left in the hidden tab never wins unseen.
-        ui.driving_video.change(page.show_motion_source("video"), ui.driving_video, [ui.keypoints, ui.motion_tabs],
-                                **private)
-        ui.keypoints.change(page.show_motion_source("keypoints"), ui.keypoints, [ui.driving_video, ui.motion_tabs],
-                            **private)
-        # Keypoints belong to their photo: a new photo clears them; given ones are shown, never hidden in a closed box.
-        ui.reference.upload(lambda: None, None, ui.reference_keypoints, **private)
-        ui.reference_keypoints.change(lambda value: gr.Accordion(open=bool(value)), ui.reference_keypoints,
-                                      ui.reference_keypoints_box, **private)
+        # An example fills the form, then plays its result at the speed chosen (made at its first click).
+        example_event = ui.example_gallery.select(
+            page.fill_example(EXAMPLES_DIR), None, [ui.example_name, ui.reference, ui.driving_video, ui.keypoints,
+                                                    ui.reference_keypoints, ui.prompt, ui.num_frames], **private,
+        ).then(**start_job).then(
+            animate_example, [ui.example_name, ui.preset, ui.steps, ui.guidance_scale], animate_outputs,
+            api_visibility="private", concurrency_limit=CONFIG.concurrency, concurrency_id="gpu",
+            show_progress_on=[ui.result],
+        )
+        for job in (animate_event, example_event):
+            job.success(history.add, [ui.history, ui.job_files, ui.result, ui.seed_used, ui.recipe, ui.side_by_side,
+                                      ui.pose_video], [ui.history, ui.history_gallery, ui.seed_used,
+                                                       ui.reuse_result, ui.download_result], **private)
+            job.then(page.job_ended, None, ui.cancel_btn, **private)
+        ui.cancel_btn.click(page.cancelled_note, None, [ui.result_report, ui.cancel_btn],
+                            cancels=[animate_event, example_event], **private)
+        form = [getattr(ui, name) for name in history.FORM_FIELDS]
+        ui.history_gallery.select(history.select, ui.history,
+                                  [ui.history_video, ui.history_recipe, ui.history_selected, ui.reuse_history,
+                                   ui.download_history], **private)
+        ui.reuse_history.click(history.reuse_entry, [ui.history, ui.history_selected], form, **private)
+        ui.reuse_result.click(history.reuse_result, [ui.job_files, ui.recipe], form, **private)
         pass_through_inputs(animate_inputs)  # every value is validated once, by the request
 
-        estimate_inputs = [ui.reference, ui.resolution, ui.num_frames, ui.steps, ui.guidance_scale,
-                           ui.pose_guidance_scale, ui.window_start, ui.window_end, ui.preset]
-        # A preset shows its steps and text guidance on the sliders; moving either slider makes the job "custom".
-        ui.preset.input(page.preset_sliders, ui.preset, [ui.steps, ui.guidance_scale], **private)
-        for slider in (ui.steps, ui.guidance_scale):
-            slider.input(lambda: "custom", None, ui.preset, **private)
-        ui.seed.input(lambda: False, None, ui.randomize_seed, **private)  # a seed typed is a seed meant
-        gr.on([demo.load] + [c.change for c in estimate_inputs], estimate, estimate_inputs, ui.estimate_md,
-              api_name="estimate", concurrency_limit=None, show_progress="hidden")  # instant: never waits
-        # Frames drive seconds on any change (examples set them too); seconds drive frames on typing only.
-        ui.num_frames.change(page.frames_to_seconds, ui.num_frames, ui.seconds, **private)
-        ui.seconds.input(seconds_to_frames, ui.seconds, [ui.num_frames, ui.seconds], **private)
-        ui.resolution.input(shift_for, ui.resolution, ui.shift, **private)
-
-        example_name = gr.Textbox(visible=False)
-        gr.Examples(
-            examples=[[e.label, *example_files(e), e.prompt, e.num_frames] for e in EXAMPLES],
-            inputs=[example_name, ui.reference, ui.driving_video, ui.keypoints, ui.reference_keypoints, ui.prompt,
-                    ui.num_frames],
-            outputs=animate_outputs, fn=animate_example, cache_examples=True, cache_mode="lazy",
-            label="Examples (drawn characters and dances made by examples/make_examples.py)",
-            example_labels=[e.label for e in EXAMPLES], api_visibility="private",
-        )
+        page.wire_form(demo, ui, private, estimate, FRAME_RANGE)
         if RUNTIME.tiny:  # counters for the reliability tests; never in real mode
             gr.api(tiny_stats, api_name="tiny_stats", queue=False, api_visibility="undocumented")
     return demo
@@ -338,6 +329,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, stop)
     atexit.register(shutil.rmtree, SERVICE.workspaces.root, ignore_errors=True)
     demo.queue(max_size=CONFIG.queue_size, default_concurrency_limit=1).launch(
-        allowed_paths=[EXAMPLES_DIR], show_error=False, max_file_size=CONFIG.limits.max_file_bytes,
+        allowed_paths=[EXAMPLES_DIR], show_error=False, css=CSS, max_file_size=CONFIG.limits.max_file_bytes,
         app_kwargs={"middleware": [Middleware(CancelListener, on_cancel=cancel_job),
                                    Middleware(MissingArgumentDefaults, defaults=ENDPOINT_DEFAULTS.get)]})

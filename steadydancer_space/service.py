@@ -136,7 +136,8 @@ class AnimationService:
         timings = {"poses": time.perf_counter() - start}
         if plan.windowed:
             generated = self.generator.generate_long(plan, step.reference, step.prepared, job_id,
-                                                     run_window_on_gpu or self.generator.generate_window, progress)
+                                                     run_window_on_gpu or self.generator.generate_window, progress,
+                                                     preview_dir=out_dir)
         else:
             generated = run_on_gpu(plan, step.reference, step.prepared.model_inputs(), job_id)
         if progress is not None:
