@@ -63,7 +63,6 @@ def _input_column(config, fields: dict, tiny: bool, default_resolution: str, def
                   example_seed: int, examples_dir: str) -> dict:
     import os
 
-    defaults = SamplerOptions()
     example_gallery = gr.Gallery(
         value=[(os.path.join(examples_dir, e.thumbnail), e.label) for e in EXAMPLES],
         label="Examples: click one to try it (each shows its photo beside the motion it is given)",
@@ -122,6 +121,14 @@ def _input_column(config, fields: dict, tiny: bool, default_resolution: str, def
                                             **fields["smooth_start_frames"].range)
         auto_start = gr.Checkbox(label="Pick the start frame for me", value=False,
                                  info="Starts at the moment of the motion closest to the photo's pose (first 2 s).")
+    advanced = _advanced(config, fields, default_resolution, example_seed)
+    return {**_blocks(locals()), **advanced}
+
+
+
+def _advanced(config, fields: dict, default_resolution: str, example_seed: int) -> dict:
+    """The folded settings: negative prompt, guidance, steps, noise schedule, seed, behaviour."""
+    defaults = SamplerOptions()
     with gr.Accordion("Advanced", open=False):
         negative_prompt = gr.Textbox(label="What to avoid (negative prompt)", lines=2, value="",
                                      placeholder=NEGATIVE_PROMPT_HINT, max_length=config.limits.max_prompt_chars,
@@ -131,7 +138,7 @@ def _input_column(config, fields: dict, tiny: bool, default_resolution: str, def
                                        value=defaults.guidance_scale, info="Higher sticks closer to the prompt "
                                        "(text guidance scale).", **fields["guidance_scale"].range)
             pose_guidance_scale = gr.Slider(label="Follow the poses", step=0.1, value=defaults.pose_guidance_scale,
-                                            info="Higher sticks closer to the motion (pose guidance scale; 1 "
+                                            info="Higher sticks closer to the motion (pose guidance scale; 0 "
                                             "turns it off).", **fields["pose_guidance_scale"].range)
         with gr.Row():
             window_start = gr.Slider(label="Follow the poses from", step=0.05,
@@ -156,7 +163,6 @@ def _input_column(config, fields: dict, tiny: bool, default_resolution: str, def
                             info="The released command line uses every driving frame and its own settings, "
                             "replacing the ones above.")
     return _blocks(locals())
-
 
 def _output_column(tiny: bool, examples_dir: str) -> dict:
     import os
