@@ -213,6 +213,8 @@ class AppConfig:
                               help="draw the starting noise on the CPU: a seed gives the same video on any hardware "
                               "(off: on the GPU, as the released code)")
     zerogpu: bool = setting(False, "SPACES_ZERO_GPU", help="set by the platform: the app runs on ZeroGPU")
+    ranks: int = setting(1, "WORLD_SIZE", require=_at_least(1),
+                         help="set by torchrun: processes (one per GPU) that run each job together")
     faults: str = setting("", FAULT_ENV, none_means="none",
                           help="faults injected in tiny mode, for tests: oom_once, oom_seed=N (`faults.py`)")
     limits: Limits = field(default_factory=Limits)
