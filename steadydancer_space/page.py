@@ -5,6 +5,8 @@ import asyncio
 import contextlib
 import os
 
+import gradio as gr
+
 from steadydancer.defaults import OUTPUT_FPS, PRESETS
 from steadydancer.sizing import nearest_valid_frame_count
 
@@ -29,7 +31,6 @@ def pass_through_inputs(components) -> None:
     Gradio has no public switch for this, so `preprocess` is replaced on each instance: its own preprocessing checks
     ranges and choices with messages that name no field, lets NaN through, refuses older clients' choice labels,
     opens images before their content is checked and leaves an empty temporary file per `gr.File` request."""
-    import gradio as gr
 
     for component in components:
         if isinstance(component, (gr.Image, gr.Video, gr.File)):
@@ -76,7 +77,6 @@ async def stream_job(run, work: str, interrupt, num_outputs: int):
     """Runs `run()` (returning the outputs) in a worker thread; yields the latest preview written in `work` while it
     runs, as the last of `num_outputs` + 1 values, then the outputs and the preview. Gradio's cancel calls
     `interrupt()`, which stops the job after its current step."""
-    import gradio as gr
 
     task = asyncio.ensure_future(asyncio.to_thread(run))
     shown = preview = None
@@ -118,14 +118,13 @@ def history_caption(entry) -> str:
             f"{recipe.get('num_frames')} frames")
 
 
-def show_history_entry(history, selected):
+def show_history_entry(history, selected: gr.SelectData):
     entry = (history or [])[selected.index] if selected.index < len(history or []) else None
     return (entry["video"], entry["recipe"]) if entry and os.path.exists(entry["video"]) else (None, None)
 
 
 def show_motion_source(kind: str):
     """The change handler of one motion input: when it gets a file, the other input is cleared and its tab shown."""
-    import gradio as gr
 
     def show(value):
         if not value:
@@ -137,7 +136,6 @@ def show_motion_source(kind: str):
 
 def preset_sliders(name):
     """A preset's steps and text guidance, shown on the sliders ("custom" leaves them as they are)."""
-    import gradio as gr
 
     if name not in PRESETS:
         return gr.skip(), gr.skip()

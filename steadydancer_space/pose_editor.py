@@ -104,8 +104,9 @@ def build_pose_editor() -> tuple[gr.HTML, gr.Textbox]:
                                   value=0.0)
             ease = gr.Slider(label="Frame edits fade over (frames)", minimum=0, maximum=MAX_EASE_FRAMES, step=1,
                              value=DEFAULT_EASE_FRAMES)
+        # "{}" (no edits) rather than empty: API clients then see a default and may leave the parameter out.
         pose_edits = gr.Textbox(label="pose_edits (JSON; what the editor made, the API's pose_edits)", lines=2,
-                                elem_id="pose-edits")
+                                value="{}", elem_id="pose-edits")
     controls = [joint_edits, fit, limb_lengths, stable_ground, scale, offset_x, offset_y, smoothing, ease]
     gr.on([c.change for c in controls], compose_edits, controls, pose_edits, queue=False, api_visibility="private",
           show_progress="hidden")
