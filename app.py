@@ -27,7 +27,6 @@ except ConfigError as error:
 apply_environment(CONFIG)
 
 import atexit  # noqa: E402
-import contextlib  # noqa: E402
 import inspect  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
@@ -38,17 +37,18 @@ import uuid  # noqa: E402
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from steadydancer_space import page  # noqa: E402
+from steadydancer_space import history, page, zerogpu  # noqa: E402
+from steadydancer_space.cancellation import GenerationCancelled  # noqa: E402
 from steadydancer_space.errors import user_errors  # noqa: E402
-from steadydancer_space.examples import EXAMPLES  # noqa: E402
-from steadydancer_space.layout import build_layout  # noqa: E402
+from steadydancer_space.examples import example_files, example_named  # noqa: E402
+from steadydancer_space.layout import CSS, build_layout  # noqa: E402
 from steadydancer_space.middleware import CancelListener, MissingArgumentDefaults  # noqa: E402
 from steadydancer_space.page import pass_through_inputs, publish, reporter  # noqa: E402
 from steadydancer_space.plan import JobPlan  # noqa: E402
 from steadydancer_space.pose_editor import editor_state  # noqa: E402
 from steadydancer_space.poses import FAKE_POSES_NOTE  # noqa: E402
-from steadydancer_space.reports import describe_estimate  # noqa: E402
-from steadydancer_space.request import DEFAULT_PRESET, MAX_SEED, shift_for  # noqa: E402
+from steadydancer_space.reports import plain_estimate  # noqa: E402
+from steadydancer_space.request import DEFAULT_PRESET, DEFAULT_SEED, MAX_SEED  # noqa: E402
 from steadydancer_space.runtime import ModelLoadError, load_runtime  # noqa: E402
 from steadydancer_space.service import AnimationService  # noqa: E402
 from steadydancer_space.uploads import InputError  # noqa: E402
@@ -58,7 +58,7 @@ EXAMPLES_DIR = os.path.join(HERE, "examples")
 # Served from examples/ as they are, never copied into Gradio's temp folder: copies there are swept after the file
 # time-to-live, or at once when another instance sharing the folder stops.
 gr.set_static_paths([EXAMPLES_DIR])
-EXAMPLE_SEED = 42
+EXAMPLE_SEED = DEFAULT_SEED
 
 try:
     RUNTIME = load_runtime(CONFIG)
@@ -76,15 +76,18 @@ if CONFIG.ranks > 1:  # torchrun: rank 0 serves the page; the other ranks run it
 DEFAULT_RESOLUTION, DEFAULT_FRAMES = SERVICE.planner.default_choices()
 print(f"SteadyDancer app: {'TINY (noise) ' if RUNTIME.tiny else ''}models loaded in {RUNTIME.load_seconds:.1f} s "
       f"on {RUNTIME.device}; GPU estimates for {SERVICE.planner.gpu}.", flush=True)
+# ZeroGPU: the transformer blocks compiled ahead of time in one start-up GPU call; the eager forward serves the rest.
+STARTUP = (zerogpu.prepare(RUNTIME, SERVICE.planner, DEFAULT_FRAMES, spaces)
+           if spaces is not None and zerogpu.serves_ahead_of_time(CONFIG) else None)
 
 
 # ---------------------------------------------------------------------- GPU part
 def gpu_task(fn):
-    """`spaces.GPU` on ZeroGPU, asking for the plan's estimate of one call; elsewhere the function itself."""
+    """`spaces.GPU` on ZeroGPU, asking for the plan's estimate of one call on the size the estimates price;
+    elsewhere the function itself."""
     if spaces is None:
         return fn
-    size = {"size": CONFIG.zerogpu_size} if CONFIG.zerogpu_size else {}
-    return spaces.GPU(duration=lambda plan, *args, **kwargs: plan.estimate.seconds, **size)(fn)
+    return spaces.GPU(duration=lambda plan, *args, **kwargs: plan.estimate.seconds, size=zerogpu.gpu_size(CONFIG))(fn)
 
 
 @gpu_task
@@ -97,6 +100,10 @@ def generate_on_gpu(plan: JobPlan, reference, poses, job_id, preview_dir=None, p
 def generate_window_on_gpu(plan: JobPlan, job_id, index, state):
     """One window of a long video, its own GPU call: what it carries to the next window comes back with its frames."""
     return GENERATOR.generate_window(plan, job_id, index, state)
+
+
+if spaces is not None and zerogpu.serves_ahead_of_time(CONFIG):  # elsewhere the pose step runs where it is
+    zerogpu.pose_step_on_gpu(SERVICE, spaces)
 
 
 # ---------------------------------------------------------------------- handlers
@@ -115,8 +122,9 @@ def _warn(note: str) -> None:
 def extract_poses(reference, driving_video, keypoints, resolution, num_frames, motion, align_to_reference,
                   smooth_start, smooth_start_frames, auto_start, fidelity="default", reference_keypoints=None,
                   pose_edits="", progress=gr.Progress()):
-    """Detects and aligns the poses (CPU only). Returns the pose video, the reference with the first aligned pose
-    drawn over it, a report with warnings, the negative pose video and the raw driving keypoints (JSON)."""
+    """Detects and aligns the poses (on ZeroGPU in a short GPU call of its own). Returns the pose video, the
+    reference with the first aligned pose drawn over it, a report with warnings, the negative pose video and the raw
+    driving keypoints (JSON)."""
     plan = SERVICE.plan(SERVICE.request(**_api_values(locals())))
     with SERVICE.workspaces.scoped() as work:  # deleted on the way out; the outputs go to Gradio's cache first
         result = SERVICE.extract(plan, work, reporter(progress))
@@ -133,12 +141,22 @@ def show_pose_editor(*values):
     return editor_state(SERVICE.poses(plan))
 
 
+def _event_id() -> str | None:
+    """The running handler's Gradio event id (the one a client's cancel names)."""
+    # gr.Request does not expose the event id; Gradio keeps it in this context variable for the handler's duration.
+    from gradio.context import LocalContext
+
+    return LocalContext.event_id.get(None)
+
+
 async def _animate(plan: JobPlan, request: gr.Request, progress):
     """One animation job in a worker thread, streaming the preview each denoising step predicts, then the outputs.
-    Gradio's cancel stops it after the current step."""
+    A cancel naming the job stops it after the current step (`cancel_job`)."""
     session = getattr(request, "session_hash", None) or "local"
     job_id = f"{session}-{uuid.uuid4().hex[:8]}"
-    SERVICE.cancels.start(job_id, session)
+    if SERVICE.cancels.start(job_id, session, _event_id()):
+        SERVICE.cancels.finish(job_id)
+        raise GenerationCancelled()
     work = SERVICE.workspaces.new()  # deleted when the job ends (success, error, OOM or cancel)
 
     def run_on_gpu(plan, reference, poses, job_id):
@@ -172,23 +190,27 @@ async def animate(reference, driving_video, keypoints, prompt, negative_prompt, 
         yield outputs
 
 
+EXAMPLE_RESULTS: dict = {}  # (example, speed settings) -> its outputs, made at the first click (files in Gradio's cache)
+
+
 @user_errors
-async def animate_example(example_name, reference, driving_video, keypoints, reference_keypoints, prompt, num_frames,
+async def animate_example(example_name, preset=DEFAULT_PRESET, steps=None, guidance_scale=None,
                           request: gr.Request = None, progress=gr.Progress()):
-    """An example's result (cached lazily), from its files in examples/ (Gradio's copies may have been swept)."""
-    example = next(e for e in EXAMPLES if e.label == example_name)
-    reference, driving_video, keypoints, reference_keypoints = example_files(example)
+    """An example's result with the speed the visitor chose, from its files in examples/ (Gradio's copies may have
+    been swept); made once per example and speed."""
+    example = example_named(example_name)
+    reference, driving_video, keypoints, reference_keypoints = example_files(example, EXAMPLES_DIR)
     job = SERVICE.request(reference, driving_video, keypoints, reference_keypoints=reference_keypoints,
                           prompt=example.prompt, num_frames=min(example.num_frames, DEFAULT_FRAMES),
-                          resolution=DEFAULT_RESOLUTION, seed=EXAMPLE_SEED)
+                          resolution=DEFAULT_RESOLUTION, seed=EXAMPLE_SEED, randomize_seed=False, preset=preset,
+                          steps=steps, guidance_scale=guidance_scale)
+    key = (example.label, tuple(sorted(job.recipe().items())))
+    if page.still_there(outputs := EXAMPLE_RESULTS.get(key)):
+        yield outputs
+        return
     async for outputs in _animate(SERVICE.plan(job), request, progress):
         yield outputs
-
-
-def example_files(example):
-    """An example's files in examples/: reference, driving video, keypoints, reference keypoints (None: absent)."""
-    return tuple(os.path.join(EXAMPLES_DIR, name) if name else None
-                 for name in (example.reference, example.video, example.keypoints, example.reference_keypoints))
+    EXAMPLE_RESULTS[key] = outputs
 
 
 def estimate(reference, resolution, num_frames, steps, guidance_scale, pose_guidance_scale, window_start,
@@ -198,27 +220,23 @@ def estimate(reference, resolution, num_frames, steps, guidance_scale, pose_guid
         plan = SERVICE.plan(SERVICE.request(**_api_values(locals())))
     except InputError as error:  # shown in place while the visitor is still choosing
         return f"Estimate unavailable: {error}"
-    text = describe_estimate(plan)
-    return text + (" (For the real model; tiny mode runs on the CPU at a capped size.)" if RUNTIME.tiny else "")
+    return plain_estimate(plan, RUNTIME.tiny)
 
 
-def cancel_session(session: str, event_id: str | None = None) -> None:
-    """A cancel from `session` (seen by `CancelListener` on Gradio's /cancel route). Gradio stops the session's
-    running task itself; a job of the session still waiting in the queue is dropped here, and one that has not
-    reached the server yet (a cancel naming no event) is cancelled when it starts."""
-    # Gradio's public API cannot drop a queued event of a session whose event id the client does not know yet.
-    waiting = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {})
-    dropped = False
-    for event_queue in list(waiting.values()):
-        for event in list(event_queue.queue):
-            if event.session_hash == session and getattr(event.fn, "name", None) == animate.__name__:
-                with contextlib.suppress(ValueError):
-                    event_queue.queue.remove(event)
-                    dropped = True
-    # Remembered for the session's next job only when it named no event and none was waiting to drop: otherwise
-    # this cancel has found its job, and keeping it would cancel the visitor's next Animate.
-    SERVICE.cancels.cancel_session(session, early=event_id is None and not dropped)
+def cancel_job(session: str, fn_index: int | None, event_id: str | None) -> bool:
+    """A cancel from `session` (seen by `CancelListener` on Gradio's /cancel route) of an animation: it stops the
+    job of that session with that event and nothing else, which ends with "Cancelled." for its caller; a cancel
+    naming no event (its job has not reached the server yet) cancels the session's next job. False for other
+    endpoints' cancels, which Gradio handles."""
+    fn = demo.fns.get(fn_index) if fn_index is not None else None
+    if getattr(fn, "name", None) not in (animate.__name__, animate_example.__name__):
+        return False
+    if event_id is None:
+        SERVICE.cancels.cancel_next(session)
+    else:
+        SERVICE.cancels.cancel_event(session, event_id)
     print(f"steadydancer: cancel from session {session[:8]}", flush=True)
+    return True
 
 
 def tiny_stats() -> dict:
@@ -227,15 +245,20 @@ def tiny_stats() -> dict:
             "faults": GENERATOR.faults.describe(), "queue_size": CONFIG.queue_size, "concurrency": CONFIG.concurrency}
 
 
-def seconds_to_frames(seconds):
-    return page.seconds_to_frames(seconds, int(FIELDS["num_frames"].minimum), CONFIG.max_frames)
+FRAME_RANGE = (int(FIELDS["num_frames"].minimum), CONFIG.max_frames)
 
 
 # ---------------------------------------------------------------------- UI
 def build_demo() -> gr.Blocks:
-    demo, ui = build_layout(CONFIG, FIELDS, RUNTIME.tiny, DEFAULT_RESOLUTION, DEFAULT_FRAMES, EXAMPLE_SEED)
+    demo, ui = build_layout(CONFIG, FIELDS, RUNTIME.tiny, DEFAULT_RESOLUTION, DEFAULT_FRAMES, EXAMPLE_SEED,
+                            EXAMPLES_DIR)
     private = dict(queue=False, api_visibility="private")
     with demo:
+        start_job = dict(fn=page.start_job, inputs=[ui.reference, ui.driving_video, ui.keypoints,
+                                                    ui.reference_keypoints],
+                         outputs=[ui.job_files, ui.result, ui.seed_used, ui.result_report, ui.side_by_side, ui.recipe,
+                                  ui.preview, ui.demo_media, ui.cancel_btn, ui.reuse_result, ui.download_result],
+                         **private)
         # New API parameters go at the end, so scripts passing values by position keep working.
         pose_inputs = [ui.reference, ui.driving_video, ui.keypoints, ui.resolution, ui.num_frames, ui.motion,
                        ui.align_to_reference, ui.smooth_start, ui.smooth_start_frames, ui.auto_start, ui.fidelity,
@@ -245,59 +268,43 @@ def build_demo() -> gr.Blocks:
                                          ui.poses_json],
             api_name="extract_poses", concurrency_limit=2, concurrency_id="poses", show_progress_on=[ui.pose_video],
         ).success(show_pose_editor, pose_inputs, ui.pose_editor, **private)
+        ui.extract_btn.click(lambda: gr.Accordion(open=True), None, ui.poses_box, **private)
         animate_inputs = [ui.reference, ui.driving_video, ui.keypoints, ui.prompt, ui.negative_prompt, ui.resolution,
                           ui.num_frames, ui.motion, ui.align_to_reference, ui.smooth_start, ui.smooth_start_frames,
                           ui.auto_start, ui.guidance_scale, ui.pose_guidance_scale, ui.window_start, ui.window_end,
                           ui.steps, ui.shift, ui.seed, ui.randomize_seed, ui.fidelity, ui.preset,
                           ui.reference_keypoints, ui.pose_edits]
-        # The previous result is cleared first, so a cancelled or failed job never leaves it looking like the new one.
         animate_outputs = [ui.result, ui.pose_video, ui.seed_used, ui.result_report, ui.side_by_side, ui.recipe,
                            ui.preview]
-        animate_event = ui.animate_btn.click(
-            page.clear_result, None, [ui.result, ui.seed_used, ui.result_report, ui.side_by_side, ui.recipe,
-                                      ui.preview], **private,
-        ).then(
+        animate_event = ui.animate_btn.click(**start_job).then(
             animate, animate_inputs, animate_outputs,
             api_name="animate", concurrency_limit=CONFIG.concurrency, concurrency_id="gpu", show_progress_on=[ui.result],
         )
-        animate_event.success(page.add_to_history, [ui.history, ui.result, ui.seed_used, ui.recipe],
-                              [ui.history, ui.history_gallery], **private)
-        ui.history_gallery.select(page.show_history_entry, ui.history, [ui.history_video, ui.history_recipe], **private)
-        ui.cancel_btn.click(page.cancelled_note, None, ui.result_report, cancels=[animate_event], **private)
-        # One source of motion at a time, shown in its tab: a video replaces a keypoint file and vice versa
-        # (examples included), so a file left in the hidden tab never wins unseen.
-        ui.driving_video.change(page.show_motion_source("video"), ui.driving_video, [ui.keypoints, ui.motion_tabs],
-                                **private)
-        ui.keypoints.change(page.show_motion_source("keypoints"), ui.keypoints, [ui.driving_video, ui.motion_tabs],
-                            **private)
-        # Keypoints belong to their photo: a new photo clears them; given ones are shown, never hidden in a closed box.
-        ui.reference.upload(lambda: None, None, ui.reference_keypoints, **private)
-        ui.reference_keypoints.change(lambda value: gr.Accordion(open=bool(value)), ui.reference_keypoints,
-                                      ui.reference_keypoints_box, **private)
+        # An example fills the form, then plays its result at the speed chosen (made at its first click).
+        example_event = ui.example_gallery.select(
+            page.fill_example(EXAMPLES_DIR), None, [ui.example_name, ui.reference, ui.driving_video, ui.keypoints,
+                                                    ui.reference_keypoints, ui.prompt, ui.num_frames], **private,
+        ).then(**start_job).then(
+            animate_example, [ui.example_name, ui.preset, ui.steps, ui.guidance_scale], animate_outputs,
+            api_visibility="private", concurrency_limit=CONFIG.concurrency, concurrency_id="gpu",
+            show_progress_on=[ui.result],
+        )
+        for job in (animate_event, example_event):
+            job.success(history.add, [ui.history, ui.job_files, ui.result, ui.seed_used, ui.recipe, ui.side_by_side,
+                                      ui.pose_video], [ui.history, ui.history_gallery, ui.seed_used,
+                                                       ui.reuse_result, ui.download_result], **private)
+            job.then(page.job_ended, None, ui.cancel_btn, **private)
+        ui.cancel_btn.click(page.cancelled_note, None, [ui.result_report, ui.cancel_btn],
+                            cancels=[animate_event, example_event], **private)
+        form = [getattr(ui, name) for name in history.FORM_FIELDS]
+        ui.history_gallery.select(history.select, ui.history,
+                                  [ui.history_video, ui.history_recipe, ui.history_selected, ui.reuse_history,
+                                   ui.download_history], **private)
+        ui.reuse_history.click(history.reuse_entry, [ui.history, ui.history_selected], form, **private)
+        ui.reuse_result.click(history.reuse_result, [ui.job_files, ui.recipe], form, **private)
         pass_through_inputs(animate_inputs)  # every value is validated once, by the request
 
-        estimate_inputs = [ui.reference, ui.resolution, ui.num_frames, ui.steps, ui.guidance_scale,
-                           ui.pose_guidance_scale, ui.window_start, ui.window_end, ui.preset]
-        # A preset shows its steps and text guidance on the sliders; moving either slider makes the job "custom".
-        ui.preset.input(page.preset_sliders, ui.preset, [ui.steps, ui.guidance_scale], **private)
-        for slider in (ui.steps, ui.guidance_scale):
-            slider.input(lambda: "custom", None, ui.preset, **private)
-        gr.on([demo.load] + [c.change for c in estimate_inputs], estimate, estimate_inputs, ui.estimate_md,
-              api_name="estimate", concurrency_limit=None, show_progress="hidden")  # instant: never waits
-        # Frames drive seconds on any change (examples set them too); seconds drive frames on typing only.
-        ui.num_frames.change(page.frames_to_seconds, ui.num_frames, ui.seconds, **private)
-        ui.seconds.input(seconds_to_frames, ui.seconds, [ui.num_frames, ui.seconds], **private)
-        ui.resolution.input(shift_for, ui.resolution, ui.shift, **private)
-
-        example_name = gr.Textbox(visible=False)
-        gr.Examples(
-            examples=[[e.label, *example_files(e), e.prompt, e.num_frames] for e in EXAMPLES],
-            inputs=[example_name, ui.reference, ui.driving_video, ui.keypoints, ui.reference_keypoints, ui.prompt,
-                    ui.num_frames],
-            outputs=animate_outputs, fn=animate_example, cache_examples=True, cache_mode="lazy",
-            label="Examples (drawn characters and dances made by examples/make_examples.py)",
-            example_labels=[e.label for e in EXAMPLES], api_visibility="private",
-        )
+        page.wire_form(demo, ui, private, estimate, FRAME_RANGE)
         if RUNTIME.tiny:  # counters for the reliability tests; never in real mode
             gr.api(tiny_stats, api_name="tiny_stats", queue=False, api_visibility="undocumented")
     return demo
@@ -328,6 +335,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, stop)
     atexit.register(shutil.rmtree, SERVICE.workspaces.root, ignore_errors=True)
     demo.queue(max_size=CONFIG.queue_size, default_concurrency_limit=1).launch(
-        allowed_paths=[EXAMPLES_DIR], show_error=False, max_file_size=CONFIG.limits.max_file_bytes,
-        app_kwargs={"middleware": [Middleware(CancelListener, on_cancel=cancel_session),
+        allowed_paths=[EXAMPLES_DIR], show_error=False, css=CSS, max_file_size=CONFIG.limits.max_file_bytes,
+        app_kwargs={"middleware": [Middleware(CancelListener, on_cancel=cancel_job),
                                    Middleware(MissingArgumentDefaults, defaults=ENDPOINT_DEFAULTS.get)]})

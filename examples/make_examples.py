@@ -259,6 +259,42 @@ def beat_audio(seconds: float, bpm: float = 120.0, rate: int = 44100) -> np.ndar
     return np.clip(out + bass.astype(np.float32), -1, 1)[None].astype(np.float32)
 
 
+# ---------------------------------------------------------------------- gallery media
+PREVIEW_FRAMES = 48  # 3 s of each dance in the gallery's moving thumbnails
+
+
+def motion_preview(photo, kind: str, panel_height: int, frames: int = PREVIEW_FRAMES) -> list:
+    """Frames of a moving thumbnail: the example's photo beside the pose video it is given (drawn as the model sees
+    poses), so a visitor sees what goes in. It shows inputs, never a result."""
+    import PIL.Image
+
+    from steadydancer.pose import Pose, draw_pose
+
+    panel = (panel_height * CHARACTER_SIZE[0] // CHARACTER_SIZE[1], panel_height)
+    photo = photo.convert("RGB").resize(panel, PIL.Image.LANCZOS)
+    out = []
+    for i in range(frames):
+        body, hands = figure_points(kind, i / FPS, *CHARACTER_SIZE)
+        size = np.array(CHARACTER_SIZE, dtype=np.float64)
+        pose = Pose.from_dict({"body": (body / size).tolist(), "hands": (hands / size).tolist()},
+                              width=CHARACTER_SIZE[0], height=CHARACTER_SIZE[1])
+        drawn = PIL.Image.fromarray(draw_pose(pose, CHARACTER_SIZE[1], CHARACTER_SIZE[0])).resize(panel)
+        frame = PIL.Image.new("RGB", (2 * panel[0] + 4, panel[1]), (255, 255, 255))
+        frame.paste(photo, (0, 0))
+        frame.paste(drawn, (panel[0] + 4, 0))
+        out.append(frame.quantize(colors=64, dither=PIL.Image.Dither.NONE))
+    return out
+
+
+def write_gif(path: str, frames: list) -> None:
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / FPS), loop=0,
+                   optimize=True, disposal=1)
+
+
+# Each example's character and dance (the app's table, `steadydancer_space/examples.py`, names the files).
+GALLERY = (("red_dress", "wave"), ("blue_hoodie", "groove"), ("green_suit", "sway"))
+
+
 # ---------------------------------------------------------------------- all of it
 def make_examples(directory: str | os.PathLike) -> list[str]:
     """Writes every example file into `directory`; returns their paths."""
@@ -285,6 +321,13 @@ def make_examples(directory: str | os.PathLike) -> list[str]:
     path = os.path.join(directory, "drive_groove_beat.mp4")
     audio = AudioClip(beat_audio(DANCE_FRAMES / FPS), 44100)
     write_mp4(path, np.stack(frames), FPS, audio=audio, crf=30, preset="veryslow", threads=1)
+    written.append(path)
+    for name, kind in GALLERY:
+        path = os.path.join(directory, f"thumb_{name}.gif")
+        write_gif(path, motion_preview(character_image(name), kind, panel_height=150))
+        written.append(path)
+    path = os.path.join(directory, "demo_inputs.gif")  # the first example, larger: the page's opening picture
+    write_gif(path, motion_preview(character_image(GALLERY[0][0]), GALLERY[0][1], panel_height=260))
     written.append(path)
     return written
 

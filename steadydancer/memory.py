@@ -297,6 +297,7 @@ class AppliedMemoryPlan:
 
     plan: MemoryPlan
     transformer: str
+    text_encoder: str = "as loaded"  # or "int8" (torchao weight-only)
     notes: list[str] = field(default_factory=list)
 
 
@@ -310,8 +311,22 @@ def quantize_float8(transformer: torch.nn.Module) -> None:
     quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=is_float8_linear)
 
 
-def float8_compute_problem(device: str | torch.device) -> str | None:
-    """Why torchao float8 compute cannot run on `device` (None: it can)."""
+def quantize_int8_weights(module: torch.nn.Module) -> None:
+    """torchao int8 weight-only quantisation of every linear of `module`, in place (the text encoder kept on the
+    GPU: half its memory, bf16 compute)."""
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except ImportError as error:
+        raise RuntimeError("int8 weights need torchao (pip install torchao)") from error
+    quantize_(module, Int8WeightOnlyConfig())
+
+
+def float8_compute_problem(device: str | torch.device, compute_capability: tuple[int, int] | None = None) -> str | None:
+    """Why torchao float8 compute cannot run on `device` (None: it can).
+
+    compute_capability: the GPU's, when known without asking CUDA (ZeroGPU's main process sees no GPU, but its size
+    names the card); None: read from the device.
+    """
     import importlib.util
 
     device = torch.device(device)
@@ -319,22 +334,26 @@ def float8_compute_problem(device: str | torch.device) -> str | None:
         return "torchao is not installed"
     if device.type != "cuda":
         return f"needs a CUDA device, got {device.type}"
-    if not torch.cuda.is_available():
+    if compute_capability is None and not torch.cuda.is_available():
         return "no CUDA GPU on this machine"
-    capability = torch.cuda.get_device_capability(device)
+    capability = compute_capability or torch.cuda.get_device_capability(device)
     if not supports_float8_compute(capability):
         return f"compute capability {capability[0]}.{capability[1]} < 8.9"
     return None
 
 
 def apply_memory_plan(
-    pipe, plan: MemoryPlan, device: str | torch.device | None = None, *, use_stream: bool | None = None
+    pipe, plan: MemoryPlan, device: str | torch.device | None = None, *, use_stream: bool | None = None,
+    compute_capability: tuple[int, int] | None = None, int8_text_encoder: bool = False,
 ) -> AppliedMemoryPlan:
     """Places and converts the models of `pipe` as `plan` says; returns what was done.
 
     Float8 compute falls back to fp8 storage (with a note) where torchao or a float8-capable GPU is missing.
     use_stream: stream offloaded weights on a side CUDA stream (default: on a CUDA device). Streams are created
     here, so pass False where no real GPU exists yet (ZeroGPU's main process).
+    compute_capability: the GPU's, where CUDA cannot be asked yet (ZeroGPU's main process).
+    int8_text_encoder: int8 weight-only text encoder where the plan keeps it on the GPU (falls back to its own
+        precision, with a note, without torchao).
     """
     from .acceleration import _default_device, apply_fast_paths
 
@@ -348,7 +367,7 @@ def apply_memory_plan(
         return applied
 
     # 1. Precision. fp8 storage is set before moving, so the bf16 weights never occupy the GPU.
-    if plan.transformer == "float8_compute" and (problem := float8_compute_problem(device)):
+    if plan.transformer == "float8_compute" and (problem := float8_compute_problem(device, compute_capability)):
         applied.transformer = "float8_storage"
         applied.notes.append(f"float8 compute unavailable ({problem}); using fp8 storage")
         logger.warning(applied.notes[-1])
@@ -366,6 +385,8 @@ def apply_memory_plan(
     if text_encoder is not None:
         if plan.text_encoder_on_gpu:
             text_encoder.to(device)
+            if int8_text_encoder:
+                _quantize_text_encoder(text_encoder, applied)
         else:
             from diffusers.hooks import apply_group_offloading
 
@@ -376,3 +397,12 @@ def apply_memory_plan(
     if plan.vae_tiling and getattr(pipe, "vae", None) is not None:
         pipe.vae.enable_tiling()
     return applied
+
+
+def _quantize_text_encoder(text_encoder: torch.nn.Module, applied: AppliedMemoryPlan) -> None:
+    try:
+        quantize_int8_weights(text_encoder)
+        applied.text_encoder = "int8"
+    except Exception as error:  # an optimisation: the encoder keeps its precision
+        applied.notes.append(f"int8 text encoder unavailable ({type(error).__name__}: {error}); kept as loaded")
+        logger.warning(applied.notes[-1])

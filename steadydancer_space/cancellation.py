@@ -17,51 +17,66 @@ class CancelRegistry:
     through memory, so a cancel is a marker file in `directory`, which both processes see; `cancelled` is one
     `os.path.exists` per denoising step.
 
-    A cancel can also come before its job reaches the server at all: `gradio_client` sends it while it is still
-    uploading the inputs, then submits the job anyway. `cancel_session` records such a cancel of a session with
-    nothing running, and the session's next job that starts within `early_window` seconds is cancelled at once.
+    A cancel names one job: the session that sent it and the job's event (Gradio's event id). `cancel_event` stops
+    that job when it runs, or, when it has not started yet (still queued), makes it start cancelled; another
+    session naming the event changes nothing. A cancel can also come before its job reaches the server at all
+    (`gradio_client` sends it while still uploading the inputs, then submits the job anyway, naming no event):
+    `cancel_next` makes the session's next job that starts within `early_window` seconds start cancelled.
     """
 
-    MAX_EARLY_CANCELS = 10_000  # remembered at once (within `early_window`); more are dropped, not stored
+    MAX_PENDING_CANCELS = 10_000  # cancels of jobs not started yet remembered at once; more are dropped, not stored
+    QUEUED_WINDOW = 6 * 3600.0  # how long a cancel of a queued job is kept for it: longer than any queue wait
 
     def __init__(self, directory: str, early_window: float = 10.0):
         self.directory = directory
         self.early_window = early_window
         os.makedirs(directory, exist_ok=True)
         self._lock = threading.Lock()
-        self._running: set[str] = set()
-        self._early: dict[str, float] = {}  # session -> when a cancel came with nothing of it running
+        self._running: dict[str, tuple[str, str | None]] = {}  # job id -> (session, event id)
+        self._early: dict[str, float] = {}  # session -> when a cancel naming no event came
+        self._queued: dict[tuple[str, str], float] = {}  # (session, event id) -> when a cancel of it came
 
     def _marker(self, job_id: str) -> str:
         return os.path.join(self.directory, f"{job_id}.cancel")
 
-    def start(self, job_id: str, session: str) -> None:
-        """Registers a job of `session`; it starts cancelled when a cancel of the session came just before it."""
+    def start(self, job_id: str, session: str, event_id: str | None = None) -> bool:
+        """Registers a job of `session` (Gradio's `event_id`); True when it starts cancelled (a cancel named it
+        while it was queued, or a cancel naming no event came from its session just before)."""
+        now = time.monotonic()
         with self._lock:
-            self._running.add(job_id)
+            self._running[job_id] = (session, event_id)
             early = self._early.pop(session, None)
-        if early is not None and time.monotonic() - early < self.early_window:
+            named = self._queued.pop((session, event_id), None) if event_id else None
+        cancelled = named is not None or (early is not None and now - early < self.early_window)
+        if cancelled:
             self.cancel(job_id)
+        return cancelled
 
     def cancel(self, job_id: str) -> None:
         with open(self._marker(job_id), "w"):
             pass
 
-    def cancel_session(self, session: str, early: bool = True) -> None:
-        """Cancels `session`'s running jobs; with none running and `early` (the cancel named no event: its job has
-        not reached the server yet), the session's next job. A cancel naming an event that is not running (one still
-        queued, which Gradio drops, or one that just ended) must not cancel the visitor's next job."""
-        prefix = f"{session}-"
+    def cancel_event(self, session: str, event_id: str) -> None:
+        """Cancels the job of `session` with `event_id`: at once when it runs, when it starts otherwise."""
         now = time.monotonic()
         with self._lock:
-            running = [job for job in self._running if job.startswith(prefix)]
-            if not running and early:
-                # Expired entries go first: sessions come from requests, so the table must not grow without bound.
-                self._early = {s: t for s, t in self._early.items() if now - t < self.early_window}
-                if len(self._early) < self.MAX_EARLY_CANCELS:
-                    self._early[session] = now
+            running = [job for job, owner in self._running.items() if owner == (session, event_id)]
+            if not running:
+                self._queued = self._remember(self._queued, (session, event_id), now, self.QUEUED_WINDOW)
         for job_id in running:
             self.cancel(job_id)
+
+    def cancel_next(self, session: str) -> None:
+        """Cancels the next job of `session` that starts within `early_window` seconds (a cancel naming no event)."""
+        with self._lock:
+            self._early = self._remember(self._early, session, time.monotonic(), self.early_window)
+
+    def _remember(self, table: dict, key, now: float, window: float) -> dict:
+        # Expired entries go first: keys come from requests, so the table must not grow without bound.
+        table = {k: t for k, t in table.items() if now - t < window}
+        if len(table) < self.MAX_PENDING_CANCELS:
+            table[key] = now
+        return table
 
     def cancel_all(self) -> None:
         """Cancels every running job (the app is stopping)."""
@@ -75,6 +90,6 @@ class CancelRegistry:
 
     def finish(self, job_id: str) -> None:
         with self._lock:
-            self._running.discard(job_id)
+            self._running.pop(job_id, None)
         with contextlib.suppress(FileNotFoundError):
             os.remove(self._marker(job_id))

@@ -15,15 +15,17 @@ A value that cannot be used stops the app with a `ConfigError` naming the variab
 """
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from steadydancer.defaults import BASE, DWPOSE, FAST_LORA, TRANSFORMER
-from steadydancer.sizing import is_valid_frame_count, nearest_valid_frame_count, next_valid_frame_count
-
 from steadydancer.roofline import GPUS
+from steadydancer.sizing import is_valid_frame_count, nearest_valid_frame_count, next_valid_frame_count
 
 
 FAULT_ENV = "STEADYDANCER_FAULT"  # tiny mode's fault injection (`faults.py`)
@@ -116,8 +118,7 @@ def _check(instance) -> None:
     """Raises ValueError naming the first field of `instance` whose value cannot be used."""
     for f, spec in settings_of(type(instance)):
         value = getattr(instance, f.name)
-        problem = spec.problem(value)
-        if problem:
+        if problem := spec.problem(value):
             raise ValueError(f"{f.name} {problem}, got {value!r}.")
 
 
@@ -260,8 +261,7 @@ def _read_environment(cls: type, env: Mapping[str, str]) -> dict[str, Any]:
         if text is None or text.strip() == "":
             continue
         value = spec.read(text)
-        problem = spec.problem(value)
-        if problem:
+        if problem := spec.problem(value):
             raise ConfigError(f"{spec.variable}={text.strip()!r} {problem}.")
         values[f.name] = value
     return values
@@ -308,8 +308,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     given = vars(build_parser().parse_args(argv))
     specs = {f.name: spec for f, spec in settings_of(AppConfig)}
     for name, value in given.items():
-        problem = specs[name].problem(value)
-        if problem:
+        if problem := specs[name].problem(value):
             raise ConfigError(f"{specs[name].flag} {value} {problem}.")
     return replace(config, **given)
 
@@ -331,19 +330,19 @@ def apply_environment(config: AppConfig) -> None:
     """Process-wide settings that must be in place before the Hub client is used."""
     if config.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
-        # huggingface_hub reads the variable at import; keep an already imported copy in step.
-        constants = sys.modules.get("huggingface_hub.constants")
-        if constants is not None:
-            constants.HF_HUB_OFFLINE = True
+        if "huggingface_hub.constants" in sys.modules:  # it reads the variable at import: keep it in step
+            sys.modules["huggingface_hub.constants"].HF_HUB_OFFLINE = True
     # Cached example outputs are per model, so tiny-mode noise is never served by the real app (and vice versa).
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", os.path.join(".gradio", "cached_examples", config.mode_key))
+    # Gradio deletes its temp folder's files on exit: shared (its default), one instance would delete another's.
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="steadydancer-gradio-")
+        atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m steadydancer_space.config",
-                                     description="Describe the app's settings.")
-    parser.add_argument("--markdown", action="store_true", required=True,
-                        help="print the README's settings table (markdown)")
+    parser = argparse.ArgumentParser(prog="python -m steadydancer_space.config", description="Describe the settings.")
+    parser.add_argument("--markdown", action="store_true", required=True, help="print the README's settings table")
     parser.parse_args(argv)
     sys.stdout.write(settings_table())
 

@@ -7,6 +7,7 @@ collective wait is bounded by `timeout`: a rank that dies or raises fails the jo
 app then serves on rank 0 alone. Plain `python app.py` never imports this module.
 """
 
+import os
 import shutil
 import sys
 import time
@@ -83,7 +84,7 @@ class Cluster:
             guidance = GuidanceParallel(mesh["guidance"].get_group(), mesh["guidance"].get_local_rank(),
                                         layout.guidance_groups)
             pipe.guidance_parallel = guidance
-        print(f"SteadyDancer app: rank {rank} of {world}, {layout.describe()}.", flush=True)
+        print(f"SteadyDancer app: rank {rank} of {world} (pid {os.getpid()}), {layout.describe()}.", flush=True)
         return cls(layout, rank, control, store, guidance)
 
     # ---------------------------------------------------------------- rank 0

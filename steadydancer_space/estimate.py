@@ -49,6 +49,7 @@ class GpuEstimate:
     tokens: int
     gpu: str
     measured: bool = False  # the pass speed is the device check's measurement, not the planning factors
+    pose_seconds: int = 0  # the pose step's own GPU call before the generation (ZeroGPU), asked for once a job
 
     @property
     def quota_seconds(self) -> int | None:
@@ -64,6 +65,10 @@ class GpuEstimate:
         if self.quota_seconds is not None:
             text += (f"; it costs {format_seconds(self.quota_seconds)} of ZeroGPU quota (free accounts have "
                      f"{format_seconds(ZEROGPU_DAILY_QUOTA['free accounts'])} a day)")
+        if self.pose_seconds:
+            rate = ZEROGPU_QUOTA_RATE.get(self.gpu, 1)
+            text += (f"; first the poses, on the GPU: {format_seconds(self.pose_seconds)} requested "
+                     f"({format_seconds(self.pose_seconds * rate)} of quota)")
         return text
 
 

@@ -14,16 +14,33 @@ class Example:
     label: str
     num_frames: int = 49
     reference_keypoints: str | None = None  # the reference's pose (JSON, one frame), given instead of detected
+    thumbnail: str | None = None  # the photo beside its pose motion (a GIF: inputs, never a result)
 
 
 EXAMPLES = (
     Example("ref_red_dress.png", None, "dance_wave.json",
             "A cartoon woman in a red dress waves her arms overhead and sways, plain studio background.",
-            "Red dress + waving (keypoints)", reference_keypoints="ref_red_dress.json"),
+            "Red dress + waving (keypoints)", reference_keypoints="ref_red_dress.json", thumbnail="thumb_red_dress.gif"),
     Example("ref_blue_hoodie.png", "drive_groove_beat.mp4", None,
             "A cartoon man in a blue hoodie grooves to the beat, bouncing, plain studio background.",
-            "Blue hoodie + groove (video with a beat)", reference_keypoints="ref_blue_hoodie.json"),
+            "Blue hoodie + groove (video with a beat)", reference_keypoints="ref_blue_hoodie.json",
+            thumbnail="thumb_blue_hoodie.gif"),
     Example("ref_green_suit.png", None, "dance_sway.json",
             "A cartoon person in a green jumpsuit steps side to side swinging the arms, plain studio background.",
-            "Green jumpsuit + side steps (keypoints)", reference_keypoints="ref_green_suit.json"),
+            "Green jumpsuit + side steps (keypoints)", reference_keypoints="ref_green_suit.json",
+            thumbnail="thumb_green_suit.gif"),
 )
+# The page's opening picture: the first example's photo beside its pose motion, larger (inputs, not a result).
+DEMO_MEDIA = "demo_inputs.gif"
+
+
+def example_files(example: Example, directory: str) -> tuple:
+    """An example's files in `directory`: reference, driving video, keypoints, reference keypoints (None: absent)."""
+    import os
+
+    return tuple(os.path.join(directory, name) if name else None
+                 for name in (example.reference, example.video, example.keypoints, example.reference_keypoints))
+
+
+def example_named(label: str) -> Example:
+    return next(example for example in EXAMPLES if example.label == label)

@@ -16,7 +16,7 @@ from steadydancer.video_io import to_uint8_frames
 from .cancellation import CancelRegistry, GenerationCancelled
 from .errors import free_accelerator_memory
 from .faults import FaultPlan, GpuStats
-from .outputs import write_preview
+from .outputs import write_frames_preview, write_preview
 from .plan import JobPlan
 
 # progress(done, total, description): `total` None when unknown (the app shows an indeterminate bar).
@@ -137,15 +137,19 @@ class Generator:
         return GeneratedFrames(to_uint8_frames(output.frames), _stage_timings(start, step_ends, time.perf_counter()))
 
     def generate_long(self, plan: JobPlan, reference: np.ndarray, prepared, job_id: str,
-                      run_window_on_gpu: Callable[..., tuple], progress: Progress | None = None) -> GeneratedFrames:
+                      run_window_on_gpu: Callable[..., tuple], progress: Progress | None = None,
+                      preview_dir: str | None = None) -> GeneratedFrames:
         """A video longer than a window (`steadydancer.long_video.LongVideo`): each window continues from the last
         frame of the one before and keeps the photo as its identity anchor; window i is seeded with seed + i. What a
-        window carries to the next comes back from each GPU call (`run_window_on_gpu`, `generate_window` wrapped)."""
+        window carries to the next comes back from each GPU call (`run_window_on_gpu`, `generate_window` wrapped).
+        Progress counts the steps of the whole job (one bar for every window); with `preview_dir`, each finished
+        window leaves a preview of its frames there."""
         from steadydancer.long_video import LongVideo
 
         def report(window, windows, done, steps):
             if progress is not None:
-                progress(done, steps, f"Window {window + 1} of {windows}, step {done} of {steps}")
+                progress(window * steps + done, windows * steps, f"Window {window + 1} of {windows}, step {done} "
+                         f"of {steps}")
 
         sampler = plan.sampler
         self._send(("long", plan, reference, prepared, job_id))
@@ -162,6 +166,8 @@ class Generator:
             for index in range(video.num_windows):
                 frames, video.state = run_window_on_gpu(plan, job_id, index, video.state)
                 windows.append(frames)
+                if preview_dir is not None and index + 1 < video.num_windows:
+                    write_frames_preview(frames, index, preview_dir)
         finally:
             self._long_jobs.pop(job_id, None)
         return GeneratedFrames(np.concatenate(windows), {"generating": time.perf_counter() - start})

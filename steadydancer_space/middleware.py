@@ -41,16 +41,17 @@ def _is_post_to(scope, pattern: "re.Pattern") -> "re.Match | None":
 
 class CancelListener:
     """ASGI middleware that sees every POST to Gradio's `/cancel` route (the browser's Cancel button and
-    `gradio_client`'s `job.cancel()` both send one) and calls `on_cancel(session_hash, event_id)` before Gradio
-    handles it; `event_id` is None when the client did not know its event yet (it cancelled before submitting).
+    `gradio_client`'s `job.cancel()` both send one) and offers it to `on_cancel(session_hash, fn_index, event_id)`
+    first; `event_id` is None when the client did not know its event yet (it cancelled before submitting).
 
-    Gradio's own cancel stops the session's running task only. A cancel sent while the job is still waiting in the
-    queue, or before the client has even submitted it (gradio_client cancels during its upload and submits anyway),
-    would leave the job to run to the end unseen; `on_cancel` takes care of those. The request reaches Gradio
-    unchanged.
+    When `on_cancel` returns True the cancel is answered here and never reaches Gradio: Gradio's own cancel stops
+    every running task of the session and function (all the jobs of one `Client`, not only the one named), drops a
+    queued event whichever session names it, and ends the named job with an empty result the client cannot read.
+    Cancels `on_cancel` declines reach Gradio unchanged.
     """
 
     PATH = re.compile(r"/cancel$")
+    ANSWER = json.dumps({"success": True}).encode()
 
     def __init__(self, app, on_cancel):
         self.app, self.on_cancel = app, on_cancel
@@ -61,8 +62,15 @@ class CancelListener:
         messages, body = await _read_json_body(receive)
         session = body.get("session_hash") if isinstance(body, dict) else None
         if isinstance(session, str) and 0 < len(session) <= MAX_SESSION_CHARS:  # Gradio's are short random ids
-            event_id = body.get("event_id")
-            self.on_cancel(session, event_id if isinstance(event_id, str) and event_id else None)
+            event_id, fn_index = body.get("event_id"), body.get("fn_index")
+            event_id = event_id if isinstance(event_id, str) and 0 < len(event_id) <= MAX_SESSION_CHARS else None
+            fn_index = fn_index if isinstance(fn_index, int) and not isinstance(fn_index, bool) else None
+            if self.on_cancel(session, fn_index, event_id):
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(self.ANSWER)).encode())]})
+                await send({"type": "http.response.body", "body": self.ANSWER})
+                return
         await self.app(scope, _replay(messages, receive), send)
 
 

@@ -140,6 +140,21 @@ def write_preview(denoised, step: int, directory: str) -> str:
     return path
 
 
+def write_frames_preview(frames: np.ndarray, index: int, directory: str, height: int = 96) -> str:
+    """A strip of 4 evenly spaced frames of `frames` ((N, H, W, 3) uint8: a finished window of a long video) as
+    `preview_NNNN.png` in `directory`, like the denoising previews of a single call."""
+    import PIL.Image
+
+    picks = np.linspace(0, len(frames) - 1, num=min(4, len(frames))).round().astype(int)
+    strip = np.concatenate([frames[i] for i in picks], axis=1)  # (H, 4W, 3)
+    image = PIL.Image.fromarray(strip)
+    image = image.resize((max(1, image.width * height // image.height), height))
+    path = os.path.join(directory, f"preview_{index:04d}.png")
+    image.save(path + ".tmp", format="PNG")
+    os.replace(path + ".tmp", path)  # whole files only: the app may read it at any moment
+    return path
+
+
 def latest_preview(directory: str) -> str | None:
     with contextlib.suppress(OSError):
         names = sorted(n for n in os.listdir(directory) if n.startswith("preview_") and n.endswith(".png"))
@@ -160,4 +175,18 @@ def thumbnail(video: str, height: int = 160) -> str:
     frame.thumbnail((height * 4, height))
     path = os.path.splitext(video)[0] + "_thumb.png"
     frame.save(path)
+    return path
+
+
+def write_bundle(path: str, files: dict[str, str | None], recipe: dict | None) -> str:
+    """One zip of a result: `files` (name in the zip -> path; missing ones left out) and the recipe as JSON."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as bundle:  # the videos are compressed already
+        for name, source in files.items():
+            if source and os.path.exists(source):
+                bundle.write(source, name + os.path.splitext(source)[1])
+        if recipe is not None:
+            bundle.writestr("recipe.json", json.dumps(recipe, indent=2, ensure_ascii=False))
     return path

@@ -16,6 +16,7 @@ from .config import ZEROGPU_MAX_SECONDS
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
 from .request import AnimationRequest, PoseOptions, SamplerOptions
 from .uploads import InputError, Limits, reference_size
+from .zerogpu import gpu_size, pose_gpu_seconds, serves_ahead_of_time
 
 # Before a reference is given, estimates assume a landscape frame (the estimate depends on the area, not the aspect).
 LANDSCAPE = (576, 1024)
@@ -81,13 +82,15 @@ class Planner:
         self.loaded_plan = loaded_plan  # the memory plan the weights were placed by (None: any)
         self.cluster = None  # `steadydancer_space.distributed.Cluster` under torchrun
         self.limits = limits or config.limits
+        # The ZeroGPU recipe (`zerogpu`): float8 compute where the card has it, guidance passes one by one.
+        self.ahead_of_time = serves_ahead_of_time(config)
 
     @classmethod
     def for_runtime(cls, runtime) -> "Planner":
         config = runtime.config
         # Tiny mode runs on the CPU, but its estimates describe the real model on a typical GPU (ZeroGPU, real or
         # simulated, is planned for as such).
-        detected = "h100" if runtime.tiny and not config.zerogpu else detect_gpu(config.zerogpu, config.zerogpu_size)
+        detected = "h100" if runtime.tiny and not config.zerogpu else detect_gpu(config.zerogpu, gpu_size(config))
         gpu = config.gpu if config.gpu != "auto" else detected
         transformer = CONFIG_14B if runtime.tiny else dict(runtime.pipe.transformer.config)
         loaded = runtime.memory_plan.name if runtime.memory_plan is not None else None
@@ -109,11 +112,13 @@ class Planner:
         card = GPUS[self.gpu]
         preset = "fast" if sampler.guidance_scale == 1.0 else "quality"  # one pass more per step with text guidance
         try:
-            return plan_memory(card.memory_gb, card.compute_capability, height=height, width=width,
+            plan = plan_memory(card.memory_gb, card.compute_capability, height=height, width=width,
                                num_frames=min(num_frames, self.config.window_frames), preset=preset,
-                               force=self.loaded_plan)
+                               force=self.loaded_plan, float8_for_speed=self.ahead_of_time)
         except MemoryPlanError as error:
             raise InputError(str(error)) from None
+        # One pass at a time never needs more memory than a batch of them.
+        return replace(plan, batch_guidance=False) if self.ahead_of_time else plan
 
     def estimate(self, num_frames: int, height: int, width: int, sampler: SamplerOptions,
                  memory_plan=None) -> GpuEstimate:
@@ -143,12 +148,15 @@ class Planner:
         height, width = request.pose.generation_size(*reference)
         area, frames = request.pose.area, request.pose.num_frames
         memory = self.memory_plan(frames, height, width, sampler)
+        estimate = self.estimate(frames, height, width, sampler, memory)
+        if self.ahead_of_time:  # ZeroGPU: the poses are a GPU call of their own
+            estimate = replace(estimate, pose_seconds=pose_gpu_seconds(frames))
         return JobPlan(
             request=request, sampler=sampler, height=height, width=width,
             run_area=min(area, self.config.tiny_max_area) if self.config.tiny else area,
             window_frames=self.config.window_frames, num_windows=self.num_windows(frames),
             batch_guidance=memory is None or memory.batch_guidance,
-            estimate=self.estimate(frames, height, width, sampler, memory),
+            estimate=estimate,
             max_gpu_seconds=self.max_gpu_seconds, ranks=self._layout().describe(),
         )
 

@@ -2,6 +2,7 @@
 content), a small cache so that "Extract poses" and "Animate" share the work, and warnings written for people (frames
 where the person was lost, several people in a frame, padded endings, fake poses)."""
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -194,6 +195,20 @@ class PoseStepCache:
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+
+
+@contextlib.contextmanager
+def detector_on_gpu(detector):
+    """DWPose on ONNX Runtime's CUDA provider inside the block (a ZeroGPU call: CUDA exists only there), where it
+    starts; the CPU after. Tiny mode's stand-in has no device and runs as it is."""
+    if not hasattr(detector, "to"):
+        yield detector
+        return
+    detector.to(None)  # CUDA when its provider starts, else the CPU (logged)
+    try:
+        yield detector
+    finally:
+        detector.to("cpu")
 
 
 def run_pose_step(

@@ -4,11 +4,43 @@ import numpy as np
 
 from steadydancer.defaults import OUTPUT_FPS
 
-from .estimate import format_seconds
+from .estimate import ZEROGPU_DAILY_QUOTA, format_seconds
 from .outputs import audio_note
 from .plan import JobPlan
 from .poses import REFERENCE_KEYPOINTS_NOTE, PoseStep
 from .runtime import TINY_NOTICE
+
+
+SPEED_WORDS = {"fast": "fast", "quality": "quality", "custom": "custom settings"}
+
+
+def about(seconds: float) -> str:
+    """A duration as a visitor reads an estimate: "40 s", "1 min", "3 min"."""
+    if seconds < 55:
+        return f"{max(10, int(round(seconds / 10.0)) * 10)} s"
+    return f"{max(1, int(round(seconds / 60.0)))} min"
+
+
+def job_gpu_seconds(plan: JobPlan) -> float:
+    """The expected GPU time of the whole job (every window of a long video)."""
+    return plan.num_windows * (plan.estimate.transformer_seconds + plan.estimate.other_seconds)
+
+
+def plain_estimate(plan: JobPlan, tiny: bool = False) -> str:
+    """The estimate in a visitor's words, the technical line folded under it (markdown with a <details>)."""
+    preset = SPEED_WORDS.get(plan.sampler.preset, plan.sampler.preset)
+    what = f"{preset}, {plan.num_frames} frames at {plan.request.pose.resolution}"
+    if plan.windowed:
+        what += f", made in {plan.num_windows} parts"
+    text = f"**About {about(job_gpu_seconds(plan))} of GPU time** ({what})."
+    if plan.estimate.quota_seconds is not None:
+        text += f" Free accounts have {about(ZEROGPU_DAILY_QUOTA['free accounts'])} a day."
+    if plan.over_limit:
+        text += (f" **Too long for this Space** (at most {about(plan.max_gpu_seconds)} per part): choose Fast, "
+                 "fewer frames or a lower resolution.")
+    if tiny:
+        text += " This test instance runs on the CPU at a small size, so it takes its own time."
+    return text + f"\n\n<details><summary>How this is estimated</summary>\n\n{describe_estimate(plan)}\n</details>"
 
 
 def describe_estimate(plan: JobPlan) -> str:

@@ -17,6 +17,7 @@ from steadydancer.sizing import RESOLUTIONS, generation_size, is_valid_frame_cou
 from .uploads import InputError, Limits
 
 MAX_SEED = 2**31 - 1
+DEFAULT_SEED = 42  # the page's seed (and the examples'): what a client sends for a seed it does not give
 DEFAULT_PROMPT = "A person dancing, smooth natural motion, the same person and clothes as in the photo, high quality."
 DEFAULT_RESOLUTION = "576p"
 DEFAULT_SMOOTH_START_FRAMES = 8
@@ -204,6 +205,20 @@ def parse_pose_edits(value, num_frames: int) -> PoseEdits:
     return edits
 
 
+def _preset_values(preset: str, steps: int, guidance: float) -> tuple[int, float]:
+    """`preset`'s steps and text guidance. A client fills a parameter it was not given with the page's default (the
+    default preset's value), so a value that is neither that nor the preset's own was given on purpose: refused
+    naming the conflict rather than dropped."""
+    own, page = PRESETS[preset].settings, PRESETS[DEFAULT_PRESET].settings
+    for name, value, preset_value, page_value in (
+            ("steps", steps, own.num_inference_steps, page.num_inference_steps),
+            ("guidance_scale", guidance, own.guidance_scale, page.guidance_scale)):
+        if value not in (preset_value, page_value):
+            raise InputError(f"{name}={value:g} contradicts preset '{preset}' ({name} {preset_value:g}): pass "
+                             f"preset='custom' to run the steps and guidance_scale given, or leave {name} out.")
+    return own.num_inference_steps, own.guidance_scale
+
+
 @dataclass(frozen=True)
 class SamplerOptions:
     """The sampler's settings of one job (defaults: the fast preset, `steadydancer.defaults.FAST`)."""
@@ -215,7 +230,7 @@ class SamplerOptions:
     pose_guidance_window: tuple[float, float] = FAST.pose_guidance_window
     num_inference_steps: int = FAST.num_inference_steps
     shift: float = FAST.shift
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     preset: str = DEFAULT_PRESET  # whose weights run: "fast" the distillation LoRA's, else the released model's
 
     @property
@@ -241,11 +256,15 @@ class SamplerOptions:
         if start > end:
             raise InputError(f"pose_guidance_window: window_start ({start:g}) must not be after window_end ({end:g}).")
         randomize = given.flag("randomize_seed", False) and random_seed is not None
+        seed = default.seed if randomize and values.get("seed") is None else given.number("seed", default.seed)
+        if randomize and seed != default.seed:
+            raise InputError(f"seed={seed} was given with randomize_seed on, which draws a new seed: pass "
+                             "randomize_seed=False to use it, or leave seed out.")
         preset = given.choice("preset", default.preset, PRESET_LABELS)
         steps = given.number("steps", default.num_inference_steps)
         guidance = given.number("guidance_scale", default.guidance_scale)
         if preset != "custom":  # a preset fixes what it was made for; the sliders count only for "custom"
-            steps, guidance = PRESETS[preset].settings.num_inference_steps, PRESETS[preset].settings.guidance_scale
+            steps, guidance = _preset_values(preset, steps, guidance)
         return cls(
             prompt=check_prompt(values.get("prompt"), limits, "prompt").strip() or DEFAULT_PROMPT,
             negative_prompt=check_prompt(values.get("negative_prompt"), limits, "negative prompt").strip() or None,
@@ -254,7 +273,7 @@ class SamplerOptions:
             pose_guidance_window=(start, end),
             num_inference_steps=steps,
             shift=given.number("shift", default.shift),
-            seed=random_seed() if randomize else given.number("seed", default.seed),
+            seed=random_seed() if randomize else seed,
             preset=preset,
         )
 

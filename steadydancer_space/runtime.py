@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from steadydancer.defaults import FAST_LORA_WEIGHT
 
 from .config import ZEROGPU_COMPUTE_CAPABILITY, ZEROGPU_MEMORY_GB, AppConfig
+from .zerogpu import gpu_size, serves_ahead_of_time
 
 TINY_NOTICE = "TINY MODE: random weights and fake poses. The video is noise, not an animation."
 
@@ -40,6 +41,7 @@ class Runtime:
     presets: object  # `steadydancer.presets.PresetSwitch`: fast (LoRA on) or quality, per request
     prompts: object  # `steadydancer.prompt_cache.PromptCache`
     memory_plan: object  # `steadydancer.memory.MemoryPlan` (None in tiny mode: nothing is on a GPU)
+    applied_plan: object = None  # `steadydancer.memory.AppliedMemoryPlan`: the precisions really used
     tiny_dir: tempfile.TemporaryDirectory | None = None
     # One generation at a time per process: the scheduler, the LoRA state and the interrupt flag are the pipeline's.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,12 +95,13 @@ def _memory_plan(config: AppConfig, device: str):
     from steadydancer.memory import gpu_memory_and_capability, plan_memory
 
     if config.zerogpu:
-        memory, capability = ZEROGPU_MEMORY_GB[config.zerogpu_size or "large"], ZEROGPU_COMPUTE_CAPABILITY
+        memory, capability = ZEROGPU_MEMORY_GB[gpu_size(config)], ZEROGPU_COMPUTE_CAPABILITY
     elif device.startswith("cuda"):
         memory, capability = gpu_memory_and_capability(device)
     else:
         memory, capability = 1e6, None  # a CPU: everything "fits"
-    plan = plan_memory(memory, capability, force=None if config.memory_plan == "auto" else config.memory_plan)
+    plan = plan_memory(memory, capability, float8_for_speed=serves_ahead_of_time(config),
+                       force=None if config.memory_plan == "auto" else config.memory_plan)
     print(f"SteadyDancer app: memory plan {plan.name}: {plan.reason}.", flush=True)
     return plan
 
@@ -127,12 +130,17 @@ def load_runtime(config: AppConfig) -> Runtime:
             cache_dir=config.cache_dir,
         )
         presets = _preset_switch(config, pipe, config.fast_lora)
-        plan = _memory_plan(config, device)
+        plan, applied = _memory_plan(config, device), None
         if device != "cpu":
             from steadydancer.memory import apply_memory_plan
 
-            # On ZeroGPU the main process has no real GPU yet: no CUDA streams for offloading.
-            apply_memory_plan(pipe, plan, device, use_stream=False if config.zerogpu else None)
+            # On ZeroGPU the main process has no real GPU yet: no CUDA streams for offloading, and the card's
+            # compute capability comes from its size.
+            applied = apply_memory_plan(pipe, plan, device, use_stream=False if config.zerogpu else None,
+                                        compute_capability=ZEROGPU_COMPUTE_CAPABILITY if config.zerogpu else None,
+                                        int8_text_encoder=serves_ahead_of_time(config))
+            print(f"SteadyDancer app: transformer {applied.transformer}, text encoder {applied.text_encoder}"
+                  + "".join(f"; {note}" for note in applied.notes) + ".", flush=True)
         else:
             pipe.to(device)
     except Exception as error:  # OSError (Hub, files), ValueError (layouts), OOM, ...: one actionable message
@@ -152,7 +160,8 @@ def load_runtime(config: AppConfig) -> Runtime:
             "Pass --pose-models with a directory holding yolox_l.onnx and dw-ll_ucoco_384.onnx, or allow the "
             "download from the Hub.\n\n" + RUN_TINY_HINT
         ) from error
-    return Runtime(config, pipe, detector, device, time.perf_counter() - start, presets, PromptCache(pipe), plan)
+    return Runtime(config, pipe, detector, device, time.perf_counter() - start, presets, PromptCache(pipe), plan,
+                   applied)
 
 
 def _load_tiny(config: AppConfig, start: float) -> Runtime:

@@ -55,6 +55,8 @@ class AnimationService:
         self.generator = Generator(runtime, self.cancels, faults or FaultPlan.for_mode(runtime.config.faults,
                                                                                       runtime.tiny))
         self.pose_cache = PoseStepCache(size=2)
+        # ZeroGPU: the pose step as its own short GPU call (app.py sets it); it runs `detect_poses` there.
+        self.poses_on_gpu: Callable[[JobPlan], PoseStep] | None = None
 
     # ------------------------------------------------------------------ the border
     def request(self, reference=None, driving_video=None, keypoints=None, *, reference_keypoints=None,
@@ -87,6 +89,11 @@ class AnimationService:
 
     # ------------------------------------------------------------------ the two jobs
     def poses(self, plan: JobPlan, progress: Progress | None = None, job_id: str | None = None) -> PoseStep:
+        if self.poses_on_gpu is not None:
+            return self.poses_on_gpu(plan)
+        return self.detect_poses(plan, progress, job_id)
+
+    def detect_poses(self, plan: JobPlan, progress: Progress | None = None, job_id: str | None = None) -> PoseStep:
         def report(done, total):
             if job_id is not None and self.cancels.cancelled(job_id):
                 raise GenerationCancelled()
@@ -129,7 +136,8 @@ class AnimationService:
         timings = {"poses": time.perf_counter() - start}
         if plan.windowed:
             generated = self.generator.generate_long(plan, step.reference, step.prepared, job_id,
-                                                     run_window_on_gpu or self.generator.generate_window, progress)
+                                                     run_window_on_gpu or self.generator.generate_window, progress,
+                                                     preview_dir=out_dir)
         else:
             generated = run_on_gpu(plan, step.reference, step.prepared.model_inputs(), job_id)
         if progress is not None:

@@ -158,6 +158,25 @@ def load_reference_image(path: str | os.PathLike | None, limits: Limits | None =
         raise InputError(_unreadable_image(sniff(path)[1])) from error
 
 
+def _seconds_counting_frames(path: str, limit_seconds: float) -> float:
+    """The length of a video whose container does not say, from its frames at the stream's rate: packets are
+    demuxed (none decoded) up to the first one past `limit_seconds`, so a long file costs no more than the limit."""
+    import av
+
+    from steadydancer.defaults import OUTPUT_FPS
+    from steadydancer.pose.video import stream_fps
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream_fps(stream) or OUTPUT_FPS  # as the pose step will read it
+        past_limit, frames = math.floor(limit_seconds * rate) + 1, 0
+        for packet in container.demux(stream):
+            frames += packet.size > 0
+            if frames >= past_limit:
+                break
+    return frames / rate
+
+
 def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = None) -> None:
     """Validates a driving video from its header and first frame, without decoding the whole file (its metadata is
     read later by `steadydancer.pose.probe_video`, the one video-metadata reader)."""
@@ -189,6 +208,9 @@ def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = 
                     "per frame are accepted."
                 )
             first = next(container.decode(video=0), None)
+        counted = not duration  # the container does not say (a raw stream): its frames do
+        if counted:
+            duration = _seconds_counting_frames(path, limits.max_video_seconds)
     except InputError:
         raise
     except Exception as error:  # PyAV raises many kinds of errors for broken files
@@ -200,7 +222,9 @@ def check_driving_video(path: str | os.PathLike | None, limits: Limits | None = 
         raise InputError("The driving video has no frames (zero length).")
     if not math.isfinite(duration) or duration > limits.max_video_seconds:
         raise InputError(
-            f"The driving video lasts {duration:.0f} s; at most {limits.max_video_seconds:g} s are accepted. Trim it first."
+            f"The driving video lasts {'over ' if counted else ''}"
+            f"{limits.max_video_seconds if counted else duration:.0f} s; at most {limits.max_video_seconds:g} s are "
+            "accepted. Trim it first."
         )
     _check_aspect(width, height, "driving video", limits)
 
@@ -254,13 +278,16 @@ def load_keypoints(path: str | os.PathLike | None, limits: Limits | None = None,
     return keypoints_from_data(data, limits, what)
 
 
-def _check_frame_size(data, where: str) -> None:
+def _check_frame_size(data, where: str, limits: Limits) -> None:
     for key in ("width", "height"):
         value = data.get(key) if isinstance(data, dict) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value) or value > MAX_KEYPOINT_FRAME_SIDE:
                 raise KeypointFileError(f"{where}.{key}: expected the frame size in pixels (1 to "
                                         f"{MAX_KEYPOINT_FRAME_SIDE}), got {value:.6g}.")
+    width, height = (data.get(key) if isinstance(data, dict) else None for key in ("width", "height"))
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
+        _check_aspect(width, height, f"{where} frame", limits)
 
 
 def load_reference_keypoints(path: str | os.PathLike | None, limits: Limits | None = None):
@@ -294,7 +321,7 @@ def keypoints_from_data(data, limits: Limits | None = None, where: str = KEYPOIN
     if not isinstance(data, dict):
         raise KeypointFileError(f"The {where} must hold one JSON object with \"format\": \"steadydancer.pose_sequence\"; "
                          f"it holds a {type(data).__name__}.")
-    _check_frame_size(data, where)
+    _check_frame_size(data, where, limits)
     frames = data.get("frames")
     if isinstance(frames, list):
         if not frames:
@@ -302,6 +329,6 @@ def keypoints_from_data(data, limits: Limits | None = None, where: str = KEYPOIN
         if len(frames) > limits.max_keypoint_frames:
             raise KeypointFileError(f"The {where} has {len(frames)} frames; at most {limits.max_keypoint_frames} are accepted.")
         for index, frame in enumerate(frames):  # a frame may declare its own size
-            _check_frame_size(frame, f"{where}.frames[{index}]")
+            _check_frame_size(frame, f"{where}.frames[{index}]", limits)
     with _schema_errors(where):
         return PoseSequence.from_dict(data, where=where)

@@ -13,7 +13,7 @@ JSON schema (``PoseSequence.save`` / ``PoseSequence.load``)::
       "format": "steadydancer.pose_sequence",   # required
       "version": 1,                              # required
       "width": 640, "height": 360,               # frame size in pixels (required, > 0)
-      "fps": 30.0,                               # frame rate, or null when unknown
+      "fps": 30.0,                               # frame rate, or null: one pose per output frame
       "frames": [                                # one object per frame
         {
           "body":  [[x, y], ...],       # 18 pairs, OpenPose order (see BODY_NAMES); required
@@ -49,6 +49,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..defaults import OUTPUT_FPS
 from .errors import NoPersonInReferenceError, PoseFormatError
 
 NUM_BODY = 18
@@ -366,6 +367,8 @@ class PoseSequence:
                                 or not math.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS):
             raise PoseFormatError(f"{where}.fps: expected a frame rate between {MIN_FPS:g} and {MAX_FPS:g} "
                                   f"(or null), got {fps!r}")
+        if fps is None:  # unknown: every pose is one frame of the output, so its times are known too
+            fps = OUTPUT_FPS
         frames = data.get("frames")
         if not isinstance(frames, list):
             raise PoseFormatError(f"{where}.frames: expected a list of frame objects")
@@ -440,13 +443,26 @@ def _check_header(data: Any, expected: str, where: str) -> None:
         raise PoseFormatError(f"{where}: unsupported 'version' {version!r} (this code reads {SCHEMA_VERSION})")
 
 
+MAX_ARRAY_DEPTH = 3  # the deepest array of the schema: hands, (2, 21, 2)
+
+
 def _positive_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
         raise PoseFormatError(f"{where}: expected a positive integer, got {value!r}")
     return int(value)
 
 
+def _numbers_only(value: Any, where: str, depth: int = 0) -> None:
+    """Nested lists of JSON numbers only: a string or a boolean is not a coordinate (NumPy would convert both)."""
+    if isinstance(value, (list, tuple)) and depth < MAX_ARRAY_DEPTH:
+        for item in value:
+            _numbers_only(item, where, depth + 1)
+    elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise PoseFormatError(f"{where}: expected nested lists of numbers, found {type(value).__name__} {value!r:.40}")
+
+
 def _array(value: Any, shape: tuple[int, ...] | None, where: str) -> np.ndarray:
+    _numbers_only(value, where)
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

@@ -116,7 +116,8 @@ def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
-def _stream_fps(stream) -> float:
+def stream_fps(stream) -> float:
+    """The frame rate a video stream declares or FFmpeg guesses; 0.0 when none is known."""
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
             return float(rate)
@@ -145,7 +146,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         w, h = first.width, first.height
         if rotation in (90, 270):
             w, h = h, w
-        fps = _stream_fps(stream)
+        fps = stream_fps(stream)
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
@@ -167,7 +168,7 @@ def _decode(path: str | os.PathLike) -> Iterator[VideoFrame]:
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        fps = _stream_fps(stream) or OUTPUT_FPS
+        fps = stream_fps(stream) or OUTPUT_FPS
         t0 = None
         index = -1
         try:

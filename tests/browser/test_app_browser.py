@@ -1,80 +1,30 @@
 """The page in a real browser: headless Chromium (Playwright) loads `app.py --tiny`, runs an example end to end and the
 pose step, checks that the result video plays, and saves screenshots under test-output/.
 
-Needs `pip install playwright` and a Chromium binary (Debian: `apt-get install -y chromium`; or set
-STEADYDANCER_CHROMIUM). Skips, saying which is missing, when either is absent.
+Fixtures: tests/browser/conftest.py (skips, saying which is missing, without playwright or Chromium).
 """
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-from helpers.app_launcher import launch_tiny_app  # noqa: E402
-from helpers.paths import REPO, TEST_OUTPUT  # noqa: E402
-
+from helpers.browser_page import RESULT, animate_and_wait_for_a_new_result, pick_example, video_state
+from helpers.paths import REPO, TEST_OUTPUT
 
 OUTPUT = TEST_OUTPUT
-CHROMIUM = os.environ.get("STEADYDANCER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set STEADYDANCER_CHROMIUM)",
-                allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    yield from launch_tiny_app(tmp_path_factory, "app_browser")
-
-
-@pytest.fixture(scope="module")
-def browser(app):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(app, browser):
-    """A new visitor for each test (its own browser context, so its own session and history): no test depends on
-    what another left on the page."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1800})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    # Not "networkidle": the page keeps Gradio's heartbeat stream open (the session's history is per-page state).
-    page.goto(app.url, wait_until="load", timeout=60_000)
-    page.get_by_role("button", name="Animate").wait_for(timeout=60_000)
-    page.errors = errors
-    yield page
-    context.close()
 
 
 @pytest.fixture
 def example_loaded(page):
     """The visitor clicked the video example: its inputs are filled and its cached result is shown."""
-    page.get_by_text("Blue hoodie + groove (video with a beat)").click()
-    _video_state(page, "Result (TINY MODE: noise)")
+    pick_example(page, "Blue hoodie + groove (video with a beat)")
+    video_state(page, RESULT)
 
 
 @pytest.fixture
 def two_results(page, example_loaded):
     """The visitor ran the example twice: its history holds two results of its own."""
     for _ in range(2):
-        _animate_and_wait_for_a_new_result(page)
-
-
-def _video_state(page, label: str) -> dict:
-    """readyState and size of the <video> inside the block labelled `label` (waits for it to load)."""
-    block = page.locator(".block").filter(has=page.get_by_text(label, exact=True)).last
-    video = block.locator("video").first
-    video.wait_for(state="attached", timeout=120_000)
-    page.wait_for_function("v => v.readyState >= 2", arg=video.element_handle(), timeout=60_000)
-    return video.evaluate("v => ({ready: v.readyState, width: v.videoWidth, height: v.videoHeight, src: v.src})")
+        animate_and_wait_for_a_new_result(page)
 
 
 def test_page_says_tiny_mode(page):
@@ -84,8 +34,8 @@ def test_page_says_tiny_mode(page):
 
 
 def test_example_runs_end_to_end(page):
-    page.get_by_text("Blue hoodie + groove (video with a beat)").click()
-    state = _video_state(page, "Result (TINY MODE: noise)")
+    pick_example(page, "Blue hoodie + groove (video with a beat)")
+    state = video_state(page, RESULT)
     page.get_by_text("Seed used").first.scroll_into_view_if_needed()
     page.screenshot(path=str(OUTPUT / "app_example.png"), full_page=True)
     assert state["src"].endswith(".mp4")
@@ -97,7 +47,7 @@ def test_example_runs_end_to_end(page):
 def test_extract_poses_button(page):
     page.get_by_role("button", name="Extract poses").click()
     page.get_by_text("pose frames", exact=False).first.wait_for(timeout=120_000)
-    state = _video_state(page, "Pose video (TINY MODE: noise)")
+    state = video_state(page, "Pose video (TINY MODE: noise)")
     page.screenshot(path=str(OUTPUT / "app_poses.png"), full_page=True)
     assert (state["width"], state["height"]) == (80, 128)
     assert page.get_by_text("The poses are FAKE", exact=False).first.is_visible()
@@ -106,7 +56,7 @@ def test_extract_poses_button(page):
 @pytest.mark.usefixtures("example_loaded")
 def test_preview_updates_and_history_keeps_two_runs(page):
     """Two runs of the loaded example: the preview strip changes while each runs, and the session's history then shows
-    both results."""
+    both results besides the example's."""
     import time
 
     preview = page.locator(".block").filter(has=page.get_by_text(
@@ -114,17 +64,18 @@ def test_preview_updates_and_history_keeps_two_runs(page):
     history = page.locator(".block").filter(has=page.get_by_text("History (click one to see it again)",
                                                                  exact=True)).last
     previews = set()
+    before = history.locator("img").count()  # the example's result is in the history too
     for run in (1, 2):
         page.get_by_role("button", name="Animate").click()
         deadline = time.time() + 180
-        while time.time() < deadline and history.locator("img").count() < run:
+        while time.time() < deadline and history.locator("img").count() < before + run:
             for image in preview.locator("img").all():
                 if src := image.get_attribute("src"):
                     previews.add(src)
             time.sleep(0.1)
     page.get_by_text("Your results in this session").first.scroll_into_view_if_needed()
     page.screenshot(path=str(OUTPUT / "app_history.png"), full_page=True)
-    assert history.locator("img").count() == 2
+    assert history.locator("img").count() == before + 2
     assert len(previews) >= 2, "the preview did not update while the jobs ran"
     assert not page.errors, page.errors
 
@@ -140,7 +91,7 @@ def test_cancel_right_after_animate_says_cancelled_and_shows_nothing_stale(app, 
     client = Client(app.url, verbose=False)
     before = client.predict(api_name="/tiny_stats")
     page.get_by_text("Advanced", exact=True).first.click()
-    steps = page.locator(".block").filter(has=page.get_by_text("Steps (custom speed)", exact=True)).last \
+    steps = page.locator(".block").filter(has=page.get_by_text("Steps (custom speed only)", exact=True)).last \
         .locator("input[type=number]")
     steps.fill("80")  # long enough that only the cancel can end it
     steps.press("Tab")  # a number box commits on blur
@@ -160,13 +111,13 @@ def test_cancel_right_after_animate_says_cancelled_and_shows_nothing_stale(app, 
     steps.fill("4")
     steps.press("Tab")  # a number box commits on blur
     # Animate again at once: a cancel that named its (queued or ended) job must not cancel the next one.
-    _animate_and_wait_for_a_new_result(page)
+    animate_and_wait_for_a_new_result(page)
 
 
 @pytest.mark.usefixtures("two_results")
 def test_another_visitor_does_not_see_that_history(app, page):
     """A second visitor (another browser context: another session) opens the page while the first one's history holds
-    results: theirs starts empty, and after their own run it holds that one result only."""
+    results: theirs starts empty, and after their own example and run it holds those two results only."""
     import time
 
     def history_of(some_page):
@@ -189,37 +140,16 @@ def test_another_visitor_does_not_see_that_history(app, page):
         other.goto(app.url, wait_until="load", timeout=60_000)
         other.get_by_role("button", name="Animate").wait_for(timeout=60_000)
         assert history_of(other).locator("img").count() == 0
-        other.get_by_text("Blue hoodie + groove (video with a beat)").click()
-        other.get_by_role("button", name="Animate").click()
+        pick_example(other, "Blue hoodie + groove (video with a beat)")  # the example's result enters the history
         deadline = time.time() + 180
         while time.time() < deadline and history_of(other).locator("img").count() < 1:
             time.sleep(0.2)
-        time.sleep(1.0)  # a shared history would show the first visitor's two results as well by now
+        animate_and_wait_for_a_new_result(other)
+        assert settled_count(other) == 2  # a shared history would show the first visitor's results as well
         other.screenshot(path=str(OUTPUT / "app_other_visitor.png"), full_page=True)
-        assert history_of(other).locator("img").count() == 1
     finally:
         context.close()
     assert history_of(page).locator("img").count() == mine
-
-
-def _animate_and_wait_for_a_new_result(page) -> None:
-    """Clicks Animate and waits until the result video is a new one; fails with the error toast's text if the job
-    failed instead."""
-    import time
-
-    def result_src():
-        video = page.locator(".block").filter(has=page.get_by_text("Result (TINY MODE: noise)", exact=True)).last \
-            .locator("video")
-        return video.first.get_attribute("src") if video.count() else None
-
-    before = result_src()
-    page.get_by_role("button", name="Animate").click()
-    deadline = time.time() + 180
-    while time.time() < deadline and result_src() in (None, before):
-        toasts = page.locator(".toast-body")
-        assert toasts.count() == 0, toasts.first.inner_text()
-        time.sleep(0.2)
-    assert result_src() not in (None, before)
 
 
 def test_keypoint_examples_outlive_the_cache_sweep_and_other_instances(app, page):
@@ -231,17 +161,17 @@ def test_keypoint_examples_outlive_the_cache_sweep_and_other_instances(app, page
     # 1. The sweep after the time-to-live: every file in the temp folder is older than it.
     for path in sorted(temp_dir.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
-    page.get_by_text("Red dress + waving (keypoints)").click()
-    _video_state(page, "Result (TINY MODE: noise)")
-    _animate_and_wait_for_a_new_result(page)
+    pick_example(page, "Red dress + waving (keypoints)")
+    video_state(page, RESULT)
+    animate_and_wait_for_a_new_result(page)
     # 2. Another instance sharing the temp folder starts, then stops (SIGTERM: it deletes what it put there).
     other = start_app(["--tiny"], env=app.env, log_path=OUTPUT / "app_browser_other_instance.log")
     other.stop()
-    page.get_by_text("Green jumpsuit + side steps (keypoints)").click()
-    _video_state(page, "Result (TINY MODE: noise)")
-    _animate_and_wait_for_a_new_result(page)
-    page.get_by_text("Red dress + waving (keypoints)").click()
-    _animate_and_wait_for_a_new_result(page)
+    pick_example(page, "Green jumpsuit + side steps (keypoints)")
+    video_state(page, RESULT)
+    animate_and_wait_for_a_new_result(page)
+    pick_example(page, "Red dress + waving (keypoints)")
+    animate_and_wait_for_a_new_result(page)
     assert not page.errors, page.errors
 
 
@@ -250,13 +180,13 @@ def test_a_new_photo_clears_the_reference_keypoints(page):
     detector did not run on the photo. A photo uploaded afterwards clears them (keypoints belong to their photo)."""
     import time
 
-    page.get_by_text("Blue hoodie + groove (video with a beat)").click()
-    _video_state(page, "Result (TINY MODE: noise)")
+    pick_example(page, "Blue hoodie + groove (video with a beat)")
+    video_state(page, RESULT)
     keypoints_file = page.locator('[aria-label="ref_blue_hoodie.json"]')  # the file's row in its box
     keypoints_file.first.wait_for(timeout=30_000)
     assert keypoints_file.first.is_visible()
     assert page.get_by_text("the detector did not run on the photo", exact=False).first.is_visible()
-    photo = page.locator(".block").filter(has=page.get_by_text("Reference image", exact=True)).last
+    photo = page.locator(".block").filter(has=page.get_by_text("Photo of a person", exact=True)).last
     photo.locator("input[type=file]").set_input_files(str(REPO / "examples" / "ref_green_suit.png"))
     deadline = time.time() + 30
     while time.time() < deadline and keypoints_file.count():

@@ -75,7 +75,7 @@ def test_hooked_transformers_are_refused_and_a_failed_compile_stays_eager(make_t
     pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
     call = transformer_call(pipe.transformer)
     with pytest.raises(ValueError, match="hooks"):
-        aot.export_transformer(pipe.transformer, (), call)
+        aot.export_module(pipe.transformer, (), call)
     with caplog.at_level(logging.WARNING, logger="steadydancer.aot"):
         assert aot.compile_transformer_aot(pipe, **random_video_inputs(64, 48, 5), **JOB) is None
     assert "stays eager" in caplog.text and "forward" not in pipe.transformer.__dict__
@@ -95,7 +95,7 @@ def compiled():
         pytest.skip("AOTInductor builds a C++ library and this machine has no C++ compiler")
     model = tiny_model()
     call = transformer_call(model)
-    exported = aot.export_transformer(model, (), call)
+    exported = aot.export_module(model, (), call)
     try:
         # -O0: a faster build; the numerics are those of the generated kernels either way.
         package = aot.compile_package(exported, inductor_configs={"aot_inductor.debug_compile": True})
@@ -190,6 +190,59 @@ def test_the_zerogpu_path_is_taken_when_spaces_is_importable(compiled, monkeypat
 
     args, kwargs = aot.capture_transformer_call(Pipe())
     assert kwargs["hidden_states"] is call["hidden_states"]
-    rebuilt = aot.compile_package(aot.export_transformer(model, args, kwargs))
+    rebuilt = aot.compile_package(aot.export_module(model, args, kwargs))
     assert used == ["aoti_capture", "aoti_compile"] and rebuilt.data == package.data
     assert rebuilt.signature == package.signature
+
+
+# --------------------------------------------------------------------------------------------- the real size
+@pytest.fixture(scope="module")
+def real_transformer():
+    """The released 14B transformer under FakeTensorMode: real shapes and dtypes, no storage."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from steadydancer.loading import config_from_released
+    from steadydancer.model_configs import RELEASED_TRANSFORMER_CONFIG
+
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    default = torch.get_default_dtype()
+    with fake_mode:
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            model = SteadyDancerTransformer3DModel(**config_from_released(RELEASED_TRANSFORMER_CONFIG)).eval()
+        finally:
+            torch.set_default_dtype(default)
+    return model, fake_mode
+
+
+@pytest.mark.parametrize("bucket, height, width", [("480p", 480, 832), ("576p", 576, 1024)])
+def test_the_real_size_block_exports_whole_at_a_bucket_shape(real_transformer, bucket, height, width):
+    from steadydancer.sizing import latent_frame_count
+
+    model, fake_mode = real_transformer
+    grid = (latent_frame_count(81), height // 8, width // 8)
+    bf16 = torch.bfloat16
+    with fake_mode, torch.no_grad():
+        latents = torch.zeros(1, 16, *grid, dtype=bf16)
+        call = dict(
+            hidden_states=latents, timestep=torch.tensor([500.0]),
+            encoder_hidden_states=torch.zeros(1, 512, 4096, dtype=bf16),
+            encoder_hidden_states_image=torch.zeros(1, 257, 1280, dtype=bf16),
+            encoder_hidden_states_pose_image=torch.zeros(1, 257, 1280, dtype=bf16),
+            image_condition=torch.zeros(1, 20, *grid, dtype=bf16),
+            reference_latents=torch.zeros(1, 36, 1, *grid[1:], dtype=bf16),
+            pose_reference_latents=torch.zeros(1, 16, 1, *grid[1:], dtype=bf16),
+            pose_latents=torch.zeros(1, 16, *grid, dtype=bf16), return_dict=False,
+        )
+        args, kwargs = aot.capture_call(model.blocks[0], lambda: model(**call))
+        exported = aot.export_module(model.blocks[0], args, kwargs)
+
+    tokens = (grid[0] + 2) * (grid[1] // 2) * (grid[2] // 2)  # the two reference frames join the video's
+    assert tokens == {"480p": 35_880, "576p": 52_992}[bucket]
+    assert tuple(args[0].shape) == (1, tokens, 5120)
+    # One graph with every weight of the block as an input: nothing broke it, nothing was left to Python.
+    graph_calls = [n for n in exported.graph.nodes if n.op == "call_function"]
+    assert any("scaled_dot_product" in str(n.target) or "flash" in str(n.target) for n in graph_calls)
+    weights = {name for name, _ in model.blocks[0].named_parameters()}
+    assert weights <= set(exported.graph_signature.inputs_to_parameters.values())
+    assert [tuple(o.meta["val"].shape) for o in exported.graph.output_node().args[0]] == [(1, tokens, 5120)]

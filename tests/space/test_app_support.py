@@ -167,6 +167,29 @@ def test_request_validates_each_api_value_once_and_names_it():
         SamplerOptions.parse(fields, Limits(), window_start=0.5, window_end=0.2)
 
 
+def test_values_given_with_a_preset_run_as_given_or_are_refused_naming_the_conflict():
+    """gradio_client fills every parameter not given with the page's default (the fast preset, its 4 steps at text
+    guidance 1, a random seed): values that contradict those choices were given on purpose and are never dropped."""
+    from steadydancer.defaults import PRESETS
+    from steadydancer_space.request import SamplerOptions, number_fields
+    from steadydancer_space.uploads import InputError, Limits
+
+    fields, page = number_fields(121, Limits()), SamplerOptions()
+    draw = {"random_seed": lambda: 99}
+    with pytest.raises(InputError, match="preset"):
+        SamplerOptions.parse(fields, Limits(), steps=40, guidance_scale=5, preset=page.preset, **draw)
+    custom = SamplerOptions.parse(fields, Limits(), steps=40, guidance_scale=5, preset="custom", **draw)
+    assert (custom.num_inference_steps, custom.guidance_scale) == (40, 5)
+    # A preset with the page's defaults for the sliders runs the preset's own values.
+    quality = SamplerOptions.parse(fields, Limits(), steps=page.num_inference_steps,
+                                   guidance_scale=page.guidance_scale, preset="quality", **draw)
+    assert quality.num_inference_steps == PRESETS["quality"].settings.num_inference_steps
+    with pytest.raises(InputError, match="randomize_seed"):
+        SamplerOptions.parse(fields, Limits(), seed=7, randomize_seed=True, **draw)
+    assert SamplerOptions.parse(fields, Limits(), seed=7, randomize_seed=False, **draw).seed == 7
+    assert SamplerOptions.parse(fields, Limits(), seed=page.seed, randomize_seed=True, **draw).seed == 99
+
+
 # ---------------------------------------------------------------------- examples
 def test_committed_examples_are_small_and_valid():
     from steadydancer_space.examples import EXAMPLES
@@ -228,51 +251,64 @@ def test_cancels_cross_processes_and_catch_a_cancel_that_beats_its_job(tmp_path)
     from steadydancer_space.cancellation import CancelRegistry
 
     registry = CancelRegistry(str(tmp_path / "cancels"))
-    registry.start("s1-a", "s1")
+    assert registry.start("s1-a", "s1", "e1") is False
+    registry.start("s1-b", "s1", "e2")  # a second job of the same session (one Client, two jobs)
     # A ZeroGPU worker is another process: it sees the cancel through the marker file.
     with multiprocessing.get_context("spawn").Pool(1) as worker:
         assert worker.apply(_cancelled_elsewhere, (registry.directory, "s1-a")) is False
-        registry.cancel_session("s1")
+        registry.cancel_event("s1", "e1")
         assert worker.apply(_cancelled_elsewhere, (registry.directory, "s1-a")) is True
+    assert not registry.cancelled("s1-b")  # the cancel named e1 only
+    registry.cancel_event("s9", "e2")  # another session naming the event changes nothing
+    assert not registry.cancelled("s1-b")
     registry.finish("s1-a")
     assert not registry.cancelled("s1-a")
-    # A cancel with nothing of the session running cancels its next job, if that starts soon; other sessions not.
-    registry.cancel_session("s2")
+    # A cancel naming a queued event: that job starts cancelled, the session's others do not.
+    registry.cancel_event("s1", "e3")
+    assert registry.start("s1-c", "s1", "e4") is False and registry.start("s1-d", "s1", "e3") is True
+    assert registry.cancelled("s1-d") and not registry.cancelled("s1-c")
+    # A cancel naming no event cancels the session's next job, if that starts soon; other sessions not.
+    registry.cancel_next("s2")
     registry.start("s3-c", "s3")
     registry.start("s2-b", "s2")
     assert registry.cancelled("s2-b") and not registry.cancelled("s3-c")
     registry.finish("s2-b")
     registry.start("s2-d", "s2")  # the early cancel was used up
     assert not registry.cancelled("s2-d")
-    registry.cancel_session("s5", early=False)  # it named an event no longer running: the next job is not touched
-    registry.start("s5-f", "s5")
-    assert not registry.cancelled("s5-f")
-    # Sessions come from requests: a flood of early cancels is bounded, and expired ones are forgotten.
+    # Sessions and events come from requests: a flood of cancels is bounded, and expired ones are forgotten.
     flood = CancelRegistry(str(tmp_path / "flood"))
-    flood.MAX_EARLY_CANCELS = 50
+    flood.MAX_PENDING_CANCELS = 50
     for k in range(200):
-        flood.cancel_session(f"x{k}")
-    assert len(flood._early) == 50
+        flood.cancel_next(f"x{k}")
+        flood.cancel_event(f"x{k}", f"e{k}")
+    assert len(flood._early) == 50 and len(flood._queued) == 50
     flood.early_window = 0.0
-    flood.cancel_session("y")
+    flood.cancel_next("y")
     assert len(flood._early) <= 1
     late = CancelRegistry(str(tmp_path / "late"), early_window=0.0)
-    late.cancel_session("s4")
+    late.cancel_next("s4")
     late.start("s4-e", "s4")
     assert not late.cancelled("s4-e")
 
 
-def test_cancel_listener_sees_the_session_and_passes_the_request_on():
+def test_cancel_listener_answers_the_cancels_it_takes_and_passes_the_others_on():
     import asyncio
 
     from steadydancer_space.middleware import CancelListener
 
     body = json.dumps({"fn_index": 2, "session_hash": "abc123", "event_id": None}).encode()
-    received, seen = [], []
+    received, seen, sent = [], [], []
 
     async def app(scope, receive, send):
         message = await receive()
         received.append(message["body"])
+
+    async def send(message):
+        sent.append(message)
+
+    def on_cancel(session, fn_index, event_id):
+        seen.append((session, fn_index, event_id))
+        return fn_index == 2
 
     async def run(path, chunks):
         messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
@@ -280,15 +316,20 @@ def test_cancel_listener_sees_the_session_and_passes_the_request_on():
         async def receive():
             return messages.pop(0)
 
-        await CancelListener(app, lambda *args: seen.append(args))({"type": "http", "method": "POST", "path": path}, receive, None)
+        await CancelListener(app, on_cancel)({"type": "http", "method": "POST", "path": path}, receive, send)
 
     named = json.dumps({"fn_index": 2, "session_hash": "def456", "event_id": "e1"}).encode()
+    other = json.dumps({"fn_index": 5, "session_hash": "def456", "event_id": "e2"}).encode()
     asyncio.run(run("/gradio_api/cancel", [body[:10], body[10:]]))
     asyncio.run(run("/gradio_api/queue/join", [body]))
     asyncio.run(run("/gradio_api/cancel", [named]))
+    asyncio.run(run("/gradio_api/cancel", [other]))
     asyncio.run(run("/gradio_api/cancel", [json.dumps({"session_hash": "z" * 10_000, "event_id": None}).encode()]))
-    assert seen == [("abc123", None), ("def456", "e1")]  # not the 10,000-character "session"
-    assert received[:3] == [body[:10], body, named] and len(received) == 4
+    # Not the 10,000-character "session"; the cancels taken are answered here, the others reach Gradio.
+    assert seen == [("abc123", 2, None), ("def456", 2, "e1"), ("def456", 5, "e2")]
+    assert received == [body, other, json.dumps({"session_hash": "z" * 10_000, "event_id": None}).encode()]
+    answers = [json.loads(m["body"]) for m in sent if m["type"] == "http.response.body"]
+    assert answers == [{"success": True}] * 2
 
 
 def test_alignment_overlay_is_large_enough_to_see_and_keeps_both_images():

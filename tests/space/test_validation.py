@@ -14,6 +14,7 @@ from steadydancer_space.uploads import (
     Limits,
     check_driving_video,
     check_keypoint_file,
+    load_keypoints,
     load_reference_image,
     sniff,
 )
@@ -103,6 +104,33 @@ def test_limits_are_enforced_and_configurable(media, tmp_path):
         load_reference_image(image, tight)
     with pytest.raises(ConfigError, match="STEADYDANCER_MAX_FRAMES='lots' is not a whole number"):
         AppConfig.from_env({"STEADYDANCER_MAX_FRAMES": "lots"})
+
+
+def test_a_raw_h264_stream_without_a_duration_is_bounded_by_counting_its_frames(tmp_path):
+    """A raw H.264 stream has no container duration: its length comes from its frames (80 of them, at the 25 fps
+    FFmpeg assumes for a raw stream: 3.2 s)."""
+    raw = tmp_path / "dance.h264"
+    with av.open(str(raw), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width = stream.height = 32
+        for i in range(80):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), i, np.uint8), "rgb24")))
+        container.mux(stream.encode())
+    with av.open(str(raw)) as container:
+        assert not container.duration and not container.streams.video[0].duration  # nothing says how long it is
+    with pytest.raises(InputError, match="lasts over 3 s; at most 3 s"):
+        check_driving_video(raw, Limits(max_video_seconds=3.0))
+    check_driving_video(raw, Limits(max_video_seconds=3.5))
+
+
+def test_a_keypoint_frame_of_16384x1_is_refused_by_its_aspect(tmp_path):
+    import json
+
+    path = tmp_path / "thin.json"
+    path.write_text(json.dumps({"format": "steadydancer.pose_sequence", "version": 1, "width": 16384, "height": 1,
+                                "fps": 16, "frames": [{"body": [[0.5, 0.5]] * 18}]}))
+    with pytest.raises(InputError, match="16384x1, an aspect ratio"):
+        load_keypoints(path)
 
 
 def test_numbers_prompts_and_keypoints(tmp_path):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from steadydancer.defaults import OUTPUT_FPS
 from steadydancer.pose import (
     BODY_NAMES,
     Pose,
@@ -65,7 +66,15 @@ def test_minimal_frame_derives_subset_and_missing_parts():
     pose = seq[0]
     assert pose.subset.tolist() == list(range(17)) + [-1]
     assert not pose.hands_present.any() and not pose.face_present.any()
-    assert seq.fps is None and np.isnan(seq.frame_times()).all()
+    assert seq.fps == OUTPUT_FPS and np.isfinite(seq.frame_times()).all()  # null: one pose per output frame
+
+
+def test_coordinates_must_be_numbers_not_strings_or_booleans():
+    for bad in ("0.5", True, None, [0.5]):
+        body = [[0.5, 0.5]] * 17 + [[bad, 0.5]]
+        with pytest.raises(PoseFormatError, match=r"frames\[0\].*numbers"):
+            PoseSequence.from_dict({"format": "steadydancer.pose_sequence", "version": 1, "width": 10,
+                                    "height": 20, "fps": 16, "frames": [{"body": body}]})
 
 
 def test_released_key_names_are_accepted():
