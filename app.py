@@ -68,6 +68,10 @@ except ModelLoadError as error:
 SERVICE = AnimationService(RUNTIME, output_max_age=CONFIG.file_ttl)
 GENERATOR = SERVICE.generator
 FIELDS = SERVICE.fields
+if CONFIG.ranks > 1:  # torchrun: rank 0 serves the page; the other ranks run its GPU calls with it, then exit here
+    from steadydancer_space.distributed import join
+
+    join(RUNTIME, SERVICE)
 # On ZeroGPU the defaults (and the examples) fit the per-call cap with a margin, with the fast preset.
 DEFAULT_RESOLUTION, DEFAULT_FRAMES = SERVICE.planner.default_choices()
 print(f"SteadyDancer app: {'TINY (noise) ' if RUNTIME.tiny else ''}models loaded in {RUNTIME.load_seconds:.1f} s "
@@ -323,6 +327,8 @@ if __name__ == "__main__":
     # process's own output and tiny-model directories go too.
     def stop(signum, frame):  # running generations end after their current step instead of holding the exit
         SERVICE.cancels.cancel_all()
+        if GENERATOR.cluster is not None:
+            GENERATOR.cluster.stop_workers()
         signal.default_int_handler(signum, frame)
 
     signal.signal(signal.SIGTERM, stop)

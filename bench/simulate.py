@@ -43,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from steadydancer import memory, roofline
 from steadydancer.defaults import PRESETS
-from steadydancer.flops import transformer_pass_flops
+from steadydancer.flops import CONFIG_14B, transformer_pass_flops
 from steadydancer.model_configs import (
     IMAGE_ENCODER_CONFIG,
     IMAGE_SIZE,
@@ -522,6 +522,23 @@ def hardware_summary_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def multi_gpu_markdown(gpu: str = "h100", preset: str = "quality", counts=(1, 2, 4, 8)) -> str:
+    """The README's several-GPU table: the layout of each GPU count and the default job's roofline time (the
+    denoising divided by the layout's best-case speed-up; communication not counted)."""
+    from steadydancer.parallel import parallel_layout
+    from steadydancer_space.estimate import format_seconds
+
+    height, width = bucket_size("576p")
+    phases = roofline.phase_seconds(gpu, DEFAULT_FRAMES, height, width, preset)
+    lines = [f"| {gpu.upper()}s | layout | {preset} preset, 81 frames at 576p |", "| ---: | --- | ---: |"]
+    for count in counts:
+        layout = parallel_layout(count, CONFIG_14B["num_attention_heads"])
+        seconds = roofline.FIXED_SECONDS + sum(v for k, v in phases.items() if k != "denoise") + (
+            phases["denoise"] / layout.speedup)
+        lines.append(f"| {count} | {layout.describe()} | {format_seconds(seconds)} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def positive_int(text: str) -> int:
     value = int(text)
@@ -554,8 +571,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help=f"rewrite {TABLE_PATH.relative_to(Path.cwd()) if TABLE_PATH.is_relative_to(Path.cwd()) else TABLE_PATH}")
     parser.add_argument("--hardware", action="store_true", help="print the hardware table (Markdown)")
     parser.add_argument("--hardware-summary", action="store_true", help="print the README's hardware table")
+    parser.add_argument("--multi-gpu", action="store_true", help="print the README's several-GPU table")
     args = parser.parse_args(argv)
 
+    if args.multi_gpu:
+        print(multi_gpu_markdown())
+        return 0
     if args.hardware or args.hardware_summary:
         rows = hardware_rows()
         print(hardware_summary_markdown(rows) if args.hardware_summary else hardware_markdown(rows))

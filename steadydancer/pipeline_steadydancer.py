@@ -421,11 +421,18 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
                 return_dict=False,
             )[0].float()
 
-        if batched and passes > 1:
-            text_embeds = torch.cat([self.transformer.pad_text(t.to(dtype)) for t in text])
-            features = PoseFeatures(*(torch.cat([getattr(p, f) for p in pose]) for f in ("temporal", "spatial", "fused", "aligned")))
-            return list(call(passes, text_embeds, features).chunk(passes))
-        return [call(1, t.to(dtype), p) for t, p in zip(text, pose)]
+        def run(indices: list[int]) -> list[torch.Tensor]:
+            if batched and len(indices) > 1:
+                text_embeds = torch.cat([self.transformer.pad_text(text[i].to(dtype)) for i in indices])
+                features = PoseFeatures(*(torch.cat([getattr(pose[i], f) for i in indices])
+                                          for f in ("temporal", "spatial", "fused", "aligned")))
+                return list(call(len(indices), text_embeds, features).chunk(len(indices)))
+            return [call(1, text[i].to(dtype), pose[i]) for i in indices]
+
+        parallel = getattr(self, "guidance_parallel", None)  # `steadydancer.parallel.GuidanceParallel`, when set
+        if parallel is not None and passes > 1:
+            return parallel.run(passes, latents.float(), run)
+        return run(list(range(passes)))
 
     @torch.no_grad()
     def denoise(

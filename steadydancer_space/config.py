@@ -27,7 +27,6 @@ from steadydancer.defaults import BASE, DWPOSE, FAST_LORA, TRANSFORMER
 from steadydancer.roofline import GPUS
 from steadydancer.sizing import is_valid_frame_count, nearest_valid_frame_count, next_valid_frame_count
 
-
 FAULT_ENV = "STEADYDANCER_FAULT"  # tiny mode's fault injection (`faults.py`)
 
 
@@ -214,6 +213,7 @@ class AppConfig:
                               help="draw the starting noise on the CPU: a seed gives the same video on any hardware "
                               "(off: on the GPU, as the released code)")
     zerogpu: bool = setting(False, "SPACES_ZERO_GPU", help="set by the platform: the app runs on ZeroGPU")
+    ranks: int = setting(1, "WORLD_SIZE", require=_at_least(1), help="set by torchrun: processes (GPUs) of one job")
     faults: str = setting("", FAULT_ENV, none_means="none",
                           help="faults injected in tiny mode, for tests: oom_once, oom_seed=N (`faults.py`)")
     limits: Limits = field(default_factory=Limits)

@@ -36,6 +36,14 @@ _SEGMENT = r"[^\s'\"()\[\]{}<>,;:|\\/]+"
 _PATH = re.compile(rf"(?<![\w.:/\\])/(?:{_SEGMENT}/)*({_SEGMENT})|\b[A-Za-z]:\\(?:{_SEGMENT}\\)*({_SEGMENT})")
 
 
+class WorkerLost(RuntimeError):
+    """Another rank of a several-GPU app stopped or failed during a job (`steadydancer_space.distributed`)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(f"A GPU worker of this app stopped during the job ({type(error).__name__}); the job was not "
+                         "finished. The app now runs on one GPU; press Animate again.")
+
+
 def sanitize(message: str) -> str:
     """A message fit for a visitor: no server paths, no traceback, one paragraph of bounded length."""
     text = str(message)
@@ -81,6 +89,9 @@ def to_user_error(error: BaseException):
         free_accelerator_memory()
         print(f"steadydancer: out of memory: {sanitize(str(error))}", file=sys.stderr, flush=True)
         return gr.Error(OOM_MESSAGE, print_exception=False)
+    if isinstance(error, WorkerLost):
+        print(f"steadydancer: {error}", file=sys.stderr, flush=True)
+        return gr.Error(str(error), print_exception=False)
     if isinstance(error, (InputError, PoseError)):
         text = sanitize(str(error))
         first = text.split(" ", 1)[0]

@@ -77,9 +77,11 @@ def estimate_gpu_seconds(num_frames: int, height: int, width: int,
                          guidance_scale: float = RELEASED.guidance_scale,
                          pose_guidance_scale: float = RELEASED.pose_guidance_scale,
                          pose_guidance_window: tuple[float, float] = RELEASED.pose_guidance_window,
-                         gpu: str = "h100", *, memory_plan=None, transformer_config: dict = CONFIG_14B) -> GpuEstimate:
+                         gpu: str = "h100", *, memory_plan=None, transformer_config: dict = CONFIG_14B,
+                         speedup: float = 1.0) -> GpuEstimate:
     """One call of `num_frames` frames on `gpu` (a `steadydancer.roofline.GPUS` key) under `memory_plan` (a
-    `steadydancer.memory.MemoryPlan`; None: everything resident in bf16)."""
+    `steadydancer.memory.MemoryPlan`; None: everything resident in bf16); `speedup`: the denoising's over one GPU
+    when several run it together (`steadydancer.parallel.ParallelLayout.speedup`)."""
     if gpu not in GPUS:
         raise ValueError(f"Unknown GPU {gpu!r}; one of {', '.join(GPUS)}.")
     passes = transformer_passes(num_inference_steps, guidance_scale, pose_guidance_scale, pose_guidance_window)
@@ -87,7 +89,7 @@ def estimate_gpu_seconds(num_frames: int, height: int, width: int,
                                                  batch_guidance=memory_plan.batch_guidance)
     phases = phase_seconds(gpu, num_frames, height, width, passes=passes, transformer_config=transformer_config,
                            **layout)
-    transformer = phases.pop("denoise")
+    transformer = phases.pop("denoise") / speedup
     other = sum(phases.values())
     seconds = (transformer + other + FIXED_SECONDS) * MARGIN
     return GpuEstimate(

@@ -36,6 +36,7 @@ class Generator:
         self.runtime = runtime
         self.cancels = cancels
         self.faults = faults
+        self.cluster = None  # `steadydancer_space.distributed.Cluster` under torchrun
         self.stats = GpuStats()
         self.running_job: str | None = None
         self._long_jobs: dict = {}  # job id -> its LongVideo while it runs
@@ -56,13 +57,32 @@ class Generator:
                 write_preview(tensors["denoised"], i, preview_dir)
             if progress is not None:
                 progress(i + 1, steps, f"Denoising: step {i + 1} of {steps}")
-            if job_id is not None and self.cancels.cancelled(job_id):
+            if self.cancelled(job_id):
                 pipeline.interrupt_generation()
                 print(f"steadydancer: job {job_id} cancelled after step {i + 1} of {steps}", flush=True)
                 raise GenerationCancelled()
             return tensors
 
         return on_step
+
+    def cancelled(self, job_id: str | None) -> bool:
+        """Whether to stop after this step; with several ranks, a vote every rank takes at the same step."""
+        cancelled = job_id is not None and self.cancels.cancelled(job_id)
+        return self.cluster.agree_cancelled(cancelled) if self._together() else cancelled
+
+    def _worker_lost(self, error: Exception) -> Exception:
+        """`WorkerLost` when `error` is another rank's failure (the app then goes on alone); else raises `error`."""
+        if not (self._together() and _collective_error(error)):
+            raise error
+        return self.cluster.fail(self.runtime.pipe, error)
+
+    def _together(self) -> bool:
+        return self.cluster is not None and self.cluster.active
+
+    def _send(self, job: tuple) -> None:
+        """Rank 0 hands a GPU call to the other ranks, which run it with it."""
+        if self._together() and self.cluster.leader:
+            self.cluster.send(job)
 
     def _pipeline_kwargs(self, plan: JobPlan) -> dict:
         """The sampler's settings, the noise and the prompts' embeddings (from the cache when seen before)."""
@@ -86,6 +106,7 @@ class Generator:
         num_frames, _, height, width = poses.pose_video.shape
         step_ends: list[float] = []
         on_step = self._step_callback(plan, job_id, progress, preview_dir, step_ends)
+        self._send(("frames", plan, reference, poses))
         with self.runtime.lock, self.stats.track():  # one at a time: a cancelled one may still finish its step
             self.running_job, failure = job_id, None
             try:
@@ -101,6 +122,8 @@ class Generator:
             except (GenerationCancelled, torch.OutOfMemoryError) as error:
                 # The traceback holds the failed step's frames and tensors: drop it so the memory can be released.
                 failure = error.with_traceback(None)
+            except Exception as error:
+                failure = self._worker_lost(error)
             finally:
                 self.running_job = None
                 pipe.maybe_free_model_hooks()
@@ -129,12 +152,13 @@ class Generator:
                          f"of {steps}")
 
         sampler = plan.sampler
+        self._send(("long", plan, reference, prepared, job_id))
         video = LongVideo(
             self.runtime.pipe, reference, prepared, prepared.num_frames, segment_frame_length=plan.window_frames,
             prompt=sampler.prompt, negative_prompt=sampler.negative_prompt, settings=sampler.settings,
             batch_guidance=plan.batch_guidance, seed=sampler.seed,
             noise_device="cpu" if self.runtime.config.cpu_noise else None,
-            callback=report, cancel=lambda: self.cancels.cancelled(job_id),
+            callback=report, cancel=lambda: self.cancelled(job_id),
         )
         self._long_jobs[job_id] = video
         start, windows = time.perf_counter(), []
@@ -161,6 +185,8 @@ class Generator:
                 frames = video.run_window(index)
             except LongVideoCancelled:
                 raise GenerationCancelled() from None
+            except Exception as error:
+                raise self._worker_lost(error) from None
             finally:
                 self.running_job = None
         return to_uint8_frames(frames), video.state
@@ -170,6 +196,14 @@ class Generator:
         self.cancels.cancel(job_id)
         if self.running_job == job_id:
             self.runtime.pipe.interrupt_generation()
+
+
+def _collective_error(error: BaseException) -> bool:
+    """A failure of a collective (another rank gone), not of this rank's own work."""
+    import torch.distributed as dist
+
+    text = str(error).lower()
+    return isinstance(error, dist.DistError) or any(word in text for word in ("gloo", "nccl", "connection", "peer"))
 
 
 def _stage_timings(start: float, step_ends: list[float], end: float) -> dict[str, float]:

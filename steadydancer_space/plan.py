@@ -49,6 +49,7 @@ class JobPlan:
     batch_guidance: bool  # the guidance passes of a step as one batch (the memory plan says whether they fit)
     estimate: GpuEstimate  # one GPU call: the whole video, or one window
     max_gpu_seconds: float | None  # what one call may ask for (None: no limit)
+    ranks: str = "1 rank"  # the GPUs that run it together and how (`steadydancer.parallel.ParallelLayout`)
 
     @property
     def num_frames(self) -> int:
@@ -79,6 +80,7 @@ class Planner:
         self.gpu = gpu
         self.transformer_config = transformer_config
         self.loaded_plan = loaded_plan  # the memory plan the weights were placed by (None: any)
+        self.cluster = None  # `steadydancer_space.distributed.Cluster` under torchrun
         self.limits = limits or config.limits
         # The ZeroGPU recipe (`zerogpu`): float8 compute where the card has it, guidance passes one by one.
         self.ahead_of_time = serves_ahead_of_time(config)
@@ -126,8 +128,14 @@ class Planner:
         return estimate_gpu_seconds(
             min(num_frames, self.config.window_frames), height, width, sampler.num_inference_steps,
             sampler.guidance_scale, sampler.pose_guidance_scale, sampler.pose_guidance_window, self.gpu,
-            memory_plan=memory_plan, transformer_config=self.transformer_config,
+            memory_plan=memory_plan, transformer_config=self.transformer_config, speedup=self._layout().speedup,
         )
+
+    def _layout(self):
+        from steadydancer.parallel import ParallelLayout
+
+        active = self.cluster is not None and self.cluster.active
+        return self.cluster.layout if active else ParallelLayout(1, 1, 1)
 
     def num_windows(self, num_frames: int) -> int:
         window = self.config.window_frames
@@ -149,7 +157,7 @@ class Planner:
             window_frames=self.config.window_frames, num_windows=self.num_windows(frames),
             batch_guidance=memory is None or memory.batch_guidance,
             estimate=estimate,
-            max_gpu_seconds=self.max_gpu_seconds,
+            max_gpu_seconds=self.max_gpu_seconds, ranks=self._layout().describe(),
         )
 
     def default_choices(self, margin: float = DEFAULT_MARGIN) -> tuple[str, int]:

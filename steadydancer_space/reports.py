@@ -96,6 +96,7 @@ def result_report(plan: JobPlan, step: PoseStep, frames: np.ndarray, has_audio: 
         f"{sampler.pose_guidance_window[0]:g}-{sampler.pose_guidance_window[1]:g}, shift {sampler.shift:g}, "
         f"motion {'real time' if options.real_time else 'every frame'}"
         + (", the released command line's behaviour." if options.fidelity == "released" else ".")
+        + ("" if plan.ranks == "1 rank" else f" Ran on {plan.ranks}.")
     )
     if step.reference_from_keypoints:
         lines.append(REFERENCE_KEYPOINTS_NOTE)

@@ -151,5 +151,9 @@ class AnimationService:
         return AnimateResult(video, pose_video, side_by_side, plan.sampler.seed, report, plan.request.recipe(),
                              timings, step.warnings)
 
+    def attach_cluster(self, cluster) -> None:
+        """Several GPUs (`steadydancer_space.distributed`): the GPU part runs on every rank, estimates count them."""
+        self.generator.cluster = self.planner.cluster = cluster
+
     def interrupt(self, job_id: str) -> None:
         self.generator.interrupt(job_id)

@@ -156,3 +156,13 @@ def test_readme_hardware_table_is_the_command_output():
     assert in_readme == simulate.hardware_summary_markdown(simulate.hardware_rows()).strip(), (
         "README.md's hardware table is out of date: paste `python -m bench.simulate --hardware-summary` between "
         "the markers.")
+
+
+def test_readme_multi_gpu_table_is_the_command_output():
+    from helpers.paths import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    in_readme = text.split("<!-- multi-gpu:start -->", 1)[1].split("<!-- multi-gpu:end -->", 1)[0].strip()
+    assert in_readme == simulate.multi_gpu_markdown().strip(), (
+        "README.md's several-GPU table is out of date: paste `python -m bench.simulate --multi-gpu` between the "
+        "markers.")

@@ -56,9 +56,10 @@ class AppProcess:
 
 
 def start_app(args=("--tiny",), env: dict | None = None, log_path: str | os.PathLike | None = None,
-              timeout: float = 180.0, python: str = sys.executable) -> AppProcess:
+              timeout: float = 180.0, python: str = sys.executable, launcher: list[str] | None = None) -> AppProcess:
     """Runs `python app.py *args` with GRADIO_SERVER_PORT set to a free port; returns once the page answers.
 
+    `launcher`: the command that runs the script instead of `python` (e.g. torchrun and its options).
     Raises RuntimeError with the app's log when it exits or does not answer within `timeout` seconds.
     """
     port = free_port()
@@ -67,7 +68,7 @@ def start_app(args=("--tiny",), env: dict | None = None, log_path: str | os.Path
     log_path = Path(log_path) if log_path else Path(os.environ.get("TMPDIR", "/tmp")) / f"steadydancer-app-{port}.log"
     log = open(log_path, "w")
     start = time.perf_counter()
-    process = subprocess.Popen([python, str(REPO / "app.py"), *args], cwd=REPO, env=environment, stdout=log,
+    process = subprocess.Popen([*(launcher or [python]), str(REPO / "app.py"), *args], cwd=REPO, env=environment, stdout=log,
                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     app = AppProcess(process, url, 0.0, log_path)
@@ -90,7 +91,7 @@ def start_app(args=("--tiny",), env: dict | None = None, log_path: str | os.Path
     return app
 
 
-def launch_tiny_app(tmp_path_factory, name: str, env: dict | None = None):
+def launch_tiny_app(tmp_path_factory, name: str, env: dict | None = None, launcher: list[str] | None = None):
     """Starts `python app.py --tiny` on a free port with its own caches and temp dir (`process.tmp / "tmp"`);
     yields the process and stops it after. `env` adds environment variables; the log is test-output/<name>.log."""
     tmp = tmp_path_factory.mktemp(name)
@@ -99,7 +100,7 @@ def launch_tiny_app(tmp_path_factory, name: str, env: dict | None = None):
     # Gradio serves only files under the working directory or the temp dir, so its caches live in the temp dir.
     env = {**(env or {}), "GRADIO_EXAMPLES_CACHE": str(tmp / "tmp" / "examples-cache"),
            "GRADIO_TEMP_DIR": str(tmp / "tmp" / "gradio"), "TMPDIR": str(tmp / "tmp")}
-    process = start_app(["--tiny"], env=env, log_path=TEST_OUTPUT / f"{name}.log")
+    process = start_app(["--tiny"], env=env, log_path=TEST_OUTPUT / f"{name}.log", launcher=launcher)
     process.name, process.tmp, process.env = name, tmp, env
     try:
         yield process

@@ -1,0 +1,161 @@
+"""Several GPUs behind one app: `torchrun --nproc-per-node N app.py`.
+
+Rank 0 serves the page and owns the queue and the files. Each GPU call it makes is sent to every rank, which run it
+together (`steadydancer.parallel`: the passes of a step split across guidance groups, Ulysses attention inside a
+group); rank 0 writes the result. Cancels are agreed at every step, so all ranks stop after the same step. Every
+collective wait is bounded by `timeout`: a rank that dies or raises fails the job on rank 0 with a message, and the
+app then serves on rank 0 alone. Plain `python app.py` never imports this module.
+"""
+
+import os
+import shutil
+import sys
+import time
+from datetime import timedelta
+
+from steadydancer.parallel import GuidanceParallel, LayoutError, ParallelLayout, parallel_layout
+
+from .cancellation import GenerationCancelled
+from .errors import WorkerLost
+
+COLLECTIVE_TIMEOUT_SECONDS = 600  # the longest a rank waits for the others inside a job (one step, or a VAE decode)
+POLL_SECONDS = 0.2  # how often an idle rank looks for the next job
+
+
+def join(runtime, service) -> None:
+    """Joins the ranks torchrun started. Rank 0 returns and serves the page; the others run its GPU calls until it
+    stops, then exit the process. A rank count that cannot be laid out stops every rank with one line."""
+    try:
+        cluster = Cluster.start(runtime.pipe, runtime.device)
+    except LayoutError as error:
+        print(f"steadydancer: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    service.attach_cluster(cluster)
+    if not cluster.leader:
+        try:
+            cluster.serve(service.generator)
+        finally:
+            shutil.rmtree(service.workspaces.root, ignore_errors=True)
+        sys.exit(0)
+
+
+class Cluster:
+    """This process's place among the ranks, and the job channel between them."""
+
+    def __init__(self, layout: ParallelLayout, rank: int, control, store, guidance: GuidanceParallel | None):
+        self.layout, self.rank, self.control, self.store, self.guidance = layout, rank, control, store, guidance
+        self.jobs_sent = 0
+        self.broken = False
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return not self.broken
+
+    @classmethod
+    def start(cls, pipe, device: str, timeout: float = COLLECTIVE_TIMEOUT_SECONDS) -> "Cluster":
+        """Joins the process group torchrun describes and lays the ranks out for `pipe`'s transformer; raises
+        `steadydancer.parallel.LayoutError` naming the numbers when they cannot be laid out."""
+        import torch
+        import torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
+
+        wait = timedelta(seconds=timeout)
+        cuda = device.startswith("cuda")
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=wait)  # torchrun's environment (env://)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if cuda:  # one machine: rank r drives GPU r
+            torch.cuda.set_device(rank % torch.cuda.device_count())
+        layout = parallel_layout(world, pipe.transformer.config.num_attention_heads)
+        control = dist.new_group(backend="gloo", timeout=wait)  # jobs and cancel votes: small CPU objects
+        store = _job_store(rank, world, control, wait)
+        mesh = init_device_mesh("cuda" if cuda else "cpu", (layout.guidance_groups, 1, layout.ulysses_degree),
+                                mesh_dim_names=("guidance", "ring", "ulysses"))
+        if layout.ulysses_degree > 1:
+            from diffusers import ContextParallelConfig
+
+            pipe.transformer.enable_parallelism(config=ContextParallelConfig(
+                ulysses_degree=layout.ulysses_degree, mesh=mesh["ring", "ulysses"]))
+        guidance = None
+        if layout.guidance_groups > 1:
+            guidance = GuidanceParallel(mesh["guidance"].get_group(), mesh["guidance"].get_local_rank(),
+                                        layout.guidance_groups)
+            pipe.guidance_parallel = guidance
+        print(f"SteadyDancer app: rank {rank} of {world} (pid {os.getpid()}), {layout.describe()}.", flush=True)
+        return cls(layout, rank, control, store, guidance)
+
+    # ---------------------------------------------------------------- rank 0
+    def send(self, job: tuple) -> None:
+        """Wakes the other ranks and hands them `job` (rank 0 only)."""
+        import torch.distributed as dist
+
+        self.jobs_sent += 1
+        self.store.set(f"job/{self.jobs_sent}", b"1")
+        dist.broadcast_object_list([job], src=0, group=self.control)
+
+    def stop_workers(self) -> None:
+        if self.leader and self.active:
+            self.store.set("stop", b"1")
+
+    def fail(self, pipe, error: BaseException) -> WorkerLost:
+        """After a failed collective: rank 0 goes on alone (guidance passes run locally again)."""
+        self.broken = True
+        pipe.guidance_parallel = None
+        print(f"steadydancer: a rank failed during a job ({type(error).__name__}: {error}); serving on rank 0 alone.",
+              flush=True)
+        return WorkerLost(error)
+
+    # ---------------------------------------------------------------- every rank
+    def agree_cancelled(self, cancelled: bool) -> bool:
+        """True on every rank when rank 0's job is cancelled (a vote after each step)."""
+        import torch
+        import torch.distributed as dist
+
+        if not self.active:
+            return cancelled
+        flag = torch.tensor([1 if cancelled else 0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.control)
+        return bool(flag.item())
+
+    def serve(self, generator) -> None:
+        """The loop of ranks other than 0: wait for a job, run it with rank 0, until rank 0 stops."""
+        import torch.distributed as dist
+
+        received = 0
+        while True:
+            key = f"job/{received + 1}"
+            while not self.store.check([key]):
+                if self.store.check(["stop"]):
+                    return
+                time.sleep(POLL_SECONDS)
+            received += 1
+            box = [None]
+            dist.broadcast_object_list(box, src=0, group=self.control)
+            kind, *args = box[0]
+            try:
+                if kind == "frames":
+                    generator.generate_frames(*args)
+                elif kind == "long":
+                    generator.generate_long(*args, run_window_on_gpu=generator.generate_window)
+            except GenerationCancelled:
+                pass
+
+
+def _job_store(rank: int, world: int, control, wait: timedelta):
+    """A key-value store beside the process group, so idle ranks wait for jobs without a collective (whose wait the
+    timeout would cut): rank 0 opens it on a free port and tells the others (one machine: `--standalone`)."""
+    import torch.distributed as dist
+
+    host = "127.0.0.1"
+    store = dist.TCPStore(host, 0, world, True, wait, wait_for_workers=False) if rank == 0 else None
+    port = [store.port if store is not None else None]
+    dist.broadcast_object_list(port, src=0, group=control)
+    return store if store is not None else dist.TCPStore(host, port[0], world, False, wait)
+
+
+def describe(cluster: "Cluster | None") -> str:
+    return cluster.layout.describe() if cluster is not None and cluster.active else "1 rank"
+

@@ -1,0 +1,132 @@
+"""Several GPUs behind one app, on the CPU: `torchrun --nproc-per-node N app.py --tiny` (gloo) serves the same API,
+and its videos are the single-process app's.
+
+The single-process app runs with `OMP_NUM_THREADS=1`, as torchrun runs each rank. The ranks run the guidance passes
+one by one where the single process batches them: the float frames then differ by under 1/255 (the library's own
+test, tests/library/test_parallel.py, and a pipeline run under torchrun), but H.264 turns such differences in a
+noise video into decoded pixels off by up to about 25/255 where the encoder decides a block differently (two
+single-process apps given one request with text guidance differ that much too: 22/255, mean 0.3). So decoded frames
+are compared with that tolerance: at most 40/255 anywhere and a mean under 1/255. Another seed gives a mean
+difference of about 20. The request runs three passes a step (text guidance and pose guidance in every step), so
+every rank has a share.
+"""
+
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from helpers.app_launcher import launch_tiny_app  # noqa: E402
+from helpers.paths import EXAMPLES, TEST_OUTPUT  # noqa: E402
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+pytestmark = pytest.mark.skipif(TORCHRUN is None, reason="needs torchrun (torch's launcher)")
+MAX_PIXEL_DIFFERENCE, MAX_MEAN_DIFFERENCE = 40, 1.0
+
+
+def torchrun_app(tmp_path_factory, ranks: int):
+    yield from launch_tiny_app(tmp_path_factory, f"torchrun{ranks}",
+                               launcher=[TORCHRUN, "--standalone", f"--nproc-per-node={ranks}"])
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    yield from launch_tiny_app(tmp_path_factory, "torchrun-single", env={"OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    yield from torchrun_app(tmp_path_factory, 2)
+
+
+def connect(app) -> Client:
+    return Client(app.url, verbose=False, download_files=str(TEST_OUTPUT / f"{app.name}-downloads"))
+
+
+def request(**values) -> dict:
+    return dict(reference=handle_file(str(EXAMPLES / "ref_red_dress.png")), driving_video=None,
+                keypoints=handle_file(str(EXAMPLES / "dance_wave.json")),
+                reference_keypoints=handle_file(str(EXAMPLES / "ref_red_dress.json")),
+                preset="custom", seed=7, randomize_seed=False,
+                **{"steps": 2, "num_frames": 9, "guidance_scale": 3.0, "window_start": 0.0, "window_end": 1.0, **values})
+
+
+def frames(path) -> np.ndarray:
+    from steadydancer.pose import iter_video_frames
+
+    return np.stack([f.image for f in iter_video_frames(path, None)]).astype(int)
+
+
+def assert_same_video(a, b):
+    difference = np.abs(frames(a) - frames(b))
+    assert difference.max() <= MAX_PIXEL_DIFFERENCE and difference.mean() <= MAX_MEAN_DIFFERENCE, (
+        difference.max(), difference.mean())
+
+
+def test_two_ranks_make_the_single_process_video_and_say_so(two, single):
+    video, _, _, report, *_ = connect(two).predict(**request(), api_name="/animate")
+    alone, _, _, alone_report, *_ = connect(single).predict(**request(), api_name="/animate")
+    assert "Ran on 2 ranks (2 guidance groups)." in report and "ranks" not in alone_report
+    assert_same_video(video, alone)
+    assert "rank 1 of 2" in two.log()
+
+
+def test_three_ranks_make_the_same_video(tmp_path_factory, single):
+    for app in torchrun_app(tmp_path_factory, 3):
+        video, _, _, report, *_ = connect(app).predict(**request(), api_name="/animate")
+        assert "Ran on 3 ranks (3 guidance groups)." in report
+    alone = connect(single).predict(**request(), api_name="/animate")[0]
+    assert_same_video(video, alone)
+
+
+def test_a_cancel_stops_every_rank_and_the_next_job_runs(two):
+    client = connect(two)
+    job = client.submit(**request(steps=80, num_frames=17), api_name="/animate")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any("Denoising" in (unit.desc or "")
+                                                   for unit in job.status().progress_data or []):
+        time.sleep(0.2)
+    job.cancel()
+    finished = time.monotonic() + 60
+    while not job.done() and time.monotonic() < finished:
+        time.sleep(0.2)
+    assert job.done()
+    assert re.search(r"job \S+ cancelled after step \d+ of 80", two.log())
+    video, *_ = client.predict(**request(), api_name="/animate")  # every rank is back in step
+    assert Path(video).is_file()
+
+
+def test_a_killed_rank_ends_the_job_and_never_hangs(tmp_path_factory):
+    for app in torchrun_app(tmp_path_factory, 2):
+        worker = int(re.search(r"rank 1 of 2 \(pid (\d+)\)", app.log()).group(1))
+        job = connect(app).submit(**request(steps=80, num_frames=33), api_name="/animate")
+        time.sleep(3)
+        os.kill(worker, signal.SIGKILL)
+        outcome = {}
+
+        def wait():
+            try:
+                outcome["result"] = job.result(timeout=120)
+            except Exception as error:  # the job fails: a message, or the server going away with torchrun
+                outcome["error"] = error
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        waiter.join(150)
+        assert not waiter.is_alive(), "the client still waits for a job whose rank died"
+        assert "error" in outcome
+        if isinstance(outcome["error"], AppError):
+            assert "GPU worker" in str(outcome["error"])
+        app.process.wait(timeout=120)  # torchrun stops the app when a rank dies, with its own message
+        assert "rank" in app.log().lower()
