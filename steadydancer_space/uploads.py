@@ -113,11 +113,15 @@ def _reference_header(path: str | os.PathLike | None, limits: Limits) -> tuple[i
         with Image.open(path) as image:
             width, height = image.size
             turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that turn the photo by 90 degrees
+            animated = bool(getattr(image, "is_animated", False))  # from the header (WebP, APNG) or a second frame (GIF)
     except Image.DecompressionBombError as error:  # PIL's own ceiling (about 179 megapixels)
         raise InputError(f"The reference image has far too many pixels; at most "
                          f"{limits.max_image_pixels / 1e6:.1f} megapixels are accepted.") from error
     except Exception as error:  # Pillow raises many kinds of errors for broken files
         raise InputError(_unreadable_image(name)) from error
+    if animated:
+        raise InputError(f"The reference image is animated ({name} with several frames); upload a still photo, "
+                         "e.g. one frame of it.")
     if width * height > limits.max_image_pixels:
         raise InputError(
             f"The reference image is {width}x{height}; at most {limits.max_image_pixels / 1e6:.1f} megapixels are "

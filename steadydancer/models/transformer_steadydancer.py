@@ -19,6 +19,7 @@ from diffusers.models.transformers.transformer_wan import (
     WanTransformerBlock,
 )
 from diffusers.utils import apply_lora_scale
+from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from .pose_modulation import PoseFeatures, PoseModulation
 
@@ -68,6 +69,9 @@ class SteadyDancerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, 
     _no_split_modules = ["WanTransformerBlock"]
     _keep_in_fp32_modules = ["rope", "time_embedder", "scale_shift_table", "norm1", "norm2", "norm3"]
     _repeated_blocks = ["WanTransformerBlock"]
+    # The pipeline runs the pose branch through `encode_pose`, outside `forward`, so group offloading gives it a group
+    # of its own, loaded by its own forward hook (as diffusers does for the VAE's encoder and decoder).
+    _group_offload_block_modules = ["pose_modulation"]
     # Context parallelism (`enable_parallelism`): the token sequence, (F' + 2) h' w' long, and the RoPE tables are
     # split at the first block and gathered after `proj_out`; the head runs per token, so the reference frames are
     # dropped after the gather. Cross-attention needs no split: every rank's queries see the whole 257 + 512 context.
@@ -147,6 +151,7 @@ class SteadyDancerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, 
 
         self.gradient_checkpointing = False
 
+    @apply_forward_hook  # model CPU offload (accelerate) moves the transformer here too, not only in `forward`
     def encode_pose(self, hidden_states: torch.Tensor, pose_latents: torch.Tensor) -> PoseFeatures:
         """Runs the pose branch. It depends on the noisy latent and the pose only, so passes that differ only in
         their text (the cond and negative-text passes) can share one result."""
@@ -220,6 +225,7 @@ class SteadyDancerTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, 
         # RoPE over the (F' + 2) x h' x w' grid; the rope module reads only the shape of its input.
         rotary_emb = self.rope(torch.empty(batch_size, 0, num_frames + 2 * p_t, height, width, device="meta"))
         hidden_states = tokens.flatten(2).transpose(1, 2).contiguous()  # (B, (F'+2) h' w', D)
+        del video, tokens  # copied into hidden_states; not held through the blocks (~0.5 GB a sample at 576p)
 
         # 2. Time, text and summed image context
         image_tokens = encoder_hidden_states_image

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import PoseError
-from .keypoints import NECK, Pose
+from .keypoints import MIN_SKELETON_EXTENT, NECK, Pose
 
 PART_NAMES = ("neck", "face_left", "face_right", "shoulder", "arm_upper", "arm_lower", "hand",
               "body", "leg_upper", "leg_lower")
@@ -213,6 +213,11 @@ def align_poses(reference: Pose, driving: Sequence[Pose], align_index: int = 0, 
     if not anchor.body_present[NECK]:
         raise PoseError(f"driving frame {align_index} has no neck (both shoulders must be visible) "
                         "to align on; choose another align frame")
+    if reference.is_collapsed or anchor.is_collapsed:
+        which = "the reference pose" if reference.is_collapsed else f"driving frame {align_index}"
+        raise PoseError(f"{which} has every body point at one place (within {MIN_SKELETON_EXTENT:.0%} of the frame); "
+                        "the aligned poses would be dots" + ("" if reference.is_collapsed else
+                                                             "; choose another align frame"))
 
     ratios = alignment_ratios(reference, anchor, skip_missing=skip_missing)
     offset = _square(reference.body, reference.aspect)[NECK] - _square(anchor.body, anchor.aspect)[NECK]

@@ -84,6 +84,9 @@ KEYPOINT_THRESHOLD = 0.35
 
 # Keypoints are fractions of their frame (-1: missing); far beyond it they are no pose (pixels given by mistake).
 MAX_COORDINATE = 100.0
+# A skeleton whose present body points all lie within this share of the frame height of each other is drawn as a
+# dot: the model would be conditioned on no pose at all.
+MIN_SKELETON_EXTENT = 0.01
 
 SEQUENCE_FORMAT = "steadydancer.pose_sequence"
 POSE_FORMAT = "steadydancer.pose"
@@ -195,6 +198,16 @@ class Pose:
     def is_empty(self) -> bool:
         """True when no body point is present (no person)."""
         return not bool(self.body_present.any())
+
+    @property
+    def is_collapsed(self) -> bool:
+        """True when every present body point lies within `MIN_SKELETON_EXTENT` (of the frame height, x scaled by
+        the aspect) of the others: drawn, the skeleton is a dot."""
+        points = self.body[self.body_present]
+        if len(points) == 0:
+            return False
+        extent = (points.max(axis=0) - points.min(axis=0)) * np.array([self.aspect, 1.0])
+        return bool(extent.max() < MIN_SKELETON_EXTENT)
 
     @property
     def aspect(self) -> float:
@@ -399,6 +412,11 @@ def check_reference_pose(pose: Pose, where: str | None = None) -> None:
             f"{where}: the neck (body[1], between the shoulders) is missing; the alignment measures from it"
             if where else "the person in the reference image has no visible shoulders; use a photo showing at "
             "least the upper body")
+    if pose.is_collapsed:
+        raise NoPersonInReferenceError(
+            f"{where}: every body point is at one place (within {MIN_SKELETON_EXTENT:.0%} of the frame); the pose "
+            "video would be a dot" if where else "the person found in the reference image is a single point; use a "
+            "photo where one person is clearly visible")
 
 
 def reference_pose_from(sequence: PoseSequence, where: str = "reference pose") -> Pose:

@@ -110,11 +110,11 @@ def test_a_job_no_plan_fits_is_refused_naming_the_card_and_the_need():
 def test_smaller_cards_unbatch_the_guidance_passes_before_streaming_the_transformer():
     table = memory.load_simulated_memory()
     acts = table["buckets"]["576p"]["presets"]["quality"]
-    plan = memory.plan_memory(40, (8, 0))
+    plan = memory.plan_memory(36, (8, 0))
     assert (plan.name, plan.batch_guidance) == ("fp8", False)
     batched = memory.phase_peaks_gb(table["weights_gb"], acts, memory.MemoryPlan(
         "fp8", "float8_storage", False, False, False, 0.0, "", True))
-    assert max(batched.values()) > 40 * memory.USABLE_FRACTION  # the batched variant was tried and did not fit
+    assert max(batched.values()) > 36 * memory.USABLE_FRACTION  # the batched variant was tried and did not fit
 
 
 def test_measured_pass_replaces_the_efficiency_factors(tmp_path):

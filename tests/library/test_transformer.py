@@ -7,6 +7,7 @@ import torch
 from accelerate import init_empty_weights
 from safetensors.torch import load_file, save_file
 
+from helpers.inputs import random_transformer_inputs
 from helpers.paths import REPO, shared_fixture
 from steadydancer.loading import (
     CheckpointMismatchError,
@@ -181,3 +182,39 @@ def test_bf16_stays_close_to_fp32():
         low = model_bf16(**{k: v.to(torch.bfloat16) if k != "timestep" else v for k, v in inputs.items()}).sample.float()
     relative = (low - ref).norm() / ref.norm()
     assert relative < 0.05, relative
+
+
+def test_patch_embedded_tokens_are_not_held_through_the_blocks():
+    import weakref
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from steadydancer.tiny import tiny_transformer
+
+    model = tiny_transformer().eval()
+    inputs = random_transformer_inputs(frames=3, height=6, width=4)
+    config = model.config
+    tokens_shape = (1, config.num_attention_heads * config.attention_head_dim, 3 + 2, 3, 2)
+    video_shape = (1, config.in_channels + config.image_condition_channels + 2 * config.pose_channels, 3, 6, 4)
+
+    class FiveDimensionalResults(TorchDispatchMode):
+        """Weak references to every 5-D tensor an operator returns (the pose features, the video, the tokens)."""
+
+        def __init__(self):
+            super().__init__()
+            self.results = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.ndim == 5:
+                self.results.append((tuple(out.shape), weakref.ref(out)))
+            return out
+
+    alive_in_last_block = []
+    model.blocks[-1].register_forward_pre_hook(
+        lambda module, args: alive_in_last_block.extend(shape for shape, ref in results.results if ref() is not None))
+    with torch.no_grad(), FiveDimensionalResults() as results:
+        model(**inputs)
+    made = [shape for shape, _ in results.results]
+    assert tokens_shape in made and video_shape in made  # the probe sees them being made
+    assert tokens_shape not in alive_in_last_block and video_shape not in alive_in_last_block

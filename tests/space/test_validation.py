@@ -164,3 +164,19 @@ def test_every_pillow_mode_loads_as_what_it_shows(tmp_path):
     np.testing.assert_array_equal(load_image(palette), np.full((24, 16, 3), 255, np.uint8))
     cmyk = Image.new("CMYK", (16, 24), (0, 255, 255, 0))  # pure red in CMYK
     np.testing.assert_array_equal(load_image(cmyk)[0, 0], [255, 0, 0])
+
+
+@pytest.mark.parametrize("fmt,suffix", [("WEBP", "webp"), ("PNG", "png"), ("GIF", "gif")])
+def test_an_animated_reference_photo_is_refused_not_cut_to_its_first_frame(tmp_path, fmt, suffix):
+    frames = [Image.new("RGB", (64, 96), colour) for colour in ("red", "blue", "green")]
+    animated = tmp_path / f"animated.{suffix}"
+    frames[0].save(animated, format=fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with Image.open(animated) as image:
+        assert image.n_frames == 3  # the file really holds three frames
+    with pytest.raises(InputError, match="The reference image is animated"):
+        load_reference_image(animated)
+    with pytest.raises(InputError, match="The reference image is animated"):
+        reference_size(animated)
+    still = tmp_path / f"still.{suffix}"
+    frames[0].save(still, format=fmt)
+    assert load_reference_image(still).shape == (96, 64, 3)

@@ -260,3 +260,12 @@ def test_frame_without_neck_is_rebuilt_about_an_estimated_neck():
     r = alignment_ratios(reference, anchor)
     want = square(full)[1] + r["arm_upper"] * (square(anchor)[6] - square(anchor)[1])
     np.testing.assert_allclose(square(partial)[6], want, atol=1e-12)
+
+
+def test_a_driving_align_frame_with_every_joint_at_one_point_is_refused():
+    frame = standing()
+    body = np.where(frame.body_present[:, None], np.array([0.5, 0.4]), frame.body)
+    collapsed = Pose(body, frame.subset, frame.hands, frame.face, frame.width, frame.height)
+    with pytest.raises(PoseError, match=r"driving frame 1 has every body point at one place"):
+        align_poses(standing(), [standing(), collapsed], align_index=1)
+    assert len(align_poses(standing(), [standing(), collapsed], align_index=0)) == 2  # elsewhere it is one frame

@@ -222,3 +222,20 @@ def test_reference_coordinates_are_finite_and_bounded(tmp_path, value, match):
     (tmp_path / "ref.json").write_text(json.dumps(data))  # json writes inf as Infinity, which Python reads back
     with pytest.raises(PoseFormatError, match=r"ref\.json\.frames\[0\]\.body: " + match):
         load_reference_pose(tmp_path / "ref.json")
+
+
+def _collapsed(pose: Pose, at=(0.5, 0.4)) -> Pose:
+    """`pose` with every present body point moved to one place."""
+    body = np.where(pose.body_present[:, None], np.array(at), pose.body)
+    return Pose(body, pose.subset, pose.hands, pose.face, pose.width, pose.height)
+
+
+def test_a_reference_with_every_joint_at_one_point_is_refused_before_generation(tmp_path):
+    from steadydancer.pose import NoPersonInReferenceError, load_reference_pose
+
+    pose = random_pose(np.random.default_rng(4), 64, 64)
+    PoseSequence([_collapsed(pose)], 64, 64).save(tmp_path / "ref.json")
+    with pytest.raises(NoPersonInReferenceError, match=r"reference_pose: every body point is at one place"):
+        load_reference_pose(tmp_path / "ref.json", where="reference_pose")
+    PoseSequence([pose], 64, 64).save(tmp_path / "ref.json")
+    load_reference_pose(tmp_path / "ref.json", where="reference_pose")  # the same skeleton spread out is fine
