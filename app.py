@@ -203,7 +203,7 @@ async def animate_example(example_name, preset=DEFAULT_PRESET, steps=None, guida
     job = SERVICE.request(reference, driving_video, keypoints, reference_keypoints=reference_keypoints,
                           prompt=example.prompt, num_frames=min(example.num_frames, DEFAULT_FRAMES),
                           resolution=DEFAULT_RESOLUTION, seed=EXAMPLE_SEED, randomize_seed=False, preset=preset,
-                          steps=steps, guidance_scale=guidance_scale)
+                          steps=steps, guidance_scale=guidance_scale, pose_edits=example.pose_edits)
     key = (example.label, tuple(sorted(job.recipe().items())))
     if page.still_there(outputs := EXAMPLE_RESULTS.get(key)):
         yield outputs
@@ -283,7 +283,8 @@ def build_demo() -> gr.Blocks:
         # An example fills the form, then plays its result at the speed chosen (made at its first click).
         example_event = ui.example_gallery.select(
             page.fill_example(EXAMPLES_DIR), None, [ui.example_name, ui.reference, ui.driving_video, ui.keypoints,
-                                                    ui.reference_keypoints, ui.prompt, ui.num_frames], **private,
+                                                    ui.reference_keypoints, ui.prompt, ui.num_frames, ui.pose_edits,
+                                                    ui.pose_fit], **private,
         ).then(**start_job).then(
             animate_example, [ui.example_name, ui.preset, ui.steps, ui.guidance_scale], animate_outputs,
             api_visibility="private", concurrency_limit=CONFIG.concurrency, concurrency_id="gpu",

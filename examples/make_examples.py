@@ -235,6 +235,75 @@ def character_json(width: int = CHARACTER_SIZE[0], height: int = CHARACTER_SIZE[
     return pose_json("rest", [0.0], width, height, None)
 
 
+# ---------------------------------------------------------------------- close-up
+# A cartoon framed waist up: a head CLOSEUP_HEAD times the dancer's (nose to neck, eyes, ears) over the dancer's
+# torso, arms hidden under a poncho. The released per-part alignment guesses the unmeasured arms and legs from the
+# measured parts, the big head's included, so the dance's arms swing out of the frame; the waist-up fit does not.
+CLOSEUP_HEAD = 3.0
+CLOSEUP_HIDDEN = (3, 4, 6, 7, 9, 10, 12, 13)  # elbows, wrists (under the poncho), knees, ankles (below the frame)
+CLOSEUP_TOP, CLOSEUP_HIPS = 0.02, 0.9  # the head's top and the hips, fractions of the photo's height
+CLOSEUP_STYLE = Style((225, 172, 130), (120, 60, 25), (235, 150, 40), (150, 40, 90), (0, 0, 0), (214, 232, 240),
+                      (0, 0, 0))  # skin, hair, poncho, its bands, -, background, -
+
+
+def closeup_points(width: int = CHARACTER_SIZE[0], height: int = CHARACTER_SIZE[1]) -> np.ndarray:
+    """Body (18, 2) in pixels of the close-up character; hidden joints hold -1."""
+    body, _ = skeleton(REST_ARMS, REST_LEGS)
+    head = [0, 14, 15, 16, 17]
+    body[head] = body[1] + (body[head] - body[1]) * CLOSEUP_HEAD  # the face scaled about the neck
+    head_top = body[0, 1] - 0.75 * (body[1, 1] - body[0, 1])  # the hair's top (closeup_image)
+    scale = (CLOSEUP_HIPS - CLOSEUP_TOP) / (HIP_Y - head_top) * height
+    out = (body - np.array([0.0, head_top])) * scale + np.array([width / 2, CLOSEUP_TOP * height])
+    out[list(CLOSEUP_HIDDEN)] = -1.0
+    return out
+
+
+def closeup_image(width: int = CHARACTER_SIZE[0], height: int = CHARACTER_SIZE[1], supersample: int = 2):
+    """The close-up character drawn from :func:`closeup_points` (PIL image, RGB)."""
+    from PIL import Image, ImageDraw
+
+    style, s = CLOSEUP_STYLE, supersample
+    P = closeup_points(width, height) * s
+    image = Image.new("RGB", (width * s, height * s), style.background)
+    draw = ImageDraw.Draw(image)
+    unit = (P[8, 1] - P[1, 1]) / (HIP_Y - NECK_Y)  # pixels per figure height
+    radius = 0.62 * (P[1, 1] - P[0, 1])  # a big round face about the nose, its chin above the neck
+    centre = P[0] - np.array([0.0, 0.1 * radius])
+    neck = 0.3 * radius
+    draw.rectangle([P[1, 0] - neck, centre[1], P[1, 0] + neck, P[1, 1] + 0.1 * unit], fill=style.skin)
+    # poncho: from the shoulders flaring past the hips, over the arms
+    half = (P[5, 0] - P[2, 0]) / 2
+    draw.polygon([(P[1, 0] - 1.3 * neck, P[1, 1] - 0.03 * unit), (P[1, 0] + 1.3 * neck, P[1, 1] - 0.03 * unit),
+                  (P[5, 0] + 0.15 * half, P[5, 1] + 0.05 * unit), (P[11, 0] + 1.0 * half, height * s),
+                  (P[8, 0] - 1.0 * half, height * s), (P[2, 0] - 0.15 * half, P[2, 1] + 0.05 * unit)],
+                 fill=style.top)
+    for stripe in (0.45, 0.7):  # the poncho's bands
+        y = P[1, 1] + stripe * (height * s - P[1, 1])
+        spread = 1.15 * half + stripe * 1.0 * half
+        draw.line([(P[1, 0] - spread, y), (P[1, 0] + spread, y)], fill=style.bottom, width=int(0.02 * unit))
+    # head: hair behind and on top, eyes at their keypoints, a smile
+    draw.ellipse([centre[0] - 1.06 * radius, centre[1] - 1.1 * radius, centre[0] + 1.06 * radius,
+                  centre[1] + 0.3 * radius], fill=style.hair)
+    draw.ellipse([centre[0] - radius, centre[1] - 0.95 * radius, centre[0] + radius, centre[1] + radius],
+                 fill=style.skin)
+    draw.chord([centre[0] - 1.04 * radius, centre[1] - 1.1 * radius, centre[0] + 1.04 * radius,
+                centre[1] - 0.25 * radius], 180, 360, fill=style.hair)
+    for eye in (P[14], P[15]):
+        r = 0.09 * radius
+        draw.ellipse([eye[0] - r, eye[1] - r, eye[0] + r, eye[1] + r], fill=(30, 30, 40))
+    draw.arc([P[0, 0] - 0.3 * radius, P[0, 1] + 0.15 * radius, P[0, 0] + 0.3 * radius, P[0, 1] + 0.55 * radius],
+             20, 160, fill=(150, 60, 60), width=max(1, int(0.05 * radius)))
+    return image.resize((width, height), Image.LANCZOS)
+
+
+def closeup_json(width: int = CHARACTER_SIZE[0], height: int = CHARACTER_SIZE[1]) -> dict:
+    """The close-up character's keypoints (a reference keypoint file; hidden joints -1, no hands)."""
+    body = closeup_points(width, height)
+    norm = np.where(body >= 0, body / np.array([width, height]), -1.0)
+    return {"format": "steadydancer.pose_sequence", "version": 1, "width": width, "height": height, "fps": None,
+            "frames": [{"body": np.round(norm, 4).tolist()}]}
+
+
 # ---------------------------------------------------------------------- audio
 def beat_audio(seconds: float, bpm: float = 120.0, rate: int = 44100) -> np.ndarray:
     """(1, samples) float32: a kick on every beat, a hi-hat between beats, a bass note per bar."""
@@ -263,9 +332,10 @@ def beat_audio(seconds: float, bpm: float = 120.0, rate: int = 44100) -> np.ndar
 PREVIEW_FRAMES = 48  # 3 s of each dance in the gallery's moving thumbnails
 
 
-def motion_preview(photo, kind: str, panel_height: int, frames: int = PREVIEW_FRAMES) -> list:
+def motion_preview(photo, kind: str, panel_height: int, frames: int = PREVIEW_FRAMES, poses=None) -> list:
     """Frames of a moving thumbnail: the example's photo beside the pose video it is given (drawn as the model sees
-    poses), so a visitor sees what goes in. It shows inputs, never a result."""
+    poses), so a visitor sees what goes in. It shows inputs, never a result. `poses`: the poses to draw (normalised
+    to CHARACTER_SIZE) instead of dance `kind` as danced."""
     import PIL.Image
 
     from steadydancer.pose import Pose, draw_pose
@@ -276,8 +346,9 @@ def motion_preview(photo, kind: str, panel_height: int, frames: int = PREVIEW_FR
     for i in range(frames):
         body, hands = figure_points(kind, i / FPS, *CHARACTER_SIZE)
         size = np.array(CHARACTER_SIZE, dtype=np.float64)
-        pose = Pose.from_dict({"body": (body / size).tolist(), "hands": (hands / size).tolist()},
-                              width=CHARACTER_SIZE[0], height=CHARACTER_SIZE[1])
+        pose = poses[i] if poses is not None else Pose.from_dict(
+            {"body": (body / size).tolist(), "hands": (hands / size).tolist()},
+            width=CHARACTER_SIZE[0], height=CHARACTER_SIZE[1])
         drawn = PIL.Image.fromarray(draw_pose(pose, CHARACTER_SIZE[1], CHARACTER_SIZE[0])).resize(panel)
         frame = PIL.Image.new("RGB", (2 * panel[0] + 4, panel[1]), (255, 255, 255))
         frame.paste(photo, (0, 0))
@@ -293,6 +364,29 @@ def write_gif(path: str, frames: list) -> None:
 
 # Each example's character and dance (the app's table, `steadydancer_space/examples.py`, names the files).
 GALLERY = (("red_dress", "wave"), ("blue_hoodie", "groove"), ("green_suit", "sway"))
+
+
+# The close-up example's character and dance (its table entry runs the dance fitted waist up).
+CLOSEUP_NAME, CLOSEUP_DANCE = "closeup_poncho", "sway"
+
+
+def make_closeup_example(directory: str | os.PathLike) -> list[str]:
+    """Writes the close-up example's photo, its keypoints and its thumbnail (the motion as fitted waist up, the way
+    the example runs it); returns their paths."""
+    from steadydancer.pose import PoseSequence
+    from steadydancer.pose.retarget import fit_framing
+
+    names = (f"ref_{CLOSEUP_NAME}.png", f"ref_{CLOSEUP_NAME}.json", f"thumb_{CLOSEUP_NAME}.gif")
+    paths = [os.path.join(directory, name) for name in names]
+    photo, keypoints = closeup_image(), closeup_json()
+    photo.save(paths[0], optimize=True)
+    with open(paths[1], "w", encoding="utf-8") as f:
+        json.dump(keypoints, f, separators=(",", ":"))
+    dance = PoseSequence.from_dict(pose_json(CLOSEUP_DANCE, [i / FPS for i in range(PREVIEW_FRAMES)],
+                                             *CHARACTER_SIZE, FPS))
+    fitted = fit_framing(PoseSequence.from_dict(keypoints).poses[0], dance.poses, 0, "waist_up")
+    write_gif(paths[2], motion_preview(photo, CLOSEUP_DANCE, panel_height=150, poses=fitted))
+    return paths
 
 
 # ---------------------------------------------------------------------- all of it
@@ -326,6 +420,7 @@ def make_examples(directory: str | os.PathLike) -> list[str]:
         path = os.path.join(directory, f"thumb_{name}.gif")
         write_gif(path, motion_preview(character_image(name), kind, panel_height=150))
         written.append(path)
+    written += make_closeup_example(directory)
     path = os.path.join(directory, "demo_inputs.gif")  # the first example, larger: the page's opening picture
     write_gif(path, motion_preview(character_image(GALLERY[0][0]), GALLERY[0][1], panel_height=260))
     written.append(path)

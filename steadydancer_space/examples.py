@@ -15,6 +15,7 @@ class Example:
     num_frames: int = 49
     reference_keypoints: str | None = None  # the reference's pose (JSON, one frame), given instead of detected
     thumbnail: str | None = None  # the photo beside its pose motion (a GIF: inputs, never a result)
+    pose_edits: str = "{}"  # the API's pose_edits (steadydancer.pose.edits), e.g. a close-up's retargeting
 
 
 EXAMPLES = (
@@ -29,6 +30,12 @@ EXAMPLES = (
             "A cartoon person in a green jumpsuit steps side to side swinging the arms, plain studio background.",
             "Green jumpsuit + side steps (keypoints)", reference_keypoints="ref_green_suit.json",
             thumbnail="thumb_green_suit.gif"),
+    # A close-up: the released alignment guesses the hidden arms from the big head and swings them out of the
+    # frame; the motion fitted to the photo's waist-up framing keeps them in, shoulders and hips on the photo's.
+    Example("ref_closeup_poncho.png", None, "dance_sway.json",
+            "A cartoon character with a big head in an orange poncho sways side to side, close-up, plain background.",
+            "Close-up + side steps (motion fitted waist up)", reference_keypoints="ref_closeup_poncho.json",
+            thumbnail="thumb_closeup_poncho.gif", pose_edits='{"retarget":{"fit":"waist_up"}}'),
 )
 # The page's opening picture: the first example's photo beside its pose motion, larger (inputs, not a result).
 DEMO_MEDIA = "demo_inputs.gif"

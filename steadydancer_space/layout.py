@@ -192,7 +192,7 @@ def _output_column(tiny: bool, examples_dir: str) -> dict:
                                  interactive=False)
             pose_video = gr.Video(label=_tiny("Pose video"), height=300, interactive=False)
         pose_report = gr.Markdown(label="Pose report")
-        pose_editor, pose_edits = build_pose_editor()
+        pose_editor, pose_edits, pose_fit = build_pose_editor()
         negative_pose_video = gr.Video(label=_tiny("Negative poses (pose guidance)"), height=240,
                                        interactive=False)
         poses_json = gr.File(label=_tiny("Driving keypoints (JSON, reusable as input)"), interactive=False)

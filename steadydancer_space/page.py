@@ -135,13 +135,16 @@ def cancelled_note():
 
 
 def fill_example(examples_dir: str):
-    """The example gallery's select handler: (the example's name, its files, prompt and length) for the form."""
+    """The example gallery's select handler: (the example's name, its files, prompt, length, pose edits and the
+    pose editor's fit control showing their fit) for the form."""
+    from steadydancer.pose.edits import PoseEdits
 
     from .examples import EXAMPLES, example_files
 
     def fill(selected: gr.SelectData):
         example = EXAMPLES[selected.index]
-        return (example.label, *example_files(example, examples_dir), example.prompt, example.num_frames)
+        return (example.label, *example_files(example, examples_dir), example.prompt, example.num_frames,
+                example.pose_edits, PoseEdits.from_json(example.pose_edits).retarget.fit)
 
     return fill
 

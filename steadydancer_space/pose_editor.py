@@ -80,8 +80,9 @@ def compose_edits(joint_edits: str, fit: str, limb_lengths: bool, stable_ground:
         return gr.update()
 
 
-def build_pose_editor() -> tuple[gr.HTML, gr.Textbox]:
-    """The editor's components, wired among themselves; returns (the editor view, the `pose_edits` textbox)."""
+def build_pose_editor() -> tuple[gr.HTML, gr.Textbox, gr.Dropdown]:
+    """The editor's components, wired among themselves; returns (the editor view, the `pose_edits` textbox, the
+    fit control, which an example sets)."""
     with gr.Accordion("Pose editor: fix the skeleton, retarget the motion", open=True):
         gr.Markdown("Drag a joint (mouse or finger); **Remove** deletes a false one; the list places a missed one. "
                     "The slider picks the photo's skeleton (0) or a frame of the motion: an edit there fades into "
@@ -110,4 +111,4 @@ def build_pose_editor() -> tuple[gr.HTML, gr.Textbox]:
     controls = [joint_edits, fit, limb_lengths, stable_ground, scale, offset_x, offset_y, smoothing, ease]
     gr.on([c.change for c in controls], compose_edits, controls, pose_edits, queue=False, api_visibility="private",
           show_progress="hidden")
-    return view, pose_edits
+    return view, pose_edits, fit

@@ -14,6 +14,7 @@ from helpers.browser_page import (animate_and_wait_for_a_new_result, block, hist
 from helpers.paths import EXAMPLES, TEST_OUTPUT
 
 from steadydancer.defaults import PRESETS
+from steadydancer_space.examples import EXAMPLES as EXAMPLE_TABLE
 from steadydancer_space.history import FORM_FIELDS
 
 BLUE = "Blue hoodie + groove (video with a beat)"
@@ -37,7 +38,7 @@ def test_first_screen_at_desktop_size(app, browser):
                               ("speed", block(page, "Speed")),
                               ("Animate", page.get_by_role("button", name="Animate"))):
             assert _inside(page, locator, 900), f"the {what} is not inside the first screen: {locator.bounding_box()}"
-        assert page.locator("#examples img").count() == 3
+        assert page.locator("#examples img").count() == len(EXAMPLE_TABLE)
         estimate = page.locator("#estimate").inner_text()
         assert re.match(r"About \d+ (s|min) of GPU time \(fast, \d+ frames at \d+p\)", estimate), estimate
         for jargon in ("4n+1", "Shift", "shift", "pose guidance window", "distillation LoRA", "transformer passes"):
