@@ -314,7 +314,8 @@ def build_demo() -> gr.Blocks:
 demo = build_demo()
 # What a call sending fewer values than an endpoint takes gets for the rest (`MissingArgumentDefaults`): the
 # page's own starting values, which are also what gradio_client fills in.
-ENDPOINT_DEFAULTS = {key: [component.value for component in fn.inputs]
+# A call written before `preset` existed gave its own steps and guidance: for it the preset is "custom".
+ENDPOINT_DEFAULTS = {key: [page.preset_for_short_calls(component, fn) for component in fn.inputs]
                      for fn_index, fn in demo.fns.items() if fn.api_name in ("animate", "extract_poses", "estimate")
                      for key in (fn_index, fn.api_name)}
 

@@ -79,7 +79,7 @@ def _input_column(config, fields: dict, tiny: bool, default_resolution: str, def
                 keypoints = gr.File(label="Keypoint JSON (used instead of the video when given)",
                                     file_types=[".json"], type="filepath", height=210)
     with gr.Row(equal_height=True):
-        preset = gr.Radio(label="Speed", value=DEFAULT_PRESET, choices=list(SPEED_CHOICES), scale=3,
+        preset = gr.Radio(label="Speed", value=DEFAULT_PRESET, choices=list(SPEED_CHOICES), scale=3, elem_id="speed",
                           info="Fast takes 4 steps with a speed-up add-on (a distillation LoRA); Quality, the "
                           "paper's 40 steps.")
         with gr.Column(scale=2, min_width=160):

@@ -239,3 +239,10 @@ def wire_form(demo, ui, private: dict, estimate, frame_range: tuple[int, int]) -
           ui.seconds, [ui.num_frames, ui.seconds], **private)
     ui.resolution.input(shift_for, ui.resolution, ui.shift, **private)
     ui.seed.input(lambda: False, None, ui.randomize_seed, **private)  # a seed typed is a seed meant
+
+
+def preset_for_short_calls(component, fn):
+    """The value a raw call too short to send `component` gets: the page's, but "custom" for the speed preset of
+    /animate (such a call predates presets and its steps and guidance are meant as given)."""
+    is_preset = getattr(component, "elem_id", None) == "speed" and fn.api_name == "animate"
+    return "custom" if is_preset else component.value

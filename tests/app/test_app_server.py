@@ -290,8 +290,11 @@ def test_estimate_endpoint(client):
     reference = handle_file(str(EXAMPLES / "ref_red_dress.png"))
     quality = client.predict(reference, PAPER, 81, 40, 5.0, 1.0, 0.1, 0.4, "quality", api_name="/estimate")
     assert "GPU time" in quality and "91 transformer passes" in quality
-    fast = client.predict(reference, PAPER, 81, 40, 5.0, 1.0, 0.1, 0.4, "fast", api_name="/estimate")
-    assert "5 transformer passes" in fast  # the fast preset's 4 steps + 1 pose-guidance pass, whatever the sliders
+    fast = client.predict(reference, PAPER, 81, 4, 1.0, 1.0, 0.1, 0.4, "fast", api_name="/estimate")
+    assert "5 transformer passes" in fast  # the fast preset's 4 steps + 1 pose-guidance pass
+    # Sliders that contradict a named preset are refused naming it, not dropped.
+    contradicting = client.predict(reference, PAPER, 81, 40, 5.0, 1.0, 0.1, 0.4, "fast", api_name="/estimate")
+    assert "Estimate unavailable" in contradicting and "preset" in contradicting
     custom = client.predict(reference, PAPER, 81, 10, 1.0, 0.0, 0.1, 0.4, "custom", api_name="/estimate")
     assert "10 transformer passes" in custom
 
