@@ -4,10 +4,13 @@
     python app.py --tiny          # tiny random weights + stand-in poses: runs on a CPU, the output is noise
     python app.py --help          # every setting; each has a STEADYDANCER_* environment variable
 
-Host and port: GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. This file is the UI wiring: components, events and the
-`spaces.GPU` wrapper. Handlers turn UI values into a request (`steadydancer_space.request`) and the service
-(`steadydancer_space.service`) runs the steps. The models load at import time (ZeroGPU moves them to its GPU when a
-task starts) and only the generation itself runs under `spaces.GPU`, with a duration computed from the request.
+    torchrun --standalone --nproc-per-node N app.py   # N GPUs on one job (`steadydancer_space.distributed`)
+
+Host and port: GRADIO_SERVER_NAME, GRADIO_SERVER_PORT. This file is the wiring: the `spaces.GPU` functions, the API
+handlers (their docstrings are the API doc) and the page's events; the components are `steadydancer_space.layout`.
+Handlers turn UI values into a request that is resolved once (`SERVICE.plan`) and the service runs the steps. The
+models load at import time (ZeroGPU moves them to its GPU when a task starts); each GPU call asks for the plan's
+estimate of it.
 """
 
 import sys
