@@ -110,6 +110,10 @@ def test_cancel_right_after_animate_says_cancelled_and_shows_nothing_stale(app, 
     assert result.locator("video").count() == 0
     steps.fill("4")
     steps.press("Tab")  # a number box commits on blur
+    # The cancelled job's own "Cancelled." toast is closed, as a visitor would, before the next job is watched.
+    for close in page.locator(".toast-body .toast-close").all():
+        close.click()
+    page.locator(".toast-body").first.wait_for(state="detached", timeout=30_000)
     # Animate again at once: a cancel that named its (queued or ended) job must not cancel the next one.
     animate_and_wait_for_a_new_result(page)
 

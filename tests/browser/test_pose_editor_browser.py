@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from helpers.app_launcher import launch_tiny_app
+from helpers.browser_page import pick_example
 from helpers.paths import EXAMPLES, TEST_OUTPUT
 
 CHROMIUM = os.environ.get("STEADYDANCER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -56,9 +57,10 @@ def extract(client, pose_edits: str):
 def test_dragging_the_right_wrist_moves_that_joint_only_and_the_recipe_replays_it(app, page):
     from gradio_client import Client, handle_file
 
-    page.get_by_text("Red dress + waving (keypoints)").click()
+    page.get_by_text("Poses: check the motion before spending GPU time").click()  # the editor's folded section
+    pick_example(page, "Red dress + waving (keypoints)")
     page.get_by_text("Start of the clip").click()
-    page.get_by_label("Smooth start from the reference's own pose").check()
+    page.get_by_label("Smooth start", exact=True).check()
     page.get_by_role("button", name="Extract poses").click()
     canvas = page.locator("#pose-editor canvas")
     page.wait_for_function("document.querySelector('#pose-editor canvas').height > 0", timeout=120_000)
@@ -102,5 +104,8 @@ def test_dragging_the_right_wrist_moves_that_joint_only_and_the_recipe_replays_i
     recipe = first[5]
     assert json.loads(recipe["pose_edits"]) == edits
     again = client.predict(**files, **recipe, api_name="/animate")
-    assert np.abs(first_frame(again[1]) - first_frame(first[1])).max() <= 2  # re-encoded, same drawing
+    # The same drawing encoded twice: x264 with threads rounds a few pixels differently each time (a moved joint
+    # changes whole strokes, far above this).
+    difference = np.abs(first_frame(again[1]) - first_frame(first[1]))
+    assert difference.max() <= 24 and difference.mean() < 0.5, (difference.max(), difference.mean())
     assert np.abs(first_frame(first[1]) - plain).max() > 60  # and it is the edited one
