@@ -21,11 +21,14 @@ class CancelRegistry:
     that job when it runs, or, when it has not started yet (still queued), makes it start cancelled; another
     session naming the event changes nothing. A cancel can also come before its job reaches the server at all
     (`gradio_client` sends it while still uploading the inputs, then submits the job anyway, naming no event):
-    `cancel_next` makes the session's next job that starts within `early_window` seconds start cancelled.
+    `cancel_next` makes the session's next job that starts within `early_window` seconds start cancelled, or stops
+    the session's job that started at most `JUST_STARTED` seconds before the cancel came (the server took the job
+    before the client learnt its event).
     """
 
     MAX_PENDING_CANCELS = 10_000  # cancels of jobs not started yet remembered at once; more are dropped, not stored
     QUEUED_WINDOW = 6 * 3600.0  # how long a cancel of a queued job is kept for it: longer than any queue wait
+    JUST_STARTED = 2.0  # a job this young may be the one a cancel naming no event meant; an older one never is
 
     def __init__(self, directory: str, early_window: float = 10.0):
         self.directory = directory
@@ -34,6 +37,7 @@ class CancelRegistry:
         self._lock = threading.Lock()
         self._running: dict[str, tuple[str, str | None]] = {}  # job id -> (session, event id)
         self._early: dict[str, float] = {}  # session -> when a cancel naming no event came
+        self._started: dict[str, float] = {}  # job id -> when it started
         self._queued: dict[tuple[str, str], float] = {}  # (session, event id) -> when a cancel of it came
 
     def _marker(self, job_id: str) -> str:
@@ -45,6 +49,7 @@ class CancelRegistry:
         now = time.monotonic()
         with self._lock:
             self._running[job_id] = (session, event_id)
+            self._started[job_id] = now
             early = self._early.pop(session, None)
             named = self._queued.pop((session, event_id), None) if event_id else None
         cancelled = named is not None or (early is not None and now - early < self.early_window)
@@ -67,9 +72,16 @@ class CancelRegistry:
             self.cancel(job_id)
 
     def cancel_next(self, session: str) -> None:
-        """Cancels the next job of `session` that starts within `early_window` seconds (a cancel naming no event)."""
+        """Cancels the job of `session` that has just started, else its next job that starts within `early_window`
+        seconds (a cancel naming no event)."""
+        now = time.monotonic()
         with self._lock:
-            self._early = self._remember(self._early, session, time.monotonic(), self.early_window)
+            young = [job for job, (owner, _) in self._running.items()
+                     if owner == session and now - self._started.get(job, 0.0) <= self.JUST_STARTED]
+            if not young:
+                self._early = self._remember(self._early, session, now, self.early_window)
+        for job_id in young[-1:]:
+            self.cancel(job_id)
 
     def _remember(self, table: dict, key, now: float, window: float) -> dict:
         # Expired entries go first: keys come from requests, so the table must not grow without bound.
@@ -91,5 +103,6 @@ class CancelRegistry:
     def finish(self, job_id: str) -> None:
         with self._lock:
             self._running.pop(job_id, None)
+            self._started.pop(job_id, None)
         with contextlib.suppress(FileNotFoundError):
             os.remove(self._marker(job_id))

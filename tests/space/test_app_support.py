@@ -448,3 +448,21 @@ def test_missing_argument_defaults_complete_short_calls_only():
                                              ["img", "q", 9, "quality"], ["img"], ["img"]]
     short = json.dumps({"data": ["img", "q", 3, "fast"]}).encode()
     assert received[0][0] == str(len(short)).encode()  # the header says the new length
+
+
+def test_a_cancel_naming_no_event_stops_the_sessions_job_that_just_started_only(tmp_path):
+    """The server may take a job before its client learns the event id: that cancel then names no event, and means
+    the job that has just started, not an older one of the session."""
+    from steadydancer_space.cancellation import CancelRegistry
+
+    registry = CancelRegistry(str(tmp_path / "cancels"))
+    registry.start("s-new", "s", "e-new")
+    registry.cancel_next("s")
+    assert registry.cancelled("s-new")
+
+    older = CancelRegistry(str(tmp_path / "cancels-older"))
+    older.JUST_STARTED = -1.0  # every running job counts as started long ago
+    older.start("s-old", "s", "e-old")
+    older.cancel_next("s")
+    assert not older.cancelled("s-old")  # the running job is left alone...
+    assert older.start("s-next", "s", "e-next") and older.cancelled("s-next")  # ...the next one starts cancelled
