@@ -193,6 +193,7 @@ async def animate(reference, driving_video, keypoints, prompt, negative_prompt, 
         yield outputs
 
 
+MAX_EXAMPLE_RESULTS = 64
 EXAMPLE_RESULTS: dict = {}  # (example, speed settings) -> its outputs, made at the first click (files in Gradio's cache)
 
 
@@ -213,6 +214,8 @@ async def animate_example(example_name, preset=DEFAULT_PRESET, steps=None, guida
         return
     async for outputs in _animate(SERVICE.plan(job), request, progress):
         yield outputs
+    if len(EXAMPLE_RESULTS) >= MAX_EXAMPLE_RESULTS:  # custom sliders make many keys: keep the newest only
+        EXAMPLE_RESULTS.pop(next(iter(EXAMPLE_RESULTS)))
     EXAMPLE_RESULTS[key] = outputs
 
 

@@ -1,4 +1,4 @@
-"""A visitor's results in this session (a `gr.State`, never shared between sessions): each entry keeps its video,
+"""A visitor's results (a `gr.State`: per browser tab, never shared between visitors): each entry keeps its video,
 its recipe and the files it was made from, so "Use these settings" fills the form again and "Download all" hands
 over one zip (video, side by side, poses, recipe). These run as private events: the API's outputs stay as they are."""
 
