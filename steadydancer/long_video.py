@@ -348,11 +348,13 @@ class LongVideo:
             raise ValueError(f"window {state.next_window} comes next, not {index}.")
         window = self.windows[state.next_window]
         device = pipe._execution_device
-        encoded = self._encode_once()
-        inputs = self._window_poses(window)
-        conditions = self._window_conditions(window, inputs)
-        pose_image_embeds = pipe.encode_image([inputs.pose_image], device)
-        del inputs
+
+        def encode():
+            inputs = self._window_poses(window)
+            return (self._encode_once(), self._window_conditions(window, inputs),
+                    pipe.encode_image([inputs.pose_image], device))
+
+        encoded, conditions, pose_image_embeds = pipe.on_one_rank(encode)  # several ranks: one encodes
         steps = self.settings.num_inference_steps
 
         def on_step_end(pipeline, step, timestep, tensors):

@@ -3,14 +3,15 @@
 The passes of a denoising step (conditional, negative text, negative pose: up to three) are independent until they
 are combined, so `G` groups of ranks each run a share of them and all-gather the velocities; inside a group the
 `U` ranks split each pass's token sequence with diffusers' Ulysses attention (`enable_parallelism`, driven by the
-transformer's `_cp_plan`). `parallel_layout` chooses (G, U) for a world of N ranks.
+transformer's `_cp_plan`). `parallel_layout` chooses (G, U) for a world of N ranks; `PipelineParallel` is what the
+pipeline sees of the other ranks.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -59,22 +60,53 @@ def parallel_layout(ranks: int, num_heads: int, guidance_groups: int | None = No
     return ParallelLayout(ranks, guidance_groups, ulysses)
 
 
-class GuidanceParallel:
-    """Runs a step's passes split across the guidance groups: this group runs passes `index`, `index + G`, ... and
-    all-gathers the velocities (every group gets every pass, in order)."""
+class PipelineParallel:
+    """The other ranks of a job, as the pipeline sees them (set as `pipe.parallel`).
 
-    def __init__(self, group, index: int, size: int):
-        self.group, self.index, self.size = group, index, size
+    Guidance groups: this group runs passes `guidance_index`, `guidance_index + G`, ... of each step and all-gathers
+    the velocities, so every group gets every pass, in order. Sharing: what every rank needs and one rank can compute
+    (the prompts, the photo's and the poses' encodings, a window's conditions) is computed on the source rank only and
+    broadcast over `share_group` (gloo: small CPU objects), so the other ranks never run the encoders."""
 
-    def run(self, passes: int, like: torch.Tensor, call: Callable[[list[int]], list[torch.Tensor]]) -> list[torch.Tensor]:
+    def __init__(self, guidance_group=None, guidance_index: int = 0, guidance_size: int = 1, share_group=None,
+                 source: bool = True):
+        self.guidance_group, self.guidance_index, self.guidance_size = guidance_group, guidance_index, guidance_size
+        self.share_group, self.source = share_group, source
+
+    def run_passes(self, passes: int, like: torch.Tensor,
+                   call: Callable[[list[int]], list[torch.Tensor]]) -> list[torch.Tensor]:
         """`call(pass indices)` returns their velocities, each shaped and typed like `like`."""
+        if self.guidance_size == 1 or passes == 1:
+            return call(list(range(passes)))
         import torch.distributed as dist
 
-        mine = list(range(self.index, passes, self.size))
-        share = math.ceil(passes / self.size)
+        mine = list(range(self.guidance_index, passes, self.guidance_size))
+        share = math.ceil(passes / self.guidance_size)
         local = torch.zeros(share, *like.shape, dtype=like.dtype, device=like.device)  # groups with fewer send zeros
         for k, velocity in enumerate(call(mine) if mine else []):
             local[k] = velocity
-        gathered = [torch.empty_like(local) for _ in range(self.size)]
-        dist.all_gather(gathered, local, group=self.group)
-        return [gathered[p % self.size][p // self.size] for p in range(passes)]
+        gathered = [torch.empty_like(local) for _ in range(self.guidance_size)]
+        dist.all_gather(gathered, local, group=self.guidance_group)
+        return [gathered[p % self.guidance_size][p // self.guidance_size] for p in range(passes)]
+
+    def once(self, compute: Callable[[], Any], device: torch.device | str) -> Any:
+        """`compute()` on the source rank only; every rank gets its result, tensors on `device`. The result may nest
+        tensors in tuples, lists, dicts and objects with a `map(fn)` method (`SteadyDancerConditions`)."""
+        if self.share_group is None:
+            return compute()
+        import torch.distributed as dist
+
+        value = compute() if self.source else None
+        box = [_map_tensors(value, lambda t: t.cpu())] if self.source else [None]
+        dist.broadcast_object_list(box, src=dist.get_global_rank(self.share_group, 0), group=self.share_group)
+        return value if self.source else _map_tensors(box[0], lambda t: t.to(device))
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    return value.map(fn) if hasattr(value, "map") else value

@@ -4,6 +4,7 @@ Everything that feeds the transformer follows the released `generate` (see `stea
 chain, `prompt_clean` for the text, `prepare_latents` for the noise).
 """
 
+import functools
 import html
 import re
 from dataclasses import dataclass, fields
@@ -26,6 +27,7 @@ except ImportError:
 
 from .defaults import DEFAULT_NEGATIVE_PROMPT, OUTPUT_FPS, RELEASED, negative_or_default
 from .models import PoseFeatures, SteadyDancerTransformer3DModel
+from .parallel import PipelineParallel
 from .pixels import (
     ImageInput,
     check_image,
@@ -158,6 +160,7 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         self.vae_scale_factor_temporal = vae_config.scale_factor_temporal if vae_config else VAE_TEMPORAL_STRIDE
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
         self._interrupt = False
+        self.parallel: PipelineParallel | None = None  # the other ranks of a job that several run together
 
     @property
     def interrupt(self) -> bool:
@@ -166,6 +169,10 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     def interrupt_generation(self) -> None:
         """Asks a running `__call__` to stop after the current step (it returns what it has)."""
         self._interrupt = True
+
+    def on_one_rank(self, compute: Callable[[], Any]) -> Any:
+        """`compute()`; when several ranks run the job (`parallel`), on one of them only, its result shared."""
+        return compute() if self.parallel is None else self.parallel.once(compute, self._execution_device)
 
     @property
     def _model_dtype(self) -> torch.dtype:
@@ -392,16 +399,16 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         latents: torch.Tensor,
         timestep: torch.Tensor,
         text: list[torch.Tensor],
-        pose: list[PoseFeatures],
+        pose: list[Callable[[], PoseFeatures]],
         image_embeds: torch.Tensor,
         pose_image_embeds: torch.Tensor,
         conditions: SteadyDancerConditions,
         batched: bool,
         attention_kwargs: dict | None,
     ) -> list[torch.Tensor]:
-        """Velocity for each (text, pose) pair; batched into one transformer call when `batched`."""
+        """Velocity for each (text, pose) pair; batched into one transformer call when `batched`. `pose[i]()` gives
+        pass i's pose features, so a rank computes only the pose features of the passes it runs."""
         dtype = self.transformer.dtype
-        passes = len(text)
 
         def call(n: int, text_embeds: torch.Tensor, features: PoseFeatures) -> torch.Tensor:
             def rep(t: torch.Tensor) -> torch.Tensor:
@@ -424,15 +431,15 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         def run(indices: list[int]) -> list[torch.Tensor]:
             if batched and len(indices) > 1:
                 text_embeds = torch.cat([self.transformer.pad_text(text[i].to(dtype)) for i in indices])
-                features = PoseFeatures(*(torch.cat([getattr(pose[i], f) for i in indices])
-                                          for f in ("temporal", "spatial", "fused", "aligned")))
+                features = [pose[i]() for i in indices]
+                features = PoseFeatures(*(torch.cat([getattr(f, name) for f in features])
+                                          for name in ("temporal", "spatial", "fused", "aligned")))
                 return list(call(len(indices), text_embeds, features).chunk(len(indices)))
-            return [call(1, text[i].to(dtype), pose[i]) for i in indices]
+            return [call(1, text[i].to(dtype), pose[i]()) for i in indices]
 
-        parallel = getattr(self, "guidance_parallel", None)  # `steadydancer.parallel.GuidanceParallel`, when set
-        if parallel is not None and passes > 1:
-            return parallel.run(passes, latents.float(), run)
-        return run(list(range(passes)))
+        if self.parallel is not None:
+            return self.parallel.run_passes(len(text), latents.float(), run)
+        return run(list(range(len(text))))
 
     @torch.no_grad()
     def denoise(
@@ -474,7 +481,8 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
                     break
                 self._current_timestep = t
                 model_latents = latents.to(self.transformer.dtype)
-                pose = self.transformer.encode_pose(model_latents, conditions.pose_latents)
+                pose = functools.cache(functools.partial(
+                    self.transformer.encode_pose, model_latents, conditions.pose_latents))
                 text, poses = [prompt_embeds], [pose]
                 if use_text_guidance:
                     text.append(negative_prompt_embeds)
@@ -482,7 +490,8 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
                 pose_step = use_pose_guidance and in_window[i]
                 if pose_step:
                     text.append(prompt_embeds)
-                    poses.append(self.transformer.encode_pose(model_latents, conditions.negative_pose_latents))
+                    poses.append(functools.cache(functools.partial(
+                        self.transformer.encode_pose, model_latents, conditions.negative_pose_latents)))
                 timestep = t.expand(1).to(device)
                 preds = self._predict(
                     model_latents, timestep, text, poses, image_embeds, pose_image_embeds, conditions,
@@ -689,14 +698,17 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             image_embeds=image_embeds, pose_image_embeds=pose_image_embeds, conditions=conditions,
             output_type=output_type)
 
-        # 2. Encoders (skipped for whatever was given precomputed), every input batched to B
-        prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds, conditions = self._encode_inputs(
-            image=image, pose_video=pose_video, negative_pose_video=negative_pose_video, prompt=prompt,
-            negative_prompt=negative_prompt, pose_image=pose_image, height=height, width=width,
+        # 2. Encoders (skipped for whatever was given precomputed), every input batched to B; with several ranks, on
+        # one of them only
+        encode = functools.partial(
+            self._encode_inputs, image=image, pose_video=pose_video, negative_pose_video=negative_pose_video,
+            prompt=prompt, negative_prompt=negative_prompt, pose_image=pose_image, height=height, width=width,
             num_frames=num_frames, guidance_scale=guidance_scale, batch_size=batch_size,
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
             image_embeds=image_embeds, pose_image_embeds=pose_image_embeds, conditions=conditions,
             max_sequence_length=max_sequence_length, device=device)
+        encoded = self.on_one_rank(encode)
+        prompt_embeds, negative_prompt_embeds, image_embeds, pose_image_embeds, conditions = encoded
 
         # 3. Noise: (B, 16, F, h, w)
         latents = self.prepare_latents(batch_size, num_frames, height, width, device, seed=seed, generator=generator,

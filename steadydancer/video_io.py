@@ -124,7 +124,8 @@ def write_mp4(path: str | os.PathLike, frames, fps: float = OUTPUT_FPS, *, audio
               crf: int = 18, preset: str = "medium", threads: int = 0) -> str:
     """Writes `frames` ((N, H, W, 3) uint8, or floats in [0, 1]) as H.264 High/yuv420p at `fps`, with `audio` as AAC
     (cut to the video's length). `movflags=+faststart` puts the index first so browsers start playing at once.
-    `threads=1` makes the bytes reproducible (x264's threaded output varies from run to run); 0 lets x264 choose."""
+    `threads=1` makes the bytes reproducible (x264's threaded output varies from run to run); 0 lets x264 choose.
+    `crf=0` is lossless (the High 4:4:4 Predictive profile, which not every player decodes)."""
     frames = np.asarray(frames)
     frames = frames[0] if frames.ndim == 5 else frames  # the pipeline's (batch, frames, H, W, 3)
     # Frame by frame: the stream converts each to uint8, so no second copy of the whole video is made.

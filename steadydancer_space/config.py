@@ -152,7 +152,7 @@ class Limits:
 @dataclass(frozen=True)
 class AppConfig:
     tiny: bool = setting(False, "STEADYDANCER_TINY", flag="--tiny",
-                         help="tiny random weights and a stand-in pose detector: runs on a CPU, the output is noise")
+                         help="tiny random weights, a stand-in pose detector: runs on a CPU; makes lossless noise")
     transformer: str = setting(TRANSFORMER.repo_id, "STEADYDANCER_TRANSFORMER", flag="--transformer",
                                help="Hub repo id or local directory of the SteadyDancer DiT")
     transformer_revision: str | None = setting(TRANSFORMER.revision, "STEADYDANCER_TRANSFORMER_REVISION",

@@ -1,10 +1,11 @@
 """Several GPUs behind one app: `torchrun --nproc-per-node N app.py`.
 
 Rank 0 serves the page and owns the queue and the files. Each GPU call it makes is sent to every rank, which run it
-together (`steadydancer.parallel`: the passes of a step split across guidance groups, Ulysses attention inside a
-group); rank 0 writes the result. Cancels are agreed at every step, so all ranks stop after the same step. Every
-collective wait is bounded by `timeout`: a rank that dies or raises fails the job on rank 0 with a message, and the
-app then serves on rank 0 alone. Plain `python app.py` never imports this module.
+together (`steadydancer.parallel`: rank 0 encodes the inputs and shares them, the passes of a step split across
+guidance groups, Ulysses attention inside a group); rank 0 decodes and writes the result. Cancels are agreed at every
+step, so all ranks stop after the same step. Every collective wait is bounded by `timeout`: a rank that dies or raises
+fails the job on rank 0 with a message, and the app then serves on rank 0 alone. Plain `python app.py` never imports
+this module.
 """
 
 import os
@@ -13,7 +14,7 @@ import sys
 import time
 from datetime import timedelta
 
-from steadydancer.parallel import GuidanceParallel, LayoutError, ParallelLayout, parallel_layout
+from steadydancer.parallel import LayoutError, ParallelLayout, PipelineParallel, parallel_layout
 
 from .cancellation import GenerationCancelled
 from .errors import WorkerLost
@@ -42,8 +43,8 @@ def join(runtime, service) -> None:
 class Cluster:
     """This process's place among the ranks, and the job channel between them."""
 
-    def __init__(self, layout: ParallelLayout, rank: int, control, store, guidance: GuidanceParallel | None):
-        self.layout, self.rank, self.control, self.store, self.guidance = layout, rank, control, store, guidance
+    def __init__(self, layout: ParallelLayout, rank: int, control, store):
+        self.layout, self.rank, self.control, self.store = layout, rank, control, store
         self.jobs_sent = 0
         self.broken = False
 
@@ -79,13 +80,11 @@ class Cluster:
 
             pipe.transformer.enable_parallelism(config=ContextParallelConfig(
                 ulysses_degree=layout.ulysses_degree, mesh=mesh["ring", "ulysses"]))
-        guidance = None
-        if layout.guidance_groups > 1:
-            guidance = GuidanceParallel(mesh["guidance"].get_group(), mesh["guidance"].get_local_rank(),
-                                        layout.guidance_groups)
-            pipe.guidance_parallel = guidance
+        guidance = mesh["guidance"]
+        pipe.parallel = PipelineParallel(guidance.get_group(), guidance.get_local_rank(), layout.guidance_groups,
+                                         share_group=control, source=rank == 0)
         print(f"SteadyDancer app: rank {rank} of {world} (pid {os.getpid()}), {layout.describe()}.", flush=True)
-        return cls(layout, rank, control, store, guidance)
+        return cls(layout, rank, control, store)
 
     # ---------------------------------------------------------------- rank 0
     def send(self, job: tuple) -> None:
@@ -101,9 +100,9 @@ class Cluster:
             self.store.set("stop", b"1")
 
     def fail(self, pipe, error: BaseException) -> WorkerLost:
-        """After a failed collective: rank 0 goes on alone (guidance passes run locally again)."""
+        """After a failed collective: rank 0 goes on alone (it runs every pass and encodes for itself again)."""
         self.broken = True
-        pipe.guidance_parallel = None
+        pipe.parallel = None
         print(f"steadydancer: a rank failed during a job ({type(error).__name__}: {error}); serving on rank 0 alone.",
               flush=True)
         return WorkerLost(error)

@@ -79,6 +79,11 @@ class Generator:
     def _together(self) -> bool:
         return self.cluster is not None and self.cluster.active
 
+    def _encodes(self) -> bool:
+        """Whether this process encodes the inputs and decodes the result: with several ranks, rank 0 only (the
+        pipeline shares what it encodes)."""
+        return not self._together() or self.cluster.leader
+
     def _send(self, job: tuple) -> None:
         """Rank 0 hands a GPU call to the other ranks, which run it with it."""
         if self._together() and self.cluster.leader:
@@ -92,8 +97,10 @@ class Generator:
         # As released, the noise is drawn on the GPU; --cpu-noise draws it on the CPU (same noise anywhere).
         noise = (dict(generator=torch.Generator("cpu").manual_seed(sampler.seed)) if self.runtime.config.cpu_noise
                  else dict(seed=sampler.seed))
-        prompts = self.runtime.prompts.pipeline_kwargs(sampler.prompt, sampler.negative_prompt,
-                                                       guidance_scale=sampler.guidance_scale)
+        prompts = {}
+        if self._encodes():
+            prompts = self.runtime.prompts.pipeline_kwargs(sampler.prompt, sampler.negative_prompt,
+                                                           guidance_scale=sampler.guidance_scale)
         return dict(**noise, **prompts, **asdict(sampler.settings), batch_guidance=plan.batch_guidance)
 
     def generate_frames(self, plan: JobPlan, reference: np.ndarray, poses: PoseModelInputs, job_id: str | None = None,
@@ -117,7 +124,8 @@ class Generator:
                 start = time.perf_counter()
                 self.runtime.presets.use("fast" if plan.sampler.uses_distill_lora else "quality")
                 output = pipe(image=reference, **poses.pipeline_kwargs(), **self._pipeline_kwargs(plan),
-                              height=height, width=width, num_frames=num_frames, output_type="np",
+                              height=height, width=width, num_frames=num_frames,
+                              output_type="np" if self._encodes() else "latent",
                               callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents", "denoised"])
             except (GenerationCancelled, torch.OutOfMemoryError) as error:
                 # The traceback holds the failed step's frames and tensors: drop it so the memory can be released.
@@ -134,7 +142,10 @@ class Generator:
                 del output
                 free_accelerator_memory()
                 raise GenerationCancelled()
-        return GeneratedFrames(to_uint8_frames(output.frames), _stage_timings(start, step_ends, time.perf_counter()))
+        timings = _stage_timings(start, step_ends, time.perf_counter())
+        if not self._encodes():  # a rank's share of the job: rank 0 decodes and keeps the video
+            return GeneratedFrames(np.empty((0, height, width, 3), np.uint8), timings)
+        return GeneratedFrames(to_uint8_frames(output.frames), timings)
 
     def generate_long(self, plan: JobPlan, reference: np.ndarray, prepared, job_id: str,
                       run_window_on_gpu: Callable[..., tuple], progress: Progress | None = None,

@@ -17,6 +17,10 @@ from .poses import PoseStep
 
 OUTPUT_MAX_AGE_SECONDS = 2 * 3600  # leftovers of requests that never finished (a crash) are deleted after this
 CANCELS_FOLDER = ".cancels"
+RESULT_CRF = 18  # x264's quality of a result (lower is better; 18 is visually lossless)
+# Tiny mode's results are encoded losslessly: two runs of one request (one process, or several ranks) can then be
+# compared pixel for pixel; a lossy encoder turns a rounding difference in a noise video into blocks coded otherwise.
+LOSSLESS_CRF = 0
 
 
 class Workspaces:
@@ -93,10 +97,12 @@ def write_pose_video(step: PoseStep, out_dir: str, tiny: bool, negative: bool = 
     return write_mp4(os.path.join(out_dir, name), frames, OUTPUT_FPS, preset="veryfast")
 
 
-def write_result(frames: np.ndarray, step: PoseStep, seed: int, out_dir: str,
-                 audio: AudioClip | None) -> tuple[str, str]:
-    """(the result, the side by side of photo, poses and result), both with `audio`."""
-    video = write_mp4(os.path.join(out_dir, f"steadydancer_seed{seed}.mp4"), frames, OUTPUT_FPS, audio=audio)
+def write_result(frames: np.ndarray, step: PoseStep, seed: int, out_dir: str, audio: AudioClip | None,
+                 lossless: bool = False) -> tuple[str, str]:
+    """(the result, the side by side of photo, poses and result), both with `audio`. A `lossless` result plays in
+    Chrome and Firefox, not in every player (H.264's High 4:4:4 Predictive profile)."""
+    crf = LOSSLESS_CRF if lossless else RESULT_CRF
+    video = write_mp4(os.path.join(out_dir, f"steadydancer_seed{seed}.mp4"), frames, OUTPUT_FPS, audio=audio, crf=crf)
     side_by_side = write_side_by_side_mp4(os.path.join(out_dir, f"steadydancer_seed{seed}_sbs.mp4"), frames,
                                           step.prepared.positive, step.reference, audio=audio)
     return video, side_by_side

@@ -144,7 +144,7 @@ class AnimationService:
             progress(0, None, "Writing the video")
         start = time.perf_counter()
         frames = stamp(generated.frames, "TINY MODE - NOISE") if self.tiny else generated.frames
-        video, side_by_side = write_result(frames, step, plan.sampler.seed, out_dir, audio)
+        video, side_by_side = write_result(frames, step, plan.sampler.seed, out_dir, audio, lossless=self.tiny)
         pose_video = write_pose_video(step, out_dir, self.tiny)
         timings = {**timings, **generated.timings, "writing": time.perf_counter() - start}
         report = result_report(plan, step, frames, audio is not None, timings, self.tiny)

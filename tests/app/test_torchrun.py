@@ -1,14 +1,13 @@
 """Several GPUs behind one app, on the CPU: `torchrun --nproc-per-node N app.py --tiny` (gloo) serves the same API,
 and its videos are the single-process app's.
 
-The single-process app runs with `OMP_NUM_THREADS=1`, as torchrun runs each rank. The ranks run the guidance passes
-one by one where the single process batches them: the float frames then differ by under 1/255 (the library's own
-test, tests/library/test_parallel.py, and a pipeline run under torchrun), but H.264 turns such differences in a
-noise video into decoded pixels off by up to about 25/255 where the encoder decides a block differently (two
-single-process apps given one request with text guidance differ that much too: 22/255, mean 0.3). So decoded frames
-are compared with that tolerance: at most 40/255 anywhere and a mean under 1/255. Another seed gives a mean
-difference of about 20. The request runs three passes a step (text guidance and pose guidance in every step), so
-every rank has a share.
+The single-process app runs with `OMP_NUM_THREADS=1`, as torchrun runs each rank. Where a rank runs two of a step's
+passes in one batch and the single process three, the convolutions round differently (oneDNN picks its kernel by batch
+size), and a few float pixel values land on the other side of a rounding step. Tiny mode encodes its results
+losslessly, so the decoded frames show just that: they are compared with the tolerance a thread-count change alone
+gives, at most 7/255 anywhere and a mean of 0.001 (two ranks: 2/255, mean 0.00007; three ranks: identical). Another
+seed gives a mean difference of about 20. The request runs three passes a step (text guidance and pose guidance in
+every step), so every rank has a share.
 """
 
 import os
@@ -32,17 +31,21 @@ from helpers.paths import EXAMPLES, TEST_OUTPUT  # noqa: E402
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 pytestmark = pytest.mark.skipif(TORCHRUN is None, reason="needs torchrun (torch's launcher)")
-MAX_PIXEL_DIFFERENCE, MAX_MEAN_DIFFERENCE = 40, 1.0
+MAX_PIXEL_DIFFERENCE, MAX_MEAN_DIFFERENCE = 7, 0.001
+
+
+# Videos longer than 9 frames are made in windows of 9, each its own GPU call.
+WINDOWS = {"STEADYDANCER_WINDOW_FRAMES": "9"}
 
 
 def torchrun_app(tmp_path_factory, ranks: int):
-    yield from launch_tiny_app(tmp_path_factory, f"torchrun{ranks}",
+    yield from launch_tiny_app(tmp_path_factory, f"torchrun{ranks}", env=WINDOWS,
                                launcher=[TORCHRUN, "--standalone", f"--nproc-per-node={ranks}"])
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
-    yield from launch_tiny_app(tmp_path_factory, "torchrun-single", env={"OMP_NUM_THREADS": "1"})
+    yield from launch_tiny_app(tmp_path_factory, "torchrun-single", env={"OMP_NUM_THREADS": "1", **WINDOWS})
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +93,16 @@ def test_three_ranks_make_the_same_video(tmp_path_factory, single):
     assert_same_video(video, alone)
 
 
+def test_a_long_video_in_windows_is_the_single_process_one(two, single):
+    video, _, _, report, *_ = connect(two).predict(**request(num_frames=17), api_name="/animate")
+    alone = connect(single).predict(**request(num_frames=17), api_name="/animate")[0]
+    assert "Ran on 2 ranks" in report and len(frames(video)) == 17
+    assert_same_video(video, alone)
+
+
 def test_a_cancel_stops_every_rank_and_the_next_job_runs(two):
     client = connect(two)
-    job = client.submit(**request(steps=80, num_frames=17), api_name="/animate")
+    job = client.submit(**request(steps=80), api_name="/animate")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not any("Denoising" in (unit.desc or "")
                                                    for unit in job.status().progress_data or []):

@@ -206,3 +206,25 @@ def test_write_mp4_stream_takes_a_generator(tmp_path):
     frames = (np.full((16, 24, 3), 10 * i, np.uint8) for i in range(20))
     probe = probe_mp4(write_mp4_stream(tmp_path / "stream.mp4", frames, threads=1))
     assert probe.num_frames == 20 and probe.fps == 16 and (probe.width, probe.height) == (24, 16)
+
+
+def test_crf_0_keeps_one_step_differences_where_they_are(tmp_path):
+    """Lossless (`crf=0`): pixels one step off stay a step or two off, in their own 2x2 chroma blocks only, where a
+    lossy encode of noise codes whole blocks otherwise."""
+    from steadydancer.pose import iter_video_frames
+    from steadydancer.video_io import write_mp4
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(1, 255, (5, 32, 48, 3), dtype=np.uint8)
+    nudged_at = rng.random(frames.shape[:3]) < 0.01
+    nudged = frames + nudged_at[..., None].astype(np.uint8)
+
+    def decoded(video, name, crf):
+        path = write_mp4(tmp_path / name, video, crf=crf)
+        return np.stack([f.image for f in iter_video_frames(path, None)]).astype(int)
+
+    lossless = np.abs(decoded(frames, "a.mp4", 0) - decoded(nudged, "b.mp4", 0)).max(axis=-1)
+    blocks = nudged_at.reshape(5, 16, 2, 24, 2).any(axis=(2, 4)).repeat(2, axis=1).repeat(2, axis=2)
+    assert 0 < lossless.max() <= 2 and not lossless[~blocks].any()
+    lossy = np.abs(decoded(frames, "c.mp4", 18) - decoded(nudged, "d.mp4", 18)).max(axis=-1)
+    assert lossy.max() > 2 and lossy[~blocks].any()
