@@ -37,6 +37,7 @@ high-water mark (process-wide: weights, Python and all). TFLOP/s uses the FLOP m
 from __future__ import annotations
 
 import argparse
+import functools
 import copy
 import json
 import os
@@ -326,11 +327,12 @@ def guidance_step(pipe, transformer, x: dict, conditions, passes: int, batched: 
     the negative-pose pass when `passes` is 3, batched into one call or not."""
     latents, timestep = x["hidden_states"], x["timestep"]
     text, negative = x["encoder_hidden_states"], x["encoder_hidden_states"].flip(1)
-    pose = transformer.encode_pose(latents, conditions.pose_latents)
+    pose = functools.cache(functools.partial(transformer.encode_pose, latents, conditions.pose_latents))
     texts, poses = [text, negative], [pose, pose]
     if passes == 3:
         texts.append(text)
-        poses.append(transformer.encode_pose(latents, conditions.negative_pose_latents))
+        poses.append(functools.cache(functools.partial(
+            transformer.encode_pose, latents, conditions.negative_pose_latents)))
     return pipe._predict(latents, timestep, texts, poses, x["encoder_hidden_states_image"],
                          x["encoder_hidden_states_pose_image"], conditions, batched, None)
 

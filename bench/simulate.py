@@ -22,6 +22,7 @@ matrix is ever held, so the attention's memory is the memory the GPU kernels use
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -321,17 +322,19 @@ def simulate_denoise_step(models: Models, frames: int, height: int, width: int, 
         held = [latents, prompt, negative, image_embeds, pose_image_embeds, *vars(conditions).values()]
         with float8_linears(transformer, transformer_precision), measured(models.weights, held) as result:
             model_latents = latents.to(bf16)
-            pose = transformer.encode_pose(model_latents, conditions.pose_latents)
+            # As the pipeline's step: each pass's pose features computed when the first pass needing them runs.
+            pose = functools.cache(functools.partial(transformer.encode_pose, model_latents, conditions.pose_latents))
             text, poses = [prompt], [pose]
             if passes >= 2 and PRESETS[preset].settings.guidance_scale != 1.0:
                 text.append(negative)
                 poses.append(pose)
             if len(text) < passes:
                 text.append(prompt)
-                poses.append(transformer.encode_pose(model_latents, conditions.negative_pose_latents))
+                poses.append(functools.cache(functools.partial(
+                    transformer.encode_pose, model_latents, conditions.negative_pose_latents)))
             timestep = torch.ones(1)
             preds = SteadyDancerPipeline._predict(
-                SimpleNamespace(transformer=transformer), model_latents, timestep, text, poses, image_embeds,
+                SimpleNamespace(transformer=transformer, parallel=None), model_latents, timestep, text, poses, image_embeds,
                 pose_image_embeds, conditions, batched, None,
             )
             velocity = preds[0] + sum(p - preds[0] for p in preds[1:])
@@ -522,20 +525,28 @@ def hardware_summary_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def multi_gpu_markdown(gpu: str = "h100", preset: str = "quality", counts=(1, 2, 4, 8)) -> str:
+def multi_gpu_markdown(gpu: str = "h100", preset: str = "quality", counts=(1, 2, 4, 8), small: str = "l40s") -> str:
     """The README's several-GPU table: the layout of each GPU count and the default job's roofline time (the
-    denoising divided by the layout's best-case speed-up; communication not counted)."""
+    denoising divided by the layout's best-case speed-up; communication not counted), and what the memory plan does
+    with that many `small` cards, where one cannot hold the bf16 transformer."""
+    from steadydancer.memory import plan_memory
     from steadydancer.parallel import parallel_layout
     from steadydancer_space.estimate import format_seconds
 
     height, width = bucket_size("576p")
+    heads = CONFIG_14B["num_attention_heads"]
     phases = roofline.phase_seconds(gpu, DEFAULT_FRAMES, height, width, preset)
-    lines = [f"| {gpu.upper()}s | layout | {preset} preset, 81 frames at 576p |", "| ---: | --- | ---: |"]
+    card = roofline.GPUS[small]
+    lines = [f"| GPUs | layout on {gpu.upper()}s | {preset} preset, 81 frames at 576p | on {card.name} "
+             f"({card.memory_gb} GB) |", "| ---: | --- | ---: | --- |"]
     for count in counts:
-        layout = parallel_layout(count, CONFIG_14B["num_attention_heads"])
+        layout = parallel_layout(count, heads)
         seconds = roofline.FIXED_SECONDS + sum(v for k, v in phases.items() if k != "denoise") + (
             phases["denoise"] / layout.speedup)
-        lines.append(f"| {count} | {layout.describe()} | {format_seconds(seconds)} |")
+        plan = plan_memory(card.memory_gb, card.compute_capability, shards=count)
+        on_small = (f"bf16, {parallel_layout(count, heads, sharded=True).describe()}" if plan.transformer_shards > 1
+                    else f"{plan.name} plan, {plan.transformer.replace('_', ' ')} transformer")
+        lines.append(f"| {count} | {layout.describe()} | {format_seconds(seconds)} | {on_small} |")
     return "\n".join(lines)
 
 
@@ -566,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-gb", type=float, default=80.0, help="the GPU's memory (GB = 1e9 bytes)")
     parser.add_argument("--compute-capability", type=capability, default=(9, 0), help="e.g. 12.0, 9.0, 8.0")
     parser.add_argument("--plan", choices=memory.PLAN_NAMES, help="force this plan instead of the fastest that fits")
+    parser.add_argument("--gpus", type=positive_int, default=1, help="GPUs of one job (the sharded plan needs 2+)")
     parser.add_argument("--float8-for-speed", action="store_true", help="float8 compute even where bf16 fits")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--table", action="store_true", help=f"rewrite {TABLE_PATH.relative_to(Path.cwd()) if TABLE_PATH.is_relative_to(Path.cwd()) else TABLE_PATH}")
@@ -596,12 +608,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{name} must be a multiple of {SIZE_MULTIPLE}, got {value}")
     if not is_valid_frame_count(args.frames):
         parser.error(f"--frames must be 4n+1 (81, 121, ...), got {args.frames}")
+    if args.plan == "sharded" and args.gpus < 2:
+        parser.error("--plan sharded needs --gpus 2 or more")
     window = min(args.frames, LONG_VIDEO_WINDOW_FRAMES)
     # The plan comes from the committed table (what the app reads); this job is then simulated under it.
     try:
         plan = memory.plan_memory(args.memory_gb, args.compute_capability, height=args.height, width=args.width,
                                   num_frames=window, preset=args.preset, float8_for_speed=args.float8_for_speed,
-                                  force=args.plan)
+                                  force=args.plan, shards=args.gpus)
     except memory.MemoryPlanError as error:
         if args.json:
             print(json.dumps(dict(plan=None, reason=str(error))))

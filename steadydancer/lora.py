@@ -335,10 +335,20 @@ def set_wan_lora_enabled(pipe, adapter_name: str, enabled: bool) -> None:
             params = {name: _resolve_parameter(transformer, name) for name in backups}
             applied[adapter_name] = {name: param.detach().clone() for name, param in params.items()}
             for name, param in params.items():
-                param.copy_(backups[name])
+                _copy_whole(param, backups[name])
         elif enabled and adapter_name in applied:
             for name, value in applied.pop(adapter_name).items():
                 _resolve_parameter(transformer, name).copy_(value)
+
+
+def _copy_whole(param: torch.Tensor, value: torch.Tensor) -> None:
+    """`param.copy_(value)` for a whole `value`, where `param` may be this rank's shard of a weight sharded with FSDP2
+    (a DTensor: every rank holds the same whole value, so each keeps its slice, with no communication)."""
+    if hasattr(param, "device_mesh") and not hasattr(value, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        value = distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+    param.copy_(value)
 
 
 def fuse_wan_lora(pipe, adapter_name: str) -> None:

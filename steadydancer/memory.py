@@ -14,6 +14,8 @@ none fits. `tests/test_simulate.py` re-runs the simulation and fails when the co
                + weight compute on sm_89+, else    from CPU memory while it     L40S 48, A100 40
                fp8 storage (layerwise casting)     encodes
     offload    bf16, streamed block by block       streamed                     24 GB cards
+    sharded    bf16, blocks sharded across the     on the GPU                   several GPUs of 40-48 GB (torchrun)
+               ranks of a job (FSDP2)
 
 Float8 compute (`torch._scaled_mm` through torchao) needs compute capability 8.9 or newer: Ada (sm_89), Hopper
 (sm_90), Blackwell (sm_100, sm_120). On Ampere (A100, A6000) fp8 is only a storage format: weights are upcast to bf16
@@ -45,7 +47,7 @@ SIMULATED_MEMORY_FORMAT = "steadydancer-simulated-memory/1"
 # Share of the card's memory usable for tensors (CUDA context, allocator fragmentation).
 USABLE_FRACTION = 0.92
 FLOAT8_COMPUTE_CAPABILITY = (8, 9)
-PLAN_NAMES = ("resident", "fp8", "offload")
+PLAN_NAMES = ("resident", "sharded", "fp8", "offload")
 TRANSFORMER_PRECISIONS = ("bf16", "float8_compute", "float8_storage")
 PHASES = ("text_encode", "image_encode", "vae_encode", "denoise_step", "vae_decode")
 # A plan's variants, fastest first: (batch the guidance passes, tile the VAE).
@@ -64,7 +66,7 @@ class MemoryPlanError(ValueError):
 class MemoryPlan:
     """Where each model lives and in which precision.
 
-    name: ``"resident"``, ``"fp8"`` or ``"offload"``.
+    name: ``"resident"``, ``"sharded"``, ``"fp8"`` or ``"offload"``.
     transformer: ``"bf16"``, ``"float8_compute"`` (torchao float8 dynamic activation + weight) or
         ``"float8_storage"`` (fp8 weights upcast per layer: diffusers' layerwise casting).
     text_encoder_on_gpu: False: kept in CPU memory and streamed to the GPU only while it encodes.
@@ -73,6 +75,8 @@ class MemoryPlan:
     estimated_peak_gb: the simulated device peak of the job (its largest phase), GB.
     batch_guidance: run the guidance passes of a step as one batched transformer call.
     phase_peaks_gb: the simulated device peak of each phase.
+    transformer_shards: the transformer's blocks sharded across this many ranks (`steadydancer.parallel`, FSDP2):
+        each keeps its share plus the blocks gathered while they run.
     """
 
     name: str
@@ -84,6 +88,7 @@ class MemoryPlan:
     reason: str
     batch_guidance: bool = True
     phase_peaks_gb: dict = field(default_factory=dict, compare=False)
+    transformer_shards: int = 1
 
 
 def supports_float8_compute(compute_capability: tuple[int, int] | None) -> bool:
@@ -130,6 +135,9 @@ def device_weights_gb(weights: dict[str, float], plan: MemoryPlan, phase: str) -
     """GB of weights `plan` keeps on the GPU during `phase` (streamed modules: the streamed part, while they run)."""
     if plan.transformer_offload:
         transformer = weights["transformer_streamed"] if phase == "denoise_step" else 0.0
+    elif plan.transformer_shards > 1:  # the shards, and while a step runs, the blocks gathered in full
+        transformer = weights["transformer_bf16"] / plan.transformer_shards
+        transformer += weights["transformer_streamed"] if phase == "denoise_step" else 0.0
     else:
         transformer = weights["transformer_bf16" if plan.transformer == "bf16" else "transformer_float8"]
     if plan.text_encoder_on_gpu:
@@ -185,20 +193,23 @@ def table_activations(table: dict, height: int, width: int, num_frames: int, pre
 
 
 # --------------------------------------------------------------------------------------------- choosing
-def _candidates(memory_gb: float, float8: bool, float8_for_speed: bool, force: str | None):
+def _candidates(memory_gb: float, float8: bool, float8_for_speed: bool, force: str | None, shards: int):
     resident = "float8_compute" if float8_for_speed and float8 else "bf16"
     low = "float8_compute" if float8 else "float8_storage"
-    plans = [("resident", resident, True, False), ("fp8", low, False, False), ("offload", "bf16", False, True)]
-    for name, transformer, text_on_gpu, offload in plans:
-        if force is None or name == force:
+    plans = [("resident", resident, True, False, 1), ("sharded", "bf16", True, False, shards),
+             ("fp8", low, False, False, 1), ("offload", "bf16", False, True, 1)]
+    for name, transformer, text_on_gpu, offload, plan_shards in plans:
+        if (force is None or name == force) and (name != "sharded" or shards > 1):
             for batched, tiled in VARIANTS:
-                yield MemoryPlan(name, transformer, text_on_gpu, offload, tiled, 0.0, "", batched)
+                yield MemoryPlan(name, transformer, text_on_gpu, offload, tiled, 0.0, "", batched,
+                                 transformer_shards=plan_shards)
 
 
 def _describe(plan: MemoryPlan) -> str:
     parts = [f"{plan.name} plan ({plan.transformer.replace('_', ' ')} transformer"
              + (", text encoder streamed" if not plan.text_encoder_on_gpu else "")
-             + (", transformer streamed" if plan.transformer_offload else "") + ")",
+             + (", transformer streamed" if plan.transformer_offload else "")
+             + (f", blocks sharded across {plan.transformer_shards} GPUs" if plan.transformer_shards > 1 else "") + ")",
              "guidance passes batched" if plan.batch_guidance else "guidance passes one by one",
              "tiled VAE" if plan.vae_tiling else "untiled VAE"]
     return ", ".join(parts)
@@ -216,6 +227,7 @@ def plan_memory(
     force: str | None = None,
     table: dict | None = None,
     simulated: tuple[dict, dict] | None = None,
+    shards: int = 1,
 ) -> MemoryPlan:
     """The fastest plan whose simulated peak fits in `memory_gb` of GPU memory for the job described.
 
@@ -229,6 +241,8 @@ def plan_memory(
         force: one of `PLAN_NAMES`: its fastest variant that fits (or its smallest, with the excess in the reason).
         table: the simulated table (default: the committed `SIMULATED_MEMORY_PATH`).
         simulated: (weights, activations) of this very job from `bench.simulate`, instead of the table's bucket.
+        shards: GPUs of one job (torchrun) the transformer can be sharded across when it does not fit one (the
+            ``"sharded"`` plan, after ``"resident"``); 1: a single GPU.
 
     Raises:
         MemoryPlanError: no plan fits; the message names the card and the smallest plan's need.
@@ -250,7 +264,9 @@ def plan_memory(
     card = f"{memory_gb:g} GB GPU" + (f" (compute capability {compute_capability[0]}.{compute_capability[1]})"
                                      if compute_capability else "")
     fitted = []
-    for candidate in _candidates(memory_gb, float8, float8_for_speed, force):
+    if force == "sharded" and shards < 2:
+        raise ValueError("the sharded plan needs several GPUs (shards >= 2: torchrun --nproc-per-node N app.py)")
+    for candidate in _candidates(memory_gb, float8, float8_for_speed, force, shards):
         peaks = phase_peaks_gb(weights, activations, candidate)
         peak = max(peaks.values())
         fitted.append((candidate, peaks, peak))
@@ -365,6 +381,8 @@ def apply_memory_plan(
     if plan.transformer_offload:
         apply_fast_paths(pipe, group_offload=True, vae_tiling=plan.vae_tiling, device=device)
         return applied
+    if plan.transformer_shards > 1:  # stays in CPU memory: `steadydancer.parallel.shard_transformer` places its shards
+        applied.notes.append(f"transformer left on the CPU until it is sharded across {plan.transformer_shards} GPUs")
 
     # 1. Precision. fp8 storage is set before moving, so the bf16 weights never occupy the GPU.
     if plan.transformer == "float8_compute" and (problem := float8_compute_problem(device, compute_capability)):
@@ -373,7 +391,8 @@ def apply_memory_plan(
         logger.warning(applied.notes[-1])
     if applied.transformer == "float8_storage":
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=transformer.dtype)
-    transformer.to(device)
+    if plan.transformer_shards == 1:
+        transformer.to(device)
     if applied.transformer == "float8_compute":
         quantize_float8(transformer)  # on the device: torchao checks the GPU it will run on
 

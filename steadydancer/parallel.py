@@ -28,12 +28,14 @@ class ParallelLayout:
     ranks: int
     guidance_groups: int  # G: the passes of a step split across G groups
     ulysses_degree: int  # U: ranks splitting each pass's sequence
+    shards: int = 1  # ranks the transformer's blocks are sharded across (FSDP2): the ranks of one group
 
     def describe(self) -> str:
         if self.ranks == 1:
             return "1 rank"
         parts = [f"{self.guidance_groups} guidance groups"] if self.guidance_groups > 1 else []
         parts += [f"Ulysses {self.ulysses_degree}"] if self.ulysses_degree > 1 else []
+        parts += [f"weights sharded {self.shards} ways"] if self.shards > 1 else []
         return f"{self.ranks} ranks ({' x '.join(parts)})"
 
     @property
@@ -42,22 +44,52 @@ class ParallelLayout:
         return MAX_PASSES / math.ceil(MAX_PASSES / self.guidance_groups) * self.ulysses_degree
 
 
-def parallel_layout(ranks: int, num_heads: int, guidance_groups: int | None = None) -> ParallelLayout:
+def parallel_layout(ranks: int, num_heads: int, guidance_groups: int | None = None, *, sharded: bool = False,
+                    context_parallel: bool = True) -> ParallelLayout:
     """The layout for `ranks`: as many guidance groups as divide it (3, else 2, else 1), Ulysses for the rest, which
-    must divide the attention heads. `guidance_groups` forces G."""
+    must divide the attention heads. `guidance_groups` forces G.
+
+    sharded: the transformer does not fit one GPU, so its blocks are sharded across every rank (FSDP2). The ranks
+        sharing weights must make the same calls in the same order, so they form one group (G = 1) splitting each
+        pass's sequence with Ulysses, as the released code runs its FSDP with Ulysses.
+    context_parallel: whether Ulysses can run here (diffusers places each rank on an accelerator); without it the
+        ranks of a sharded group all run every pass whole, and a layout that needs Ulysses is refused.
+    """
     if ranks < 1:
         raise LayoutError(f"ranks must be at least 1, got {ranks}.")
-    if guidance_groups is None:
+    if sharded:
+        if guidance_groups not in (None, 1):
+            raise LayoutError(f"Sharded weights need one guidance group, not {guidance_groups}: the ranks sharing "
+                              "weights run the same passes.")
+        guidance_groups = 1
+    elif guidance_groups is None:
         guidance_groups = next(g for g in (3, 2, 1) if ranks % g == 0)
     if guidance_groups < 1 or guidance_groups > MAX_PASSES or ranks % guidance_groups:
         raise LayoutError(f"{ranks} ranks cannot form {guidance_groups} guidance groups (1 to {MAX_PASSES}, "
                           f"dividing the ranks).")
     ulysses = ranks // guidance_groups
+    if ulysses > 1 and not context_parallel:
+        if not sharded:
+            raise LayoutError(f"{ranks} ranks in {guidance_groups} guidance groups need Ulysses degree {ulysses}, "
+                              "and context parallelism needs a GPU per rank; use a rank count of 1, 2 or 3.")
+        ulysses = 1
     if num_heads % ulysses:
         raise LayoutError(f"{ranks} ranks in {guidance_groups} guidance groups leave Ulysses degree {ulysses}, which "
                           f"does not divide the {num_heads} attention heads; use a rank count whose share per group "
                           f"divides {num_heads}.")
-    return ParallelLayout(ranks, guidance_groups, ulysses)
+    return ParallelLayout(ranks, guidance_groups, ulysses, ranks if sharded else 1)
+
+
+def shard_transformer(transformer: torch.nn.Module, mesh) -> None:
+    """Shards the transformer's blocks across the ranks of `mesh` with PyTorch FSDP2 (`fully_shard`), in place, as
+    the released code shards them: each rank keeps 1/N of every block weight; a block's weights are gathered when it
+    runs and freed after (each block is its own FSDP root, so nothing is gathered ahead of time). The rest (embeddings, the pose branch, the head: under
+    2 % of the weights) stays whole on every rank, so the pose branch runs through `encode_pose` as before. Every rank
+    of `mesh` must then make the same transformer calls in the same order."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in transformer.blocks:
+        fully_shard(block, mesh=mesh)
 
 
 class PipelineParallel:

@@ -36,15 +36,14 @@ class ConfigError(ValueError):
 
 DTYPES = ("bfloat16", "float16", "float32")
 GPU_CHOICES = ("auto", *GPUS)
-MEMORY_PLANS = ("auto", "resident", "fp8", "offload")
+MEMORY_PLANS = ("auto", "resident", "sharded", "fp8", "offload")
 # GPU memory (GB) of each ZeroGPU size: `large` is half an RTX Pro 6000 Blackwell (compute capability 12.0).
 ZEROGPU_MEMORY_GB = {"large": 48, "xlarge": 96}
 ZEROGPU_COMPUTE_CAPABILITY = (12, 0)
 # ZeroGPU refuses a task that asks for more than a few minutes (about 5 for logged-in visitors; not documented).
 # Without `max_gpu_seconds`, requests estimated above this are refused there before any work.
 ZEROGPU_MAX_SECONDS = 300
-# Texts of an environment variable that switch a setting on; any other text switches it off.
-TRUE = ("1", "true", "yes", "on")
+TRUE = ("1", "true", "yes", "on")  # a switch's variable texts that mean on; any other means off
 MEGABYTE = 2**20
 MIN_FRAMES = 5  # the shortest 4n+1 count above a single frame (two latent frames)
 
@@ -123,8 +122,7 @@ def _check(instance) -> None:
 
 @dataclass(frozen=True)
 class Limits:
-    """Upload and request limits: what one request may upload, decode and ask for (checked in `uploads` and
-    `request`). Set from environment variables only."""
+    """What one request may upload, decode and ask for (checked in `uploads` and `request`); environment only."""
 
     max_file_bytes: int = setting(100 * MEGABYTE, "STEADYDANCER_MAX_FILE_MB", "largest upload, in MB", kind=float,
                                   unit=MEGABYTE, require=_positive)
@@ -220,6 +218,9 @@ class AppConfig:
 
     def __post_init__(self):
         _check(self)
+        if self.memory_plan == "sharded" and self.ranks < 2:
+            raise ConfigError("--memory-plan (STEADYDANCER_MEMORY_PLAN) sharded needs several GPUs: torchrun "
+                              "--nproc-per-node N app.py")
 
     @property
     def delete_cache(self) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import timedelta
 
-from steadydancer.parallel import LayoutError, ParallelLayout, PipelineParallel, parallel_layout
+from steadydancer.parallel import LayoutError, ParallelLayout, PipelineParallel, parallel_layout, shard_transformer
 
 from .cancellation import GenerationCancelled
 from .errors import WorkerLost
@@ -27,7 +27,7 @@ def join(runtime, service) -> None:
     """Joins the ranks torchrun started. Rank 0 returns and serves the page; the others run its GPU calls until it
     stops, then exit the process. A rank count that cannot be laid out stops every rank with one line."""
     try:
-        cluster = Cluster.start(runtime.pipe, runtime.device)
+        cluster = Cluster.start(runtime.pipe, runtime.device, shard=runtime.shards_transformer)
     except LayoutError as error:
         print(f"steadydancer: {error}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -57,8 +57,9 @@ class Cluster:
         return not self.broken
 
     @classmethod
-    def start(cls, pipe, device: str, timeout: float = COLLECTIVE_TIMEOUT_SECONDS) -> "Cluster":
-        """Joins the process group torchrun describes and lays the ranks out for `pipe`'s transformer; raises
+    def start(cls, pipe, device: str, shard: bool = False, timeout: float = COLLECTIVE_TIMEOUT_SECONDS) -> "Cluster":
+        """Joins the process group torchrun describes and lays the ranks out for `pipe`'s transformer (`shard`: its
+        blocks sharded across the ranks, where the memory plan says one GPU cannot hold them); raises
         `steadydancer.parallel.LayoutError` naming the numbers when they cannot be laid out."""
         import torch
         import torch.distributed as dist
@@ -70,11 +71,17 @@ class Cluster:
         rank, world = dist.get_rank(), dist.get_world_size()
         if cuda:  # one machine: rank r drives GPU r
             torch.cuda.set_device(rank % torch.cuda.device_count())
-        layout = parallel_layout(world, pipe.transformer.config.num_attention_heads)
+        layout = parallel_layout(world, pipe.transformer.config.num_attention_heads, sharded=shard,
+                                 context_parallel=cuda)
         control = dist.new_group(backend="gloo", timeout=wait)  # jobs and cancel votes: small CPU objects
         store = _job_store(rank, world, control, wait)
-        mesh = init_device_mesh("cuda" if cuda else "cpu", (layout.guidance_groups, 1, layout.ulysses_degree),
-                                mesh_dim_names=("guidance", "ring", "ulysses"))
+        kind = "cuda" if cuda else "cpu"
+        # "replica": ranks of a sharded group that run every pass whole (no Ulysses here)
+        replicas = world // (layout.guidance_groups * layout.ulysses_degree)
+        mesh = init_device_mesh(kind, (layout.guidance_groups, replicas, 1, layout.ulysses_degree),
+                                mesh_dim_names=("guidance", "replica", "ring", "ulysses"))
+        if layout.shards > 1:  # every rank: they form one guidance group, so they make the same calls
+            shard_transformer(pipe.transformer, init_device_mesh(kind, (layout.shards,)))
         if layout.ulysses_degree > 1:
             from diffusers import ContextParallelConfig
 

@@ -114,7 +114,7 @@ class Planner:
         try:
             plan = plan_memory(card.memory_gb, card.compute_capability, height=height, width=width,
                                num_frames=min(num_frames, self.config.window_frames), preset=preset,
-                               force=self.loaded_plan, float8_for_speed=self.ahead_of_time)
+                               force=self.loaded_plan, float8_for_speed=self.ahead_of_time, shards=self.config.ranks)
         except MemoryPlanError as error:
             raise InputError(str(error)) from None
         # One pass at a time never needs more memory than a batch of them.

@@ -50,6 +50,14 @@ class Runtime:
     def tiny(self) -> bool:
         return self.config.tiny
 
+    @property
+    def shards_transformer(self) -> bool:
+        """Whether the ranks of a torchrun job shard the transformer: its memory plan says so (tiny mode: asked for
+        with `--memory-plan sharded`)."""
+        if self.memory_plan is None:
+            return self.config.memory_plan == "sharded" and self.config.ranks > 1
+        return self.memory_plan.transformer_shards > 1
+
 
 def _torch_dtype(name: str):
     import torch
@@ -100,7 +108,7 @@ def _memory_plan(config: AppConfig, device: str):
         memory, capability = gpu_memory_and_capability(device)
     else:
         memory, capability = 1e6, None  # a CPU: everything "fits"
-    plan = plan_memory(memory, capability, float8_for_speed=serves_ahead_of_time(config),
+    plan = plan_memory(memory, capability, float8_for_speed=serves_ahead_of_time(config), shards=config.ranks,
                        force=None if config.memory_plan == "auto" else config.memory_plan)
     print(f"SteadyDancer app: memory plan {plan.name}: {plan.reason}.", flush=True)
     return plan

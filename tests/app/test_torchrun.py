@@ -93,6 +93,15 @@ def test_three_ranks_make_the_same_video(tmp_path_factory, single):
     assert_same_video(video, alone)
 
 
+def test_sharded_weights_make_the_same_video(tmp_path_factory, single):
+    """`--memory-plan sharded`: the transformer's blocks sharded across both ranks (FSDP2), one guidance group."""
+    for app in launch_tiny_app(tmp_path_factory, "torchrun2-sharded", env={**WINDOWS, "STEADYDANCER_MEMORY_PLAN": "sharded"},
+                               launcher=[TORCHRUN, "--standalone", "--nproc-per-node=2"]):
+        video, _, _, report, *_ = connect(app).predict(**request(), api_name="/animate")
+        assert "Ran on 2 ranks (weights sharded 2 ways)." in report
+    assert_same_video(video, connect(single).predict(**request(), api_name="/animate")[0])
+
+
 def test_a_long_video_in_windows_is_the_single_process_one(two, single):
     video, _, _, report, *_ = connect(two).predict(**request(num_frames=17), api_name="/animate")
     alone = connect(single).predict(**request(num_frames=17), api_name="/animate")[0]

@@ -41,6 +41,35 @@ def test_48_gb_cannot_hold_the_bf16_weights():
     assert plan_memory(48, BLACKWELL).name != "resident"
 
 
+@pytest.mark.parametrize("memory_gb, capability, shards", [(40, AMPERE_A100, 4), (48, ADA, 2), (48, BLACKWELL, 2),
+                                                           (48, BLACKWELL, 4)])
+def test_several_gpus_shard_the_bf16_transformer_where_one_cannot_hold_it(memory_gb, capability, shards):
+    """With 2 or more GPUs, bf16 blocks sharded across them (FSDP2) come before fp8; the peak is each rank's share
+    of the transformer, the two blocks gathered while they run and the rest of the pipeline whole, counted here from
+    the simulated table."""
+    table = memory.load_simulated_memory()
+    weights, (_, activations) = table["weights_gb"], memory.table_activations(table, **memory.DEFAULT_JOB)
+    plan = plan_memory(memory_gb, capability, shards=shards)
+    assert (plan.name, plan.transformer, plan.transformer_shards) == ("sharded", "bf16", shards)
+    others = weights["text_encoder"] + weights["image_encoder"] + weights["vae"]
+    batching = "batched" if plan.batch_guidance else "unbatched"
+    step = (weights["transformer_bf16"] / shards + weights["transformer_streamed"] + others
+            + activations["denoise_step"][batching]["bf16"])
+    assert plan.phase_peaks_gb["denoise_step"] == pytest.approx(step)
+    assert plan.estimated_peak_gb <= memory_gb * memory.USABLE_FRACTION
+    assert plan_memory(memory_gb, capability).name == "fp8"  # one GPU
+
+
+def test_sharding_comes_after_a_whole_copy_and_before_fp8():
+    assert plan_memory(80, HOPPER, shards=2).name == "resident"  # fits whole: nothing to gather
+    assert plan_memory(40, AMPERE_A100, shards=2).name == "fp8"  # half the bf16 blocks and the rest do not fit 40
+
+
+def test_the_sharded_plan_needs_several_gpus():
+    with pytest.raises(ValueError, match="several GPUs"):
+        plan_memory(40, AMPERE_A100, force="sharded")
+
+
 def test_compute_capability_matters_when_asking_for_float8_speed():
     # Both hold everything in bf16; only the Blackwell card has float8 matmuls worth switching to.
     a100 = plan_memory(80, AMPERE_A100, float8_for_speed=True)

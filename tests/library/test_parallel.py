@@ -9,7 +9,7 @@ import socket
 import pytest
 import torch
 
-from steadydancer.parallel import LayoutError, ParallelLayout, PipelineParallel, parallel_layout
+from steadydancer.parallel import LayoutError, ParallelLayout, PipelineParallel, parallel_layout, shard_transformer
 
 
 @pytest.mark.parametrize("ranks, groups, ulysses", [(1, 1, 1), (2, 2, 1), (3, 3, 1), (4, 2, 2), (5, 1, 5),
@@ -25,6 +25,24 @@ def test_a_layout_that_cannot_divide_the_heads_or_the_passes_is_refused_naming_t
         parallel_layout(4, num_heads=40, guidance_groups=3)
     assert parallel_layout(8, num_heads=40).describe() == "8 ranks (2 guidance groups x Ulysses 4)"
     assert parallel_layout(1, num_heads=40).describe() == "1 rank"
+    with pytest.raises(LayoutError, match="4 ranks in 2 guidance groups need Ulysses degree 2, and context "
+                                          "parallelism needs a GPU per rank"):
+        parallel_layout(4, num_heads=40, context_parallel=False)
+
+
+@pytest.mark.parametrize("ranks, context_parallel, ulysses", [(2, True, 2), (4, True, 4), (8, True, 8), (2, False, 1),
+                                                              (3, False, 1)])
+def test_sharded_weights_put_every_rank_in_one_group(ranks, context_parallel, ulysses):
+    layout = parallel_layout(ranks, num_heads=40, sharded=True, context_parallel=context_parallel)
+    assert layout == ParallelLayout(ranks, 1, ulysses, shards=ranks)
+    with pytest.raises(LayoutError, match="Sharded weights need one guidance group, not 2"):
+        parallel_layout(ranks, num_heads=40, guidance_groups=2, sharded=True)
+
+
+def test_a_sharded_layout_says_so():
+    assert parallel_layout(2, num_heads=40, sharded=True).describe() == "2 ranks (Ulysses 2 x weights sharded 2 ways)"
+    assert parallel_layout(2, num_heads=40, sharded=True, context_parallel=False).describe() == (
+        "2 ranks (weights sharded 2 ways)")
 
 
 def _free_port() -> int:
@@ -93,8 +111,10 @@ PIPELINE_CALL = dict(num_inference_steps=3, guidance_scale=3.0, pose_guidance_wi
                      batch_guidance=False, output_type="latent")
 
 
-def _pipeline_worker(rank, world, port, checkpoints, inputs, queue):
-    """The tiny pipeline on one rank of `world`: (rank, the encoders that ran here, the final latents)."""
+def _pipeline_worker(rank, world, port, checkpoints, inputs, sharded, queue):
+    """The tiny pipeline on one rank of `world`: (rank, the encoders that ran here, the final latents, the share of
+    the transformer blocks' weights this rank holds). `sharded`: one group sharding the weights, every pass on every rank;
+    else one guidance group per rank."""
     import torch.distributed as dist
 
     from steadydancer.assembly import load_pipeline
@@ -110,27 +130,39 @@ def _pipeline_worker(rank, world, port, checkpoints, inputs, queue):
             getattr(pipe, name).register_forward_hook(lambda *_, name=name: ran.append(name))
         encode = pipe.vae.encode
         pipe.vae.encode = lambda *args, **kwargs: ran.append("vae") or encode(*args, **kwargs)
-        pipe.parallel = PipelineParallel(dist.group.WORLD, rank, world, share_group=dist.group.WORLD,
-                                         source=rank == 0)
+        in_blocks = sum(p.numel() for p in pipe.transformer.blocks.parameters())
+        if sharded:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            shard_transformer(pipe.transformer, init_device_mesh("cpu", (world,)))
+            pipe.parallel = PipelineParallel(share_group=dist.group.WORLD, source=rank == 0)
+        else:
+            pipe.parallel = PipelineParallel(dist.group.WORLD, rank, world, share_group=dist.group.WORLD,
+                                             source=rank == 0)
+        held = sum(getattr(p, "_local_tensor", p).numel() for p in pipe.transformer.blocks.parameters())
         latents = pipe(**inputs, generator=torch.Generator().manual_seed(0), **PIPELINE_CALL).frames
-        queue.put((rank, sorted(set(ran)), latents))
+        # As numpy: a tensor would travel as shared memory that vanishes when this process ends.
+        queue.put((rank, sorted(set(ran)), latents.numpy(), held / in_blocks))
     except Exception as error:  # report, don't hang the parent
-        queue.put((rank, None, repr(error)))
+        queue.put((rank, None, repr(error), None))
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs torch.distributed with gloo")
-@pytest.mark.parametrize("world", [2, 3])
-def test_ranks_share_rank_0s_encodings_and_make_the_single_process_latents(world, tiny_checkpoints, make_tiny_pipe):
+@pytest.mark.parametrize("world, sharded", [(2, False), (3, False), (2, True)])
+def test_ranks_share_rank_0s_encodings_and_make_the_single_process_latents(world, sharded, tiny_checkpoints,
+                                                                           make_tiny_pipe):
     from helpers.inputs import random_video_inputs
 
     inputs = random_video_inputs(96, 64, 9)
     torch.set_num_threads(1)
     alone = make_tiny_pipe()(**inputs, generator=torch.Generator().manual_seed(0), **PIPELINE_CALL).frames
-    reports = _spawn(_pipeline_worker, world, tiny_checkpoints, inputs)
-    for rank, ran, latents in reports:
+    reports = _spawn(_pipeline_worker, world, tiny_checkpoints, inputs, sharded)
+    for rank, ran, latents, held in reports:
         assert ran is not None, latents
         assert ran == ([] if rank else ["image_encoder", "text_encoder", "vae"])  # only rank 0 encodes
-        torch.testing.assert_close(latents, alone, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.from_numpy(latents), alone, atol=1e-4, rtol=1e-4)
+        # FSDP2 keeps 1/N of every block weight (a row more or less where N does not divide it)
+        assert held == (pytest.approx(1 / world, abs=0.02) if sharded else 1.0)

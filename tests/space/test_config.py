@@ -104,6 +104,14 @@ def test_bad_variables_are_named(variable, text, message):
     assert str(error.value) == message
 
 
+def test_a_sharded_memory_plan_needs_several_ranks():
+    with pytest.raises(ConfigError, match=re.escape("--memory-plan (STEADYDANCER_MEMORY_PLAN) sharded needs several")):
+        parse_config(["--memory-plan", "sharded"], {})
+    with pytest.raises(ConfigError, match="torchrun --nproc-per-node N app.py"):
+        AppConfig.from_env({"STEADYDANCER_MEMORY_PLAN": "sharded"})
+    assert parse_config(["--memory-plan", "sharded"], {"WORLD_SIZE": "2"}).memory_plan == "sharded"
+
+
 def test_bad_flags_are_named():
     message = "--max-frames 80 must be 4n+1 and at least 5 (77 or 81 would do)."
     with pytest.raises(ConfigError, match=re.escape(message)):
