@@ -53,7 +53,7 @@ def describe_estimate(plan: JobPlan) -> str:
                  f"{format_seconds(windows * (estimate.transformer_seconds + estimate.other_seconds))}"
                  + (f" and {format_seconds(windows * estimate.quota_seconds)} of quota"
                     if estimate.quota_seconds is not None else "") + " in all")
-    text += "."
+    text += "." + ("" if plan.ranks == "1 rank" else f" Runs on {plan.ranks}, which the time above counts.")
     if plan.over_limit:
         text += f" Over this app's limit of {format_seconds(plan.max_gpu_seconds)}."
     return text

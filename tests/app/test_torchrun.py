@@ -83,6 +83,9 @@ def test_two_ranks_make_the_single_process_video_and_say_so(two, single):
     assert "Ran on 2 ranks (2 guidance groups)." in report and "ranks" not in alone_report
     assert_same_video(video, alone)
     assert "rank 1 of 2" in two.log()
+    estimate = connect(two).predict(handle_file(str(EXAMPLES / "ref_red_dress.png")), "480p", 81, 40, 5.0, 1.0, 0.1,
+                                    0.4, "quality", api_name="/estimate")
+    assert "Runs on 2 ranks (2 guidance groups)" in estimate
 
 
 def test_three_ranks_make_the_same_video(tmp_path_factory, single):
