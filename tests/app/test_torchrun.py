@@ -61,8 +61,8 @@ def request(**values) -> dict:
     return dict(reference=handle_file(str(EXAMPLES / "ref_red_dress.png")), driving_video=None,
                 keypoints=handle_file(str(EXAMPLES / "dance_wave.json")),
                 reference_keypoints=handle_file(str(EXAMPLES / "ref_red_dress.json")),
-                preset="custom", seed=7, randomize_seed=False,
-                **{"steps": 2, "num_frames": 9, "guidance_scale": 3.0, "window_start": 0.0, "window_end": 1.0, **values})
+                seed=7, randomize_seed=False, **{"preset": "custom", "steps": 2, "num_frames": 9, "guidance_scale": 3.0,
+                                                 "window_start": 0.0, "window_end": 1.0, **values})
 
 
 def frames(path) -> np.ndarray:
@@ -103,6 +103,15 @@ def test_sharded_weights_make_the_same_video(tmp_path_factory, single):
         video, _, _, report, *_ = connect(app).predict(**request(), api_name="/animate")
         assert "Ran on 2 ranks (weights sharded 2 ways)." in report
     assert_same_video(video, connect(single).predict(**request(), api_name="/animate")[0])
+
+
+def test_the_fast_preset_makes_the_same_video(two, single):
+    """The distillation LoRA switched on every rank; one pass a step outside the pose-guidance window (every rank
+    runs it), two inside."""
+    fast = request(preset="fast", steps=4, guidance_scale=1.0, window_start=0.1, window_end=0.4)
+    video, _, _, report, *_ = connect(two).predict(**fast, api_name="/animate")
+    assert "Ran on 2 ranks" in report
+    assert_same_video(video, connect(single).predict(**fast, api_name="/animate")[0])
 
 
 def test_a_long_video_in_windows_is_the_single_process_one(two, single):
