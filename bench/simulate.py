@@ -527,22 +527,26 @@ def hardware_summary_markdown(rows: list[dict]) -> str:
 
 def multi_gpu_markdown(gpu: str = "h100", preset: str = "quality", counts=(1, 2, 4, 8), small: str = "l40s") -> str:
     """The README's several-GPU table: the layout of each GPU count and the default job's roofline time (the
-    denoising divided by the layout's best-case speed-up; communication not counted), and what the memory plan does
+    denoising divided by the layout's best-case speed-up for the preset's passes; communication not counted), and what the memory plan does
     with that many `small` cards, where one cannot hold the bf16 transformer."""
     from steadydancer.memory import plan_memory
     from steadydancer.parallel import parallel_layout
+    from steadydancer.scheduling import passes_per_step
     from steadydancer_space.estimate import format_seconds
 
     height, width = bucket_size("576p")
     heads = CONFIG_14B["num_attention_heads"]
     phases = roofline.phase_seconds(gpu, DEFAULT_FRAMES, height, width, preset)
     card = roofline.GPUS[small]
+    settings = PRESETS[preset].settings
+    steps = passes_per_step(settings.num_inference_steps, settings.guidance_scale, settings.pose_guidance_scale,
+                            settings.pose_guidance_window)
     lines = [f"| GPUs | layout on {gpu.upper()}s | {preset} preset, 81 frames at 576p | on {card.name} "
              f"({card.memory_gb} GB) |", "| ---: | --- | ---: | --- |"]
     for count in counts:
         layout = parallel_layout(count, heads)
         seconds = roofline.FIXED_SECONDS + sum(v for k, v in phases.items() if k != "denoise") + (
-            phases["denoise"] / layout.speedup)
+            phases["denoise"] / layout.speedup_for(steps))
         plan = plan_memory(card.memory_gb, card.compute_capability, shards=count)
         on_small = (f"bf16, {parallel_layout(count, heads, sharded=True).describe()}" if plan.transformer_shards > 1
                     else f"{plan.name} plan, {plan.transformer.replace('_', ' ')} transformer")

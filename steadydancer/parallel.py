@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -40,8 +40,16 @@ class ParallelLayout:
 
     @property
     def speedup(self) -> float:
-        """The best case over one rank for a step of `MAX_PASSES` passes (for estimates; no communication)."""
-        return MAX_PASSES / math.ceil(MAX_PASSES / self.guidance_groups) * self.ulysses_degree
+        """The best case over one rank for steps of `MAX_PASSES` passes (no communication)."""
+        return self.speedup_for([MAX_PASSES])
+
+    def speedup_for(self, passes_per_step: Sequence[int]) -> float:
+        """The best case over one rank for a job of these steps (no communication): a group runs its share of a
+        step's passes, ceil(p / G), each split U ways; a step of one pass gains from Ulysses only."""
+        if not passes_per_step:
+            return 1.0
+        shares = sum(math.ceil(p / self.guidance_groups) for p in passes_per_step)
+        return sum(passes_per_step) / shares * self.ulysses_degree
 
 
 def parallel_layout(ranks: int, num_heads: int, guidance_groups: int | None = None, *, sharded: bool = False,

@@ -54,10 +54,15 @@ def pose_guidance_steps(num_steps: int, window: tuple[float, float]) -> list[boo
     return [start < i / num_steps < end for i in range(num_steps)]
 
 
+def passes_per_step(num_steps: int, guidance_scale: float, pose_guidance_scale: float,
+                    window: tuple[float, float]) -> list[int]:
+    """Transformer passes of each step: one, +1 for text guidance (scale != 1), +1 in the pose-guidance window."""
+    base = 2 if guidance_scale != 1.0 else 1
+    in_window = pose_guidance_steps(num_steps, window) if pose_guidance_scale > 0 else [False] * num_steps
+    return [base + int(pose_step) for pose_step in in_window]
+
+
 def transformer_passes(num_steps: int, guidance_scale: float, pose_guidance_scale: float,
                        window: tuple[float, float]) -> int:
-    """Transformer passes of a job: one per step, +1 for text guidance (scale != 1), +1 in the pose-guidance window."""
-    passes = num_steps * (2 if guidance_scale != 1.0 else 1)
-    if pose_guidance_scale > 0:
-        passes += sum(pose_guidance_steps(num_steps, window))
-    return passes
+    """Transformer passes of a job (`passes_per_step`, summed)."""
+    return sum(passes_per_step(num_steps, guidance_scale, pose_guidance_scale, window))

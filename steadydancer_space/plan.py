@@ -11,6 +11,7 @@ from steadydancer.flops import CONFIG_14B
 from steadydancer.long_video import plan_windows
 from steadydancer.memory import MemoryPlanError, plan_memory
 from steadydancer.roofline import GPUS
+from steadydancer.scheduling import passes_per_step
 
 from .config import ZEROGPU_MAX_SECONDS
 from .estimate import GpuEstimate, detect_gpu, estimate_gpu_seconds, format_seconds
@@ -128,7 +129,10 @@ class Planner:
         return estimate_gpu_seconds(
             min(num_frames, self.config.window_frames), height, width, sampler.num_inference_steps,
             sampler.guidance_scale, sampler.pose_guidance_scale, sampler.pose_guidance_window, self.gpu,
-            memory_plan=memory_plan, transformer_config=self.transformer_config, speedup=self._layout().speedup,
+            memory_plan=memory_plan, transformer_config=self.transformer_config,
+            speedup=self._layout().speedup_for(passes_per_step(
+                sampler.num_inference_steps, sampler.guidance_scale, sampler.pose_guidance_scale,
+                sampler.pose_guidance_window)),
         )
 
     def _layout(self):

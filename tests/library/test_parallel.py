@@ -39,6 +39,16 @@ def test_sharded_weights_put_every_rank_in_one_group(ranks, context_parallel, ul
         parallel_layout(ranks, num_heads=40, guidance_groups=2, sharded=True)
 
 
+def test_the_speedup_counts_each_steps_passes():
+    two_groups, ulysses = parallel_layout(2, num_heads=40), parallel_layout(2, num_heads=40, sharded=True)
+    assert two_groups.speedup_for([3, 3]) == 1.5  # 2 + 1 passes: the slower group runs 2 of 3
+    assert two_groups.speedup_for([2]) == 2.0
+    assert two_groups.speedup_for([1, 1, 2, 1]) == 5 / 4  # one-pass steps run on both groups: no gain there
+    assert ulysses.speedup_for([1, 1, 2, 1]) == 2.0  # the sequence split counts in every step
+    assert parallel_layout(3, num_heads=40).speedup_for([3, 2]) == 5 / 2
+    assert parallel_layout(1, num_heads=40).speedup_for([3, 1]) == 1.0
+
+
 def test_a_sharded_layout_says_so():
     assert parallel_layout(2, num_heads=40, sharded=True).describe() == "2 ranks (Ulysses 2 x weights sharded 2 ways)"
     assert parallel_layout(2, num_heads=40, sharded=True, context_parallel=False).describe() == (
