@@ -106,13 +106,20 @@ class Cluster:
         if self.leader and self.active:
             self.store.set("stop", b"1")
 
+    @property
+    def can_serve_alone(self) -> bool:
+        """Whether rank 0 holds the whole model (not a share of sharded weights)."""
+        return self.layout.shards == 1
+
     def fail(self, pipe, error: BaseException) -> WorkerLost:
-        """After a failed collective: rank 0 goes on alone (it runs every pass and encodes for itself again)."""
+        """After a failed collective: rank 0 goes on alone (it runs every pass and encodes for itself again), unless
+        it holds only a share of the weights."""
         self.broken = True
         pipe.parallel = None
-        print(f"steadydancer: a rank failed during a job ({type(error).__name__}: {error}); serving on rank 0 alone.",
-              flush=True)
-        return WorkerLost(error)
+        then = ("serving on rank 0 alone" if self.can_serve_alone else
+                "rank 0 holds only a share of the weights, so no job can run until the app is restarted")
+        print(f"steadydancer: a rank failed during a job ({type(error).__name__}: {error}); {then}.", flush=True)
+        return WorkerLost(error, alone=self.can_serve_alone)
 
     # ---------------------------------------------------------------- every rank
     def agree_cancelled(self, cancelled: bool) -> bool:

@@ -39,9 +39,11 @@ _PATH = re.compile(rf"(?<![\w.:/\\])/(?:{_SEGMENT}/)*({_SEGMENT})|\b[A-Za-z]:\\(
 class WorkerLost(RuntimeError):
     """Another rank of a several-GPU app stopped or failed during a job (`steadydancer_space.distributed`)."""
 
-    def __init__(self, error: BaseException):
-        super().__init__(f"A GPU worker of this app stopped during the job ({type(error).__name__}); the job was not "
-                         "finished. The app now runs on one GPU; press Animate again.")
+    def __init__(self, error: BaseException | None, alone: bool = True):
+        what = "stopped during the job" + (f" ({type(error).__name__}); the job was not finished" if error else "")
+        then = ("The app now runs on one GPU; press Animate again." if alone else
+                "The model's weights were spread over its GPUs, so it cannot go on: the app must be restarted.")
+        super().__init__(f"A GPU worker of this app {what}. {then}")
 
 
 def sanitize(message: str) -> str:

@@ -14,7 +14,7 @@ from steadydancer.pose import PoseModelInputs
 from steadydancer.video_io import to_uint8_frames
 
 from .cancellation import CancelRegistry, GenerationCancelled
-from .errors import free_accelerator_memory
+from .errors import WorkerLost, free_accelerator_memory
 from .faults import FaultPlan, GpuStats
 from .outputs import write_frames_preview, write_preview
 from .plan import JobPlan
@@ -79,6 +79,11 @@ class Generator:
     def _together(self) -> bool:
         return self.cluster is not None and self.cluster.active
 
+    def _check_ranks(self) -> None:
+        """Refuses a job when a rank was lost and this one holds only a share of the weights."""
+        if self.cluster is not None and not self.cluster.active and not self.cluster.can_serve_alone:
+            raise WorkerLost(None, alone=False)
+
     def _encodes(self) -> bool:
         """Whether this process encodes the inputs and decodes the result: with several ranks, rank 0 only (the
         pipeline shares what it encodes)."""
@@ -113,6 +118,7 @@ class Generator:
         num_frames, _, height, width = poses.pose_video.shape
         step_ends: list[float] = []
         on_step = self._step_callback(plan, job_id, progress, preview_dir, step_ends)
+        self._check_ranks()
         self._send(("frames", plan, reference, poses))
         with self.runtime.lock, self.stats.track():  # one at a time: a cancelled one may still finish its step
             self.running_job, failure = job_id, None
@@ -163,6 +169,7 @@ class Generator:
                          f"of {steps}")
 
         sampler = plan.sampler
+        self._check_ranks()
         self._send(("long", plan, reference, prepared, job_id))
         video = LongVideo(
             self.runtime.pipe, reference, prepared, prepared.num_frames, segment_frame_length=plan.window_frames,

@@ -1,0 +1,36 @@
+"""What rank 0 does when another rank of a torchrun app is lost (`steadydancer_space.distributed.Cluster.fail`): go on
+alone where it holds the whole model, else refuse every job asking for a restart."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from steadydancer.parallel import parallel_layout
+from steadydancer_space.distributed import Cluster
+from steadydancer_space.errors import WorkerLost
+from steadydancer_space.generation import Generator
+
+
+def lose_a_rank(sharded: bool):
+    layout = parallel_layout(2, num_heads=40, sharded=sharded, context_parallel=False)
+    cluster = Cluster(layout, rank=0, control=None, store=None)
+    pipe = SimpleNamespace(parallel=object())
+    generator = Generator(runtime=SimpleNamespace(pipe=pipe), cancels=None, faults=None)
+    generator.cluster = cluster
+    return cluster.fail(pipe, ConnectionResetError("peer gone")), pipe, generator
+
+
+def test_with_whole_weights_rank_0_goes_on_alone(capsys):
+    error, pipe, generator = lose_a_rank(sharded=False)
+    assert isinstance(error, WorkerLost) and "ConnectionResetError" in str(error) and "press Animate again" in str(error)
+    assert pipe.parallel is None  # every pass and every encoder run here again
+    generator._check_ranks()  # the next job runs
+    assert "serving on rank 0 alone" in capsys.readouterr().out
+
+
+def test_with_sharded_weights_every_later_job_asks_for_a_restart(capsys):
+    error, _, generator = lose_a_rank(sharded=True)
+    assert "the app must be restarted" in str(error)
+    with pytest.raises(WorkerLost, match="cannot go on: the app must be restarted"):
+        generator._check_ranks()
+    assert "no job can run until the app is restarted" in capsys.readouterr().out
