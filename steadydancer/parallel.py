@@ -52,16 +52,14 @@ class ParallelLayout:
         return sum(passes_per_step) / shares * self.ulysses_degree
 
 
-def parallel_layout(ranks: int, num_heads: int, guidance_groups: int | None = None, *, sharded: bool = False,
-                    context_parallel: bool = True) -> ParallelLayout:
+def parallel_layout(ranks: int, num_heads: int, guidance_groups: int | None = None, *,
+                    sharded: bool = False) -> ParallelLayout:
     """The layout for `ranks`: as many guidance groups as divide it (3, else 2, else 1), Ulysses for the rest, which
     must divide the attention heads. `guidance_groups` forces G.
 
     sharded: the transformer does not fit one GPU, so its blocks are sharded across every rank (FSDP2). The ranks
         sharing weights must make the same calls in the same order, so they form one group (G = 1) splitting each
         pass's sequence with Ulysses, as the released code runs its FSDP with Ulysses.
-    context_parallel: whether Ulysses can run here (diffusers places each rank on an accelerator); without it the
-        ranks of a sharded group all run every pass whole, and a layout that needs Ulysses is refused.
     """
     if ranks < 1:
         raise LayoutError(f"ranks must be at least 1, got {ranks}.")
@@ -76,11 +74,6 @@ def parallel_layout(ranks: int, num_heads: int, guidance_groups: int | None = No
         raise LayoutError(f"{ranks} ranks cannot form {guidance_groups} guidance groups (1 to {MAX_PASSES}, "
                           f"dividing the ranks).")
     ulysses = ranks // guidance_groups
-    if ulysses > 1 and not context_parallel:
-        if not sharded:
-            raise LayoutError(f"{ranks} ranks in {guidance_groups} guidance groups need Ulysses degree {ulysses}, "
-                              "and context parallelism needs a GPU per rank; use a rank count of 1, 2 or 3.")
-        ulysses = 1
     if num_heads % ulysses:
         raise LayoutError(f"{ranks} ranks in {guidance_groups} guidance groups leave Ulysses degree {ulysses}, which "
                           f"does not divide the {num_heads} attention heads; use a rank count whose share per group "
@@ -98,6 +91,25 @@ def shard_transformer(transformer: torch.nn.Module, mesh) -> None:
 
     for block in transformer.blocks:
         fully_shard(block, mesh=mesh)
+
+
+def enable_ulysses(transformer: torch.nn.Module, mesh, degree: int) -> None:
+    """diffusers' Ulysses attention over `mesh` (dimensions "ring" of size 1 and "ulysses" of `degree`), driven by the
+    transformer's `_cp_plan`; any sequence length (`ulysses_anything`: every size and frame count the app offers)."""
+    from diffusers import ContextParallelConfig
+
+    config = ContextParallelConfig(ulysses_degree=degree, mesh=mesh, ulysses_anything=True)
+    if torch.accelerator.device_count() > 0:
+        transformer.enable_parallelism(config=config)
+        return
+    # diffusers places rank r on accelerator r % torch.accelerator.device_count(), a division by zero on a machine
+    # with none; with a count of 1 its CPU path (gloo) runs as is.
+    count = torch.accelerator.device_count
+    torch.accelerator.device_count = lambda: 1
+    try:
+        transformer.enable_parallelism(config=config)
+    finally:
+        torch.accelerator.device_count = count
 
 
 class PipelineParallel:

@@ -14,7 +14,14 @@ import sys
 import time
 from datetime import timedelta
 
-from steadydancer.parallel import LayoutError, ParallelLayout, PipelineParallel, parallel_layout, shard_transformer
+from steadydancer.parallel import (
+    LayoutError,
+    ParallelLayout,
+    PipelineParallel,
+    enable_ulysses,
+    parallel_layout,
+    shard_transformer,
+)
 
 from .cancellation import GenerationCancelled
 from .errors import WorkerLost
@@ -71,22 +78,15 @@ class Cluster:
         rank, world = dist.get_rank(), dist.get_world_size()
         if cuda:  # one machine: rank r drives GPU r
             torch.cuda.set_device(rank % torch.cuda.device_count())
-        layout = parallel_layout(world, pipe.transformer.config.num_attention_heads, sharded=shard,
-                                 context_parallel=cuda)
+        layout = parallel_layout(world, pipe.transformer.config.num_attention_heads, sharded=shard)
         control = dist.new_group(backend="gloo", timeout=wait)  # jobs and cancel votes: small CPU objects
         store = _job_store(rank, world, control, wait)
-        kind = "cuda" if cuda else "cpu"
-        # "replica": ranks of a sharded group that run every pass whole (no Ulysses here)
-        replicas = world // (layout.guidance_groups * layout.ulysses_degree)
-        mesh = init_device_mesh(kind, (layout.guidance_groups, replicas, 1, layout.ulysses_degree),
-                                mesh_dim_names=("guidance", "replica", "ring", "ulysses"))
-        if layout.shards > 1:  # every rank: they form one guidance group, so they make the same calls
-            shard_transformer(pipe.transformer, init_device_mesh(kind, (layout.shards,)))
+        mesh = init_device_mesh("cuda" if cuda else "cpu", (layout.guidance_groups, 1, layout.ulysses_degree),
+                                mesh_dim_names=("guidance", "ring", "ulysses"))
+        if layout.shards > 1:  # one guidance group: the ranks sharing weights run the same calls
+            shard_transformer(pipe.transformer, mesh["ulysses"])
         if layout.ulysses_degree > 1:
-            from diffusers import ContextParallelConfig
-
-            pipe.transformer.enable_parallelism(config=ContextParallelConfig(
-                ulysses_degree=layout.ulysses_degree, mesh=mesh["ring", "ulysses"]))
+            enable_ulysses(pipe.transformer, mesh["ring", "ulysses"], layout.ulysses_degree)
         guidance = mesh["guidance"]
         pipe.parallel = PipelineParallel(guidance.get_group(), guidance.get_local_rank(), layout.guidance_groups,
                                          share_group=control, source=rank == 0)

@@ -101,7 +101,7 @@ def test_sharded_weights_make_the_same_video(tmp_path_factory, single):
     for app in launch_tiny_app(tmp_path_factory, "torchrun2-sharded", env={**WINDOWS, "STEADYDANCER_MEMORY_PLAN": "sharded"},
                                launcher=[TORCHRUN, "--standalone", "--nproc-per-node=2"]):
         video, _, _, report, *_ = connect(app).predict(**request(), api_name="/animate")
-        assert "Ran on 2 ranks (weights sharded 2 ways)." in report
+        assert "Ran on 2 ranks (Ulysses 2 x weights sharded 2 ways)." in report
     assert_same_video(video, connect(single).predict(**request(), api_name="/animate")[0])
 
 
@@ -119,6 +119,14 @@ def test_a_long_video_in_windows_is_the_single_process_one(two, single):
     alone = connect(single).predict(**request(num_frames=17), api_name="/animate")[0]
     assert "Ran on 2 ranks" in report and len(frames(video)) == 17
     assert_same_video(video, alone)
+
+
+def test_four_ranks_split_the_passes_and_the_sequence(tmp_path_factory, single):
+    """2 guidance groups x Ulysses 2: each pass's tokens split across the two ranks of its group (gloo all-to-all)."""
+    for app in torchrun_app(tmp_path_factory, 4):
+        video, _, _, report, *_ = connect(app).predict(**request(), api_name="/animate")
+        assert "Ran on 4 ranks (2 guidance groups x Ulysses 2)." in report
+    assert_same_video(video, connect(single).predict(**request(), api_name="/animate")[0])
 
 
 def test_a_cancel_stops_every_rank_and_the_next_job_runs(two):

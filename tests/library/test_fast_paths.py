@@ -256,11 +256,10 @@ def _context_parallel_worker(rank, world, port, queue):
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    # diffusers picks the rank's device as rank % torch.accelerator.device_count(), which is 0 without a GPU.
-    torch.accelerator.device_count = lambda: 1
     try:
-        from diffusers import ContextParallelConfig
+        from torch.distributed.device_mesh import init_device_mesh
 
+        from steadydancer.parallel import enable_ulysses
         from steadydancer.tiny import tiny_transformer
 
         torch.manual_seed(0)
@@ -282,7 +281,8 @@ def _context_parallel_worker(rank, world, port, queue):
         model.blocks[0].attn1.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
         with torch.no_grad():
             expected = model(**inputs)[0]
-            model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world))  # the class's _cp_plan
+            mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("ring", "ulysses"))
+            enable_ulysses(model, mesh, world)  # the class's _cp_plan, on the CPU too
             got = model(**inputs)[0]
         queue.put((rank, seen, (got - expected).abs().max().item(), tuple(got.shape)))
     except Exception as error:  # report, don't hang the parent

@@ -25,16 +25,11 @@ def test_a_layout_that_cannot_divide_the_heads_or_the_passes_is_refused_naming_t
         parallel_layout(4, num_heads=40, guidance_groups=3)
     assert parallel_layout(8, num_heads=40).describe() == "8 ranks (2 guidance groups x Ulysses 4)"
     assert parallel_layout(1, num_heads=40).describe() == "1 rank"
-    with pytest.raises(LayoutError, match="4 ranks in 2 guidance groups need Ulysses degree 2, and context "
-                                          "parallelism needs a GPU per rank"):
-        parallel_layout(4, num_heads=40, context_parallel=False)
 
 
-@pytest.mark.parametrize("ranks, context_parallel, ulysses", [(2, True, 2), (4, True, 4), (8, True, 8), (2, False, 1),
-                                                              (3, False, 1)])
-def test_sharded_weights_put_every_rank_in_one_group(ranks, context_parallel, ulysses):
-    layout = parallel_layout(ranks, num_heads=40, sharded=True, context_parallel=context_parallel)
-    assert layout == ParallelLayout(ranks, 1, ulysses, shards=ranks)
+@pytest.mark.parametrize("ranks", [2, 4, 5, 8])
+def test_sharded_weights_put_every_rank_in_one_group(ranks):
+    assert parallel_layout(ranks, num_heads=40, sharded=True) == ParallelLayout(ranks, 1, ranks, shards=ranks)
     with pytest.raises(LayoutError, match="Sharded weights need one guidance group, not 2"):
         parallel_layout(ranks, num_heads=40, guidance_groups=2, sharded=True)
 
@@ -51,8 +46,8 @@ def test_the_speedup_counts_each_steps_passes():
 
 def test_a_sharded_layout_says_so():
     assert parallel_layout(2, num_heads=40, sharded=True).describe() == "2 ranks (Ulysses 2 x weights sharded 2 ways)"
-    assert parallel_layout(2, num_heads=40, sharded=True, context_parallel=False).describe() == (
-        "2 ranks (weights sharded 2 ways)")
+    with pytest.raises(LayoutError, match="Ulysses degree 3, which does not divide the 40 attention heads"):
+        parallel_layout(3, num_heads=40, sharded=True)
 
 
 def _free_port() -> int:

@@ -12,7 +12,7 @@ from steadydancer_space.generation import Generator
 
 
 def lose_a_rank(sharded: bool):
-    layout = parallel_layout(2, num_heads=40, sharded=sharded, context_parallel=False)
+    layout = parallel_layout(2, num_heads=40, sharded=sharded)
     cluster = Cluster(layout, rank=0, control=None, store=None)
     pipe = SimpleNamespace(parallel=object())
     generator = Generator(runtime=SimpleNamespace(pipe=pipe), cancels=None, faults=None)
