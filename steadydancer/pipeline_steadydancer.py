@@ -574,6 +574,8 @@ class SteadyDancerPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         shape = self.latent_shape(batch_size, num_frames, height, width)
         if latents is not None and tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        if self.parallel is not None and not self.parallel.source:
+            return height, width, num_frames, batch_size  # the source rank encodes, and needs the encoders
         if prompt_embeds is None:
             self._require(("tokenizer", "text_encoder"), "prompt_embeds")
         if negative_prompt_embeds is None and guidance_scale != 1.0:

@@ -24,7 +24,7 @@ from steadydancer.parallel import (
 )
 
 from .cancellation import GenerationCancelled
-from .errors import WorkerLost
+from .errors import WorkerLost, free_accelerator_memory
 
 COLLECTIVE_TIMEOUT_SECONDS = 600  # the longest a rank waits for the others inside a job (one step, or a VAE decode)
 POLL_SECONDS = 0.2  # how often an idle rank looks for the next job
@@ -90,6 +90,10 @@ class Cluster:
         guidance = mesh["guidance"]
         pipe.parallel = PipelineParallel(guidance.get_group(), guidance.get_local_rank(), layout.guidance_groups,
                                          share_group=control, source=rank == 0)
+        if rank != 0:  # rank 0 encodes and shares: the text and image encoders' memory is freed here
+            pipe.text_encoder = None
+            pipe.image_encoder = None
+            free_accelerator_memory()
         print(f"SteadyDancer app: rank {rank} of {world} (pid {os.getpid()}), {layout.describe()}.", flush=True)
         return cls(layout, rank, control, store)
 

@@ -132,7 +132,10 @@ def _pipeline_worker(rank, world, port, checkpoints, inputs, sharded, queue):
         pipe.set_progress_bar_config(disable=True)
         ran = []
         for name in ("text_encoder", "image_encoder"):
-            getattr(pipe, name).register_forward_hook(lambda *_, name=name: ran.append(name))
+            if rank == 0:
+                getattr(pipe, name).register_forward_hook(lambda *_, name=name: ran.append(name))
+            else:  # the others need no encoders at all
+                setattr(pipe, name, None)
         encode = pipe.vae.encode
         pipe.vae.encode = lambda *args, **kwargs: ran.append("vae") or encode(*args, **kwargs)
         in_blocks = sum(p.numel() for p in pipe.transformer.blocks.parameters())
