@@ -83,14 +83,24 @@ def parallel_layout(ranks: int, num_heads: int, guidance_groups: int | None = No
 
 def shard_transformer(transformer: torch.nn.Module, mesh) -> None:
     """Shards the transformer's blocks across the ranks of `mesh` with PyTorch FSDP2 (`fully_shard`), in place, as
-    the released code shards them: each rank keeps 1/N of every block weight; a block's weights are gathered when it
-    runs and freed after (each block is its own FSDP root, so nothing is gathered ahead of time). The rest (embeddings, the pose branch, the head: under
-    2 % of the weights) stays whole on every rank, so the pose branch runs through `encode_pose` as before. Every rank
-    of `mesh` must then make the same transformer calls in the same order."""
+    the released code shards them: each rank keeps 1/N of every block weight, and a block's weights are gathered when
+    it runs and freed after (each block is its own FSDP root, so nothing is gathered ahead of time). The rest
+    (embeddings, the pose branch, the head: under 2 % of the weights) goes whole to the mesh's device, so the pose
+    branch runs through `encode_pose` as before. The transformer may come from CPU memory. Every rank of `mesh` must
+    then make the same transformer calls in the same order."""
     from torch.distributed.fsdp import fully_shard
 
-    for block in transformer.blocks:
-        fully_shard(block, mesh=mesh)
+    device = torch.device("cpu")
+    if mesh.device_type != "cpu":
+        device = torch.device(mesh.device_type, torch.accelerator.current_device_index())
+    blocks = transformer.blocks
+    transformer.blocks = torch.nn.ModuleList()  # the rest goes to the device whole; each block, as shards
+    try:
+        transformer.to(device)
+    finally:
+        transformer.blocks = blocks
+    for block in blocks:
+        fully_shard(block, mesh=mesh)  # moves this rank's shard of the block to the mesh's device
 
 
 def enable_ulysses(transformer: torch.nn.Module, mesh, degree: int) -> None:

@@ -4,10 +4,8 @@ place the Space reads its environment variables.
 Every setting is a field of `AppConfig` (or of `Limits`, the upload and request limits) declared with `setting(...)`:
 the declaration is its one home, holding its environment variable, its flag (if it has one), how the variable's text
 is read, its default, the values it accepts and a line of help. Reading the environment (`AppConfig.from_env`), the
-flags (`build_parser`, `parse_config`), the checks and the settings table of the README all derive from it; print the
-table with
-
-    python -m steadydancer_space.config --markdown
+flags (`build_parser`, `parse_config`), the checks and the README's settings table (`python -m
+steadydancer_space.config --markdown`) all derive from it.
 
 It imports neither torch, diffusers nor huggingface_hub, so `app.py` can read the settings and set `HF_HUB_OFFLINE`
 before those are imported. Host and port are Gradio's own: `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT`.
@@ -212,6 +210,7 @@ class AppConfig:
                               "(off: on the GPU, as the released code)")
     zerogpu: bool = setting(False, "SPACES_ZERO_GPU", help="set by the platform: the app runs on ZeroGPU")
     ranks: int = setting(1, "WORLD_SIZE", require=_at_least(1), help="set by torchrun: processes (GPUs) of one job")
+    local_rank: int = setting(0, "LOCAL_RANK", require=_at_least(0), help="set by torchrun: this process's GPU")
     faults: str = setting("", FAULT_ENV, none_means="none",
                           help="faults injected in tiny mode, for tests: oom_once, oom_seed=N (`faults.py`)")
     limits: Limits = field(default_factory=Limits)

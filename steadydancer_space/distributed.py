@@ -76,8 +76,9 @@ class Cluster:
         cuda = device.startswith("cuda")
         dist.init_process_group("nccl" if cuda else "gloo", timeout=wait)  # torchrun's environment (env://)
         rank, world = dist.get_rank(), dist.get_world_size()
-        if cuda:  # one machine: rank r drives GPU r
-            torch.cuda.set_device(rank % torch.cuda.device_count())
+        if cuda:  # the GPU the runtime loaded this rank's weights on (torchrun's LOCAL_RANK)
+            index = torch.device(device).index
+            torch.cuda.set_device(index if index is not None else rank % torch.cuda.device_count())
         layout = parallel_layout(world, pipe.transformer.config.num_attention_heads, sharded=shard)
         control = dist.new_group(backend="gloo", timeout=wait)  # jobs and cancel votes: small CPU objects
         store = _job_store(rank, world, control, wait)

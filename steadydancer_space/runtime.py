@@ -72,7 +72,9 @@ def _device(config: AppConfig) -> str:
         return "cuda"  # `spaces` makes CUDA available at import and moves the weights when a task starts
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{config.local_rank}" if config.ranks > 1 else "cuda"  # torchrun: one GPU per process
 
 
 def _pose_detector(config: AppConfig, device: str):

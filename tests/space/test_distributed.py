@@ -34,3 +34,17 @@ def test_with_sharded_weights_every_later_job_asks_for_a_restart(capsys):
     with pytest.raises(WorkerLost, match="cannot go on: the app must be restarted"):
         generator._check_ranks()
     assert "no job can run until the app is restarted" in capsys.readouterr().out
+
+
+def test_each_torchrun_process_loads_on_its_own_gpu(monkeypatch):
+    import torch
+
+    from steadydancer_space.config import AppConfig
+    from steadydancer_space.runtime import _device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    config = AppConfig.from_env({"WORLD_SIZE": "4", "LOCAL_RANK": "3"})
+    assert _device(config) == "cuda:3"  # not every rank's weights on GPU 0
+    assert _device(AppConfig.from_env({})) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _device(config) == "cpu"
