@@ -1,5 +1,6 @@
-"""What rank 0 does when another rank of a torchrun app is lost (`steadydancer_space.distributed.Cluster.fail`): go on
-alone where it holds the whole model, else refuse every job asking for a restart."""
+"""A torchrun app's processes: each loads on its own GPU, and when another rank is lost
+(`steadydancer_space.distributed.Cluster.fail`) rank 0 goes on alone where it holds the whole model, else refuses
+every job asking for a restart."""
 
 from types import SimpleNamespace
 
