@@ -334,7 +334,8 @@ def simulate_denoise_step(models: Models, frames: int, height: int, width: int, 
                     transformer.encode_pose, model_latents, conditions.negative_pose_latents)))
             timestep = torch.ones(1)
             preds = SteadyDancerPipeline._predict(
-                SimpleNamespace(transformer=transformer, parallel=None), model_latents, timestep, text, poses, image_embeds,
+                SimpleNamespace(transformer=transformer, parallel=None), model_latents, timestep, text, poses,
+                image_embeds,
                 pose_image_embeds, conditions, batched, None,
             )
             velocity = preds[0] + sum(p - preds[0] for p in preds[1:])
@@ -527,8 +528,8 @@ def hardware_summary_markdown(rows: list[dict]) -> str:
 
 def multi_gpu_markdown(gpu: str = "h100", preset: str = "quality", counts=(1, 2, 4, 8), small: str = "l40s") -> str:
     """The README's several-GPU table: the layout of each GPU count and the default job's roofline time (the
-    denoising divided by the layout's best-case speed-up for the preset's passes; communication not counted), and what the memory plan does
-    with that many `small` cards, where one cannot hold the bf16 transformer."""
+    denoising divided by the layout's best-case speed-up for the preset's passes; communication not counted), and
+    what the memory plan does with that many `small` cards, where one cannot hold the bf16 transformer."""
     from steadydancer.memory import plan_memory
     from steadydancer.parallel import parallel_layout
     from steadydancer.scheduling import passes_per_step

@@ -4,8 +4,9 @@ Rank 0 serves the page and owns the queue and the files. Each GPU call it makes 
 together (`steadydancer.parallel`: rank 0 encodes the inputs and shares them, the passes of a step split across
 guidance groups, Ulysses attention inside a group); rank 0 decodes and writes the result. Cancels are agreed at every
 step, so all ranks stop after the same step. Every collective wait is bounded by `timeout`: a rank that dies or raises
-fails the job on rank 0 with a message, and the app then serves on rank 0 alone. Plain `python app.py` never imports
-this module.
+fails the job on rank 0 with a message. torchrun then stops the app when a rank's process has ended; otherwise rank 0
+serves alone, or, holding only its share of sharded weights, refuses jobs until the app is restarted. Plain
+`python app.py` never imports this module.
 """
 
 import os

@@ -98,7 +98,8 @@ def test_three_ranks_make_the_same_video(tmp_path_factory, single):
 
 def test_sharded_weights_make_the_same_video(tmp_path_factory, single):
     """`--memory-plan sharded`: the transformer's blocks sharded across both ranks (FSDP2), one guidance group."""
-    for app in launch_tiny_app(tmp_path_factory, "torchrun2-sharded", env={**WINDOWS, "STEADYDANCER_MEMORY_PLAN": "sharded"},
+    sharded = {**WINDOWS, "STEADYDANCER_MEMORY_PLAN": "sharded"}
+    for app in launch_tiny_app(tmp_path_factory, "torchrun2-sharded", env=sharded,
                                launcher=[TORCHRUN, "--standalone", "--nproc-per-node=2"]):
         video, _, _, report, *_ = connect(app).predict(**request(), api_name="/animate")
         assert "Ran on 2 ranks (Ulysses 2 x weights sharded 2 ways)." in report

@@ -118,8 +118,8 @@ PIPELINE_CALL = dict(num_inference_steps=3, guidance_scale=3.0, pose_guidance_wi
 
 def _pipeline_worker(rank, world, port, checkpoints, inputs, sharded, queue):
     """The tiny pipeline on one rank of `world`: (rank, the encoders that ran here, the final latents, the share of
-    the transformer blocks' weights this rank holds). `sharded`: one group sharding the weights, every pass on every rank;
-    else one guidance group per rank."""
+    the transformer blocks' weights this rank holds). `sharded`: one group sharding the weights, every pass on every
+    rank; else one guidance group per rank."""
     import torch.distributed as dist
 
     from steadydancer.assembly import load_pipeline
