@@ -375,6 +375,9 @@ class LongVideo:
         ).frames
         if pipe.interrupt:  # set during this call (the call clears it when it starts); not worth a decode
             raise LongVideoCancelled(f"cancelled during window {window.index}")
+        if pipe.parallel is not None and not pipe.parallel.source:  # the source rank decodes and keeps the video
+            state.next_window = window.index + 1
+            return np.zeros((0, self.height, self.width, 3), np.float32)
         video = pipe.video_processor.postprocess_video(pipe.decode_latents(latents), output_type="np")[0]
         pipe.maybe_free_model_hooks()
         return self._join(window, np.asarray(video, dtype=np.float32))  # (F, H, W, 3) in [0, 1]

@@ -35,7 +35,7 @@ class ModelLoadError(RuntimeError):
 class Runtime:
     config: AppConfig
     pipe: object
-    detector: object
+    detector: object  # None on torchrun's other ranks: rank 0 detects the poses
     device: str
     load_seconds: float
     presets: object  # `steadydancer.presets.PresetSwitch`: fast (LoRA on) or quality, per request
@@ -162,8 +162,8 @@ def load_runtime(config: AppConfig) -> Runtime:
             "(or --memory-plan offload).\n\n" + RUN_TINY_HINT
         ) from error
 
-    try:
-        detector = _pose_detector(config, device)
+    try:  # under torchrun only rank 0 detects poses: the others keep no ONNX sessions
+        detector = _pose_detector(config, device) if config.local_rank == 0 else None
     except Exception as error:  # PoseError (download, model files), OSError, ImportError (onnxruntime)
         raise ModelLoadError(
             f"Could not load the DWPose detector from {config.pose_models!r}:\n    {type(error).__name__}: {error}\n\n"
