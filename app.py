@@ -44,7 +44,7 @@ from steadydancer_space import history, page, zerogpu  # noqa: E402
 from steadydancer_space.cancellation import GenerationCancelled  # noqa: E402
 from steadydancer_space.errors import user_errors  # noqa: E402
 from steadydancer_space.examples import example_files, example_named  # noqa: E402
-from steadydancer_space.layout import CSS, build_layout  # noqa: E402
+from steadydancer_space.layout import CSS, HEAD, build_layout  # noqa: E402
 from steadydancer_space.middleware import CancelListener, MissingArgumentDefaults  # noqa: E402
 from steadydancer_space.page import pass_through_inputs, publish, reporter  # noqa: E402
 from steadydancer_space.plan import JobPlan  # noqa: E402
@@ -343,6 +343,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, stop)
     atexit.register(shutil.rmtree, SERVICE.workspaces.root, ignore_errors=True)
     demo.queue(max_size=CONFIG.queue_size, default_concurrency_limit=1).launch(
-        allowed_paths=[EXAMPLES_DIR], show_error=False, css=CSS, max_file_size=CONFIG.limits.max_file_bytes,
+        allowed_paths=[EXAMPLES_DIR], show_error=False, css=CSS, head=HEAD, max_file_size=CONFIG.limits.max_file_bytes,
         app_kwargs={"middleware": [Middleware(CancelListener, on_cancel=cancel_job),
                                    Middleware(MissingArgumentDefaults, defaults=ENDPOINT_DEFAULTS.get)]})

@@ -30,6 +30,17 @@ CSS = """
 #tiny-banner p {margin: 0}
 #examples .caption-label {white-space: nowrap; overflow: hidden; text-overflow: ellipsis}
 """
+# On a phone the columns stack and Animate would sit two screens down, so its buttons stay at the bottom of the screen
+# until the page reaches them: the row around them dissolves, so they stick within the whole column. In `head`, not
+# `css`: Gradio scopes `css` inside `.gradio-container`, whose `overflow: hidden` stops anything inside from sticking
+# (`clip` clips as well without being a scroll container).
+HEAD = """<style>
+@media (max-width: 640px) {
+  .gradio-container {overflow: clip !important}
+  #speed-row {display: contents}
+  #actions {position: sticky; bottom: 0; z-index: 20; padding: 8px 0; background: var(--body-background-fill)}
+}
+</style>"""
 
 
 def build_layout(config, fields: dict, tiny: bool, default_resolution: str, default_frames: int,
@@ -78,11 +89,11 @@ def _input_column(config, fields: dict, tiny: bool, default_resolution: str, def
             with gr.Tab("Motion: keypoints", id="keypoints"):
                 keypoints = gr.File(label="Keypoint JSON (used instead of the video when given)",
                                     file_types=[".json"], type="filepath", height=210)
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="speed-row"):
         preset = gr.Radio(label="Speed", value=DEFAULT_PRESET, choices=list(SPEED_CHOICES), scale=3, elem_id="speed",
                           info="Fast takes 4 steps with a speed-up add-on (a distillation LoRA); Quality, the "
                           "paper's 40 steps.")
-        with gr.Column(scale=2, min_width=160):
+        with gr.Column(scale=2, min_width=160, elem_id="actions"):
             animate_btn = gr.Button("Animate", variant="primary")
             with gr.Row():
                 extract_btn = gr.Button("Extract poses", variant="secondary", size="sm", min_width=80)

@@ -61,6 +61,12 @@ def test_first_screen_at_phone_size(app, browser):
         page.screenshot(path=str(TEST_OUTPUT / "first_screen_390x844.png"))
         page.screenshot(path=str(TEST_OUTPUT / "first_screen_390x844_full.png"), full_page=True)
         assert _inside(page, page.locator("#examples"), 844)
+        # The columns stack, so the buttons stay at the bottom of the screen until the page reaches them.
+        animate = page.get_by_role("button", name="Animate")
+        assert _inside(page, animate, 844), animate.bounding_box()
+        page.mouse.wheel(0, 300)  # the photo uploader moves up; the buttons stay
+        time.sleep(0.5)
+        assert _inside(page, animate, 844), "Animate left the screen while scrolling down to it"
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page scrolls sideways on a phone ({width} px wide)"
         assert not page.errors, page.errors
