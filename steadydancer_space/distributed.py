@@ -12,6 +12,7 @@ serves alone, or, holding only its share of sharded weights, refuses jobs until 
 import os
 import shutil
 import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -53,6 +54,7 @@ class Cluster:
 
     def __init__(self, layout: ParallelLayout, rank: int, control, store):
         self.layout, self.rank, self.control, self.store = layout, rank, control, store
+        self.job_lock = threading.Lock()  # rank 0: one job at a time across the ranks (`Generator`)
         self.jobs_sent = 0
         self.broken = False
 

@@ -4,6 +4,7 @@ Its arguments are the `JobPlan` and plain arrays, so ZeroGPU can ship them to it
 `CancelRegistry`'s marker files, which that worker sees too.
 """
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -89,6 +90,13 @@ class Generator:
         pipeline shares what it encodes)."""
         return not self._together() or self.cluster.leader
 
+    def _whole_job(self):
+        """With several ranks, rank 0 runs one job at a time from sending it to its end: the others run its jobs in
+        order, each whole (a long video's windows too), so two jobs' collectives never interleave."""
+        if self._together() and self.cluster.leader:
+            return self.cluster.job_lock
+        return contextlib.nullcontext()
+
     def _send(self, job: tuple) -> None:
         """Rank 0 hands a GPU call to the other ranks, which run it with it."""
         if self._together() and self.cluster.leader:
@@ -119,12 +127,14 @@ class Generator:
         step_ends: list[float] = []
         on_step = self._step_callback(plan, job_id, progress, preview_dir, step_ends)
         self._check_ranks()
-        self._send(("frames", plan, reference, poses))
-        with self.runtime.lock, self.stats.track():  # one at a time: a cancelled one may still finish its step
+        # One at a time: a cancelled one may still finish its step.
+        with self._whole_job(), self.runtime.lock, self.stats.track():
+            # Cancelled while waiting: never sent. Once sent, a cancel is agreed by every rank after a step.
+            if job_id is not None and self.cancels.cancelled(job_id):
+                raise GenerationCancelled()
+            self._send(("frames", plan, reference, poses))
             self.running_job, failure = job_id, None
             try:
-                if job_id is not None and self.cancels.cancelled(job_id):
-                    raise GenerationCancelled()
                 if progress is not None:
                     progress(0, plan.sampler.num_inference_steps, "Encoding the reference, the prompt and the poses")
                 start = time.perf_counter()
@@ -161,16 +171,24 @@ class Generator:
         window carries to the next comes back from each GPU call (`run_window_on_gpu`, `generate_window` wrapped).
         Progress counts the steps of the whole job (one bar for every window); with `preview_dir`, each finished
         window leaves a preview of its frames there."""
-        from steadydancer.long_video import LongVideo
 
         def report(window, windows, done, steps):
             if progress is not None:
                 progress(window * steps + done, windows * steps, f"Window {window + 1} of {windows}, step {done} "
                          f"of {steps}")
 
-        sampler = plan.sampler
         self._check_ranks()
-        self._send(("long", plan, reference, prepared, job_id))
+        with self._whole_job():
+            if self.cancels.cancelled(job_id):  # cancelled while waiting: never sent
+                raise GenerationCancelled()
+            self._send(("long", plan, reference, prepared, job_id))
+            return self._windows(plan, reference, prepared, job_id, run_window_on_gpu, report, preview_dir)
+
+    def _windows(self, plan: JobPlan, reference: np.ndarray, prepared, job_id: str,
+                 run_window_on_gpu: Callable[..., tuple], report, preview_dir: str | None) -> GeneratedFrames:
+        from steadydancer.long_video import LongVideo
+
+        sampler = plan.sampler
         video = LongVideo(
             self.runtime.pipe, reference, prepared, prepared.num_frames, segment_frame_length=plan.window_frames,
             prompt=sampler.prompt, negative_prompt=sampler.negative_prompt, settings=sampler.settings,
@@ -212,7 +230,9 @@ class Generator:
     def interrupt(self, job_id: str) -> None:
         """Cancels `job_id`: pose detection stops after the current frame, denoising after the current step."""
         self.cancels.cancel(job_id)
-        if self.running_job == job_id:
+        # With several ranks the vote after the step stops them all; stopping here alone would leave the others
+        # waiting for this rank's share of the next step.
+        if self.running_job == job_id and not self._together():
             self.runtime.pipe.interrupt_generation()
 
 

@@ -50,7 +50,8 @@ def single(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
-    yield from torchrun_app(tmp_path_factory, 2)
+    yield from launch_tiny_app(tmp_path_factory, "torchrun2", env={**WINDOWS, "STEADYDANCER_CONCURRENCY": "2"},
+                               launcher=[TORCHRUN, "--standalone", "--nproc-per-node=2"])
 
 
 def connect(app) -> Client:
@@ -61,8 +62,8 @@ def request(**values) -> dict:
     return dict(reference=handle_file(str(EXAMPLES / "ref_red_dress.png")), driving_video=None,
                 keypoints=handle_file(str(EXAMPLES / "dance_wave.json")),
                 reference_keypoints=handle_file(str(EXAMPLES / "ref_red_dress.json")),
-                seed=7, randomize_seed=False, **{"preset": "custom", "steps": 2, "num_frames": 9, "guidance_scale": 3.0,
-                                                 "window_start": 0.0, "window_end": 1.0, **values})
+                randomize_seed=False, **{"preset": "custom", "seed": 7, "steps": 2, "num_frames": 9,
+                                         "guidance_scale": 3.0, "window_start": 0.0, "window_end": 1.0, **values})
 
 
 def frames(path) -> np.ndarray:
@@ -113,6 +114,17 @@ def test_the_fast_preset_makes_the_same_video(two, single):
     video, _, _, report, *_ = connect(two).predict(**fast, api_name="/animate")
     assert "Ran on 2 ranks" in report
     assert_same_video(video, connect(single).predict(**fast, api_name="/animate")[0])
+
+
+def test_jobs_at_once_run_one_after_the_other_on_every_rank(two, single):
+    """Two jobs allowed at once (--concurrency 2), a long one in windows and a short one: each is sent to the other
+    rank whole, so their steps never interleave there."""
+    long_job = connect(two).submit(**request(num_frames=17), api_name="/animate")
+    time.sleep(1.0)
+    short_job = connect(two).submit(**request(seed=8), api_name="/animate")
+    long_video, short_video = long_job.result(timeout=300)[0], short_job.result(timeout=300)[0]
+    assert_same_video(long_video, connect(single).predict(**request(num_frames=17), api_name="/animate")[0])
+    assert_same_video(short_video, connect(single).predict(**request(seed=8), api_name="/animate")[0])
 
 
 def test_a_long_video_in_windows_is_the_single_process_one(two, single):

@@ -49,3 +49,20 @@ def test_each_torchrun_process_loads_on_its_own_gpu(monkeypatch):
     assert _device(AppConfig.from_env({})) == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _device(config) == "cpu"
+
+
+def test_a_cancel_waits_for_the_vote_when_ranks_run_the_job_together(tmp_path):
+    """Stopping rank 0's loop at once would leave the other ranks waiting for its share of the next step: with
+    several ranks only the vote after the step stops the job, on every rank at once."""
+    from steadydancer_space.cancellation import CancelRegistry
+
+    interrupted = []
+    pipe = SimpleNamespace(interrupt_generation=lambda: interrupted.append(True))
+    for together in (True, False):
+        generator = Generator(runtime=SimpleNamespace(pipe=pipe), cancels=CancelRegistry(str(tmp_path)), faults=None)
+        if together:
+            generator.cluster = Cluster(parallel_layout(2, num_heads=40), rank=0, control=None, store=None)
+        generator.running_job = "job"
+        generator.interrupt("job")
+        assert generator.cancels.cancelled("job")
+        assert interrupted == ([] if together else [True])
