@@ -307,11 +307,11 @@ def build_demo() -> gr.Blocks:
         ui.history_gallery.select(history.select, ui.history,
                                   [ui.history_video, ui.history_recipe, ui.history_selected, ui.reuse_history,
                                    ui.download_history], **private)
-        ui.reuse_history.click(history.reuse_entry, [ui.history, ui.history_selected], form, **private)
-        ui.reuse_result.click(history.reuse_result, [ui.job_files, ui.recipe], form, **private)
+        form_fills = [ui.reuse_history.click(history.reuse_entry, [ui.history, ui.history_selected], form, **private),
+                      ui.reuse_result.click(history.reuse_result, [ui.job_files, ui.recipe], form, **private)]
         pass_through_inputs(animate_inputs)  # every value is validated once, by the request
 
-        page.wire_form(demo, ui, private, estimate, FRAME_RANGE)
+        page.wire_form(demo, ui, private, estimate, FRAME_RANGE, form_fills)
         if RUNTIME.tiny:  # counters for the reliability tests; never in real mode
             gr.api(tiny_stats, api_name="tiny_stats", queue=False, api_visibility="undocumented")
     return demo

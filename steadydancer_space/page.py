@@ -209,9 +209,10 @@ def frames_changed(num_frames, min_frames: int, max_frames: int):
     return (gr.skip() if frames == num_frames else frames), frames_to_seconds(frames)
 
 
-def wire_form(demo, ui, private: dict, estimate, frame_range: tuple[int, int]) -> None:
+def wire_form(demo, ui, private: dict, estimate, frame_range: tuple[int, int], form_fills=()) -> None:
     """The form's own events (inside the page's Blocks): motion tabs, the photo's keypoints, speed and sliders, the
-    estimate (`estimate`, the app's /estimate handler, registered here under that name), the lengths."""
+    estimate (`estimate`, the app's /estimate handler, registered here under that name; `form_fills`: events that
+    set the whole form, the estimate follows each), the lengths."""
     # One source of motion at a time, shown in its tab: a video replaces a keypoint file and vice versa
     # (examples included), so a file left in the hidden tab never wins unseen.
     ui.driving_video.change(show_motion_source("video"), ui.driving_video, [ui.keypoints, ui.motion_tabs],
@@ -224,14 +225,19 @@ def wire_form(demo, ui, private: dict, estimate, frame_range: tuple[int, int]) -
                                   ui.reference_keypoints_box, **private)
     estimate_inputs = [ui.reference, ui.resolution, ui.num_frames, ui.steps, ui.guidance_scale,
                        ui.pose_guidance_scale, ui.window_start, ui.window_end, ui.preset]
-    gr.on([demo.load] + [c.change for c in estimate_inputs], estimate, estimate_inputs, ui.estimate_md,
-          api_name="estimate", concurrency_limit=None, show_progress="hidden")  # instant: never waits; registered first: it owns the name
-    # A preset shows its steps and text guidance on the sliders; moving either slider makes the job "custom",
-    # and the estimate follows once it is.
-    ui.preset.input(preset_sliders, ui.preset, [ui.steps, ui.guidance_scale], **private)
+    # The speed and its sliders change in pairs (a preset sets the sliders, a slider makes the preset "custom"): the
+    # estimate waits for both, or an estimate of the half-changed pair (a contradiction) could arrive last.
+    # Instant, so it never waits; registered first, so it owns the API name.
+    speed = (ui.preset, ui.steps, ui.guidance_scale)
+    gr.on([demo.load] + [c.change for c in estimate_inputs if c not in speed], estimate, estimate_inputs,
+          ui.estimate_md, api_name="estimate", concurrency_limit=None, show_progress="hidden")
+    ui.preset.input(preset_sliders, ui.preset, [ui.steps, ui.guidance_scale], **private).then(
+        estimate, estimate_inputs, ui.estimate_md, **private)
     for slider in (ui.steps, ui.guidance_scale):
         slider.input(lambda: "custom", None, ui.preset, **private).then(estimate, estimate_inputs,
                                                                          ui.estimate_md, **private)
+    for event in form_fills:
+        event.then(estimate, estimate_inputs, ui.estimate_md, **private)
     # Frames and seconds show the same length; typed values are corrected to one the model can make.
     ui.num_frames.change(lambda frames: frames_changed(frames, *frame_range), ui.num_frames,
                          [ui.num_frames, ui.seconds], **private)

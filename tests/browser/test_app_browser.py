@@ -7,7 +7,8 @@ Fixtures: tests/browser/conftest.py (skips, saying which is missing, without pla
 from pathlib import Path
 
 import pytest
-from helpers.browser_page import RESULT, animate_and_wait_for_a_new_result, pick_example, video_state
+from helpers.browser_page import (RESULT, animate_and_wait_for_a_new_result, block, open_advanced, pick_example,
+                                  set_number, video_state)
 from helpers.paths import REPO, TEST_OUTPUT
 
 OUTPUT = TEST_OUTPUT
@@ -90,11 +91,9 @@ def test_cancel_right_after_animate_says_cancelled_and_shows_nothing_stale(app, 
 
     client = Client(app.url, verbose=False)
     before = client.predict(api_name="/tiny_stats")
-    page.get_by_text("Advanced", exact=True).first.click()
-    steps = page.locator(".block").filter(has=page.get_by_text("Steps (custom speed only)", exact=True)).last \
-        .locator("input[type=number]")
-    steps.fill("80")  # long enough that only the cancel can end it
-    steps.press("Tab")  # a number box commits on blur
+    open_advanced(page)
+    steps = block(page, "Steps (custom speed only)").locator("input[type=number]")
+    set_number(steps, 80)  # long enough that only the cancel can end it
     page.get_by_role("button", name="Animate").click()
     time.sleep(0.1)
     page.get_by_role("button", name="Cancel").click()
@@ -108,8 +107,7 @@ def test_cancel_right_after_animate_says_cancelled_and_shows_nothing_stale(app, 
     page.screenshot(path=str(OUTPUT / "app_cancelled.png"), full_page=True)
     assert after["running"] == 0 and after["succeeded"] == before["succeeded"]
     assert result.locator("video").count() == 0
-    steps.fill("4")
-    steps.press("Tab")  # a number box commits on blur
+    set_number(steps, 4)
     # The cancelled job's own "Cancelled." toast is closed, as a visitor would, before the next job is watched.
     for close in page.locator(".toast-body .toast-close").all():
         close.click()

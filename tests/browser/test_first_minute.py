@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from helpers.browser_page import (animate_and_wait_for_a_new_result, block, history_count, open_page,
-                                  pick_example, result_src, video_frames, wait_for_history)
+from helpers.browser_page import (animate_and_wait_for_a_new_result, block, history_count, open_advanced, open_page,
+                                  pick_example, result_src, set_number, video_frames, wait_for_history)
 from helpers.paths import EXAMPLES, TEST_OUTPUT
 
 from steadydancer.defaults import PRESETS
@@ -136,19 +136,25 @@ def test_the_chosen_speed_applies_to_an_example(page):
     assert page.get_by_text(f"{steps} steps", exact=False).first.is_visible(), report.inner_text()
 
 
-def test_the_estimate_follows_a_custom_slider(page):
-    page.get_by_text("Advanced", exact=True).first.click()
+def test_the_estimate_follows_the_speed(page):
+    """A slider typed makes the speed custom and a preset picked sets the sliders; the estimate always ends on the
+    settings shown (never on the half-changed pair, which the request refuses as a contradiction)."""
+    open_advanced(page)
     steps = block(page, "Steps (custom speed only)").locator("input[type=number]")
-    steps.fill("12")
-    steps.press("Tab")
-    # The preset turns custom first (one estimate), then the steps arrive (the next): wait for the 12 steps' passes,
-    # pose-guidance passes added (textContent: the explanation is folded).
+    set_number(steps, 12)
+    # textContent: the explanation is folded. 12 steps make more than 12 passes (pose-guidance passes added).
     page.wait_for_function("""() => {
         const m = document.querySelector('#estimate').textContent.match(/(\\d+) transformer passes/);
         return m !== null && Number(m[1]) > 12; }""", timeout=30_000)
-    page.locator("#estimate summary").click()
-    text = page.locator("#estimate").inner_text()
+    text = page.locator("#estimate").text_content()
     assert "(custom settings," in text and " 12 transformer passes" not in text, text
+    page.get_by_text("Quality (about 20x the GPU time)").click()
+    page.wait_for_function("() => document.querySelector('#estimate').textContent.includes('(quality,')",
+                           timeout=30_000)
+    time.sleep(1.0)  # a late estimate of the half-changed pair would have landed by now
+    text = page.locator("#estimate").text_content()
+    assert "(quality," in text and "unavailable" not in text, text
+    assert steps.input_value() == str(PRESETS["quality"].settings.num_inference_steps)
 
 
 @pytest.mark.parametrize("typed", ["-5", "500"])

@@ -32,6 +32,30 @@ def block(page, label: str):
     return page.locator(".block").filter(has=page.get_by_text(label, exact=True)).last
 
 
+def open_advanced(page) -> None:
+    """Opens the Advanced accordion. Gradio renders an accordion's children when it first opens and, in that moment,
+    can put a slider's old value back over one just typed: wait until the steps box is there and has been for a
+    second before anything is typed into it."""
+    page.get_by_text("Advanced", exact=True).first.click()
+    block(page, "Steps (custom speed only)").locator("input[type=number]").wait_for(state="visible")
+    time.sleep(1.0)
+
+
+def set_number(box, value, timeout: float = 10.0) -> None:
+    """Types `value` into a number box and commits it (Tab: a number box commits on blur); types it again while the
+    page shows another value (the re-render above, late on a loaded machine), so a test never runs on a value it
+    did not set."""
+    deadline = time.time() + timeout
+    while True:
+        box.fill(str(value))
+        box.press("Tab")
+        time.sleep(0.5)
+        if box.input_value() == str(value):
+            return
+        if time.time() > deadline:
+            raise AssertionError(f"the box shows {box.input_value()!r}, not the {value} typed")
+
+
 def pick_example(page, label: str) -> None:
     """Clicks the thumbnail of the example labelled `label` in the example gallery."""
     from steadydancer_space.examples import EXAMPLES
