@@ -23,6 +23,32 @@ class LayoutError(ValueError):
     """N ranks cannot be laid out for this model; the message names the numbers."""
 
 
+class RankFailed(RuntimeError):
+    """Another rank's share of the job failed (`PipelineParallel`): every rank of the job stops at the same point,
+    the failed one with its own error, so none is left waiting for it."""
+
+    def __init__(self, where: str, out_of_memory: bool):
+        self.out_of_memory = out_of_memory
+        super().__init__(f"{where} ran out of memory" if out_of_memory else f"{where} failed")
+
+
+# Codes of a rank's share of a step, agreed by every rank before the velocities are gathered.
+_DONE, _FAILED, _OUT_OF_MEMORY = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class _SourceFailed:
+    """What the source rank shares instead of a result that raised."""
+
+    out_of_memory: bool
+
+
+def _failure_code(error: BaseException | None) -> int:
+    if error is None:
+        return _DONE
+    return _OUT_OF_MEMORY if isinstance(error, torch.OutOfMemoryError) else _FAILED
+
+
 @dataclass(frozen=True)
 class ParallelLayout:
     ranks: int
@@ -137,15 +163,34 @@ class PipelineParallel:
 
     def run_passes(self, passes: int, like: torch.Tensor,
                    call: Callable[[list[int]], list[torch.Tensor]]) -> list[torch.Tensor]:
-        """`call(pass indices)` returns their velocities, each shaped and typed like `like`."""
-        if self.guidance_size == 1 or passes == 1:
+        """`call(pass indices)` returns their velocities, each shaped and typed like `like`. A group whose share
+        raises says so before the gather, and every group raises then (that group its own error, the others
+        `RankFailed`): a failure outside a collective never leaves a rank waiting. (Inside a pass, Ulysses'
+        all-to-alls and FSDP's gathers wait for every rank of the group; a rank failing there is not covered.)"""
+        if self.guidance_size == 1:
             return call(list(range(passes)))
         import torch.distributed as dist
 
-        mine = list(range(self.guidance_index, passes, self.guidance_size))
+        mine = list(range(self.guidance_index, passes, self.guidance_size)) if passes > 1 else [0]
         share = math.ceil(passes / self.guidance_size)
         local = torch.zeros(share, *like.shape, dtype=like.dtype, device=like.device)  # groups with fewer send zeros
-        for k, velocity in enumerate(call(mine) if mine else []):
+        try:
+            velocities = call(mine) if mine else []
+        except Exception as error:  # agreed below, then raised
+            velocities, failure = [], error
+        else:
+            failure = None
+        codes = torch.zeros(self.guidance_size, dtype=torch.int32, device=like.device)
+        codes[self.guidance_index] = _failure_code(failure)
+        dist.all_reduce(codes, group=self.guidance_group)
+        if failure is not None:
+            raise failure
+        if codes.any():
+            group = int(codes.nonzero()[0])
+            raise RankFailed(f"guidance group {group} (its share of the step)", int(codes[group]) == _OUT_OF_MEMORY)
+        if passes == 1:  # every group ran the one pass
+            return velocities
+        for k, velocity in enumerate(velocities):
             local[k] = velocity
         gathered = [torch.empty_like(local) for _ in range(self.guidance_size)]
         dist.all_gather(gathered, local, group=self.guidance_group)
@@ -153,15 +198,27 @@ class PipelineParallel:
 
     def once(self, compute: Callable[[], Any], device: torch.device | str) -> Any:
         """`compute()` on the source rank only; every rank gets its result, tensors on `device`. The result may nest
-        tensors in tuples, lists, dicts and objects with a `map(fn)` method (`SteadyDancerConditions`)."""
+        tensors in tuples, lists, dicts and objects with a `map(fn)` method (`SteadyDancerConditions`). When it
+        raises, the source raises its error and the other ranks `RankFailed`."""
         if self.share_group is None:
             return compute()
         import torch.distributed as dist
 
-        value = compute() if self.source else None
-        box = [_map_tensors(value, lambda t: t.cpu())] if self.source else [None]
-        dist.broadcast_object_list(box, src=dist.get_global_rank(self.share_group, 0), group=self.share_group)
-        return value if self.source else _map_tensors(box[0], lambda t: t.to(device))
+        source = dist.get_global_rank(self.share_group, 0)
+        if not self.source:
+            box = [None]
+            dist.broadcast_object_list(box, src=source, group=self.share_group)
+            if isinstance(box[0], _SourceFailed):
+                raise RankFailed(f"rank {source} (encoding the inputs)", box[0].out_of_memory)
+            return _map_tensors(box[0], lambda t: t.to(device))
+        try:
+            value = compute()
+        except Exception as error:
+            failed = _SourceFailed(_failure_code(error) == _OUT_OF_MEMORY)
+            dist.broadcast_object_list([failed], src=source, group=self.share_group)
+            raise
+        dist.broadcast_object_list([_map_tensors(value, lambda t: t.cpu())], src=source, group=self.share_group)
+        return value
 
 
 def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:

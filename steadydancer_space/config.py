@@ -212,7 +212,7 @@ class AppConfig:
     ranks: int = setting(1, "WORLD_SIZE", require=_at_least(1), help="set by torchrun: processes (GPUs) of one job")
     local_rank: int = setting(0, "LOCAL_RANK", require=_at_least(0), help="set by torchrun: this process's GPU")
     faults: str = setting("", FAULT_ENV, none_means="none",
-                          help="faults injected in tiny mode, for tests: oom_once, oom_seed=N (`faults.py`)")
+                          help="tiny mode's injected faults (tests): oom_once, oom_seed=N, oom_rank=R (`faults.py`)")
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self):

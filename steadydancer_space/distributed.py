@@ -3,10 +3,13 @@
 Rank 0 serves the page and owns the queue and the files. Each GPU call it makes is sent to every rank, which run it
 together (`steadydancer.parallel`: rank 0 encodes the inputs and shares them, the passes of a step split across
 guidance groups, Ulysses attention inside a group); rank 0 decodes and writes the result. Cancels are agreed at every
-step, so all ranks stop after the same step. Every collective wait is bounded by `timeout`: a rank that dies or raises
-fails the job on rank 0 with a message. torchrun then stops the app when a rank's process has ended; otherwise rank 0
-serves alone, or, holding only its share of sharded weights, refuses jobs until the app is restarted. Plain
-`python app.py` never imports this module.
+step, so all ranks stop after the same step. A rank whose encoding, share of a step or work after a step raises (out
+of memory, say) tells the others at the next exchange, and every rank ends the job there: the visitor reads the
+error and the ranks take the next job. Every other collective wait is bounded by `timeout` (a rank failing inside
+Ulysses' or FSDP's exchanges in a pass, or gone): the job fails on rank 0 with a message. torchrun then stops the app
+when a rank's process has ended; otherwise rank 0 serves alone (the other ranks leave when their wait ends), or,
+holding only its share of sharded weights, refuses jobs until the app is restarted. Plain `python app.py` never
+imports this module.
 """
 
 import os
@@ -26,7 +29,7 @@ from steadydancer.parallel import (
 )
 
 from .cancellation import GenerationCancelled
-from .errors import WorkerLost, free_accelerator_memory
+from .errors import WorkerLost, free_accelerator_memory, is_collective_failure, is_out_of_memory
 
 COLLECTIVE_TIMEOUT_SECONDS = 600  # the longest a rank waits for the others inside a job (one step, or a VAE decode)
 POLL_SECONDS = 0.2  # how often an idle rank looks for the next job
@@ -130,16 +133,18 @@ class Cluster:
         return WorkerLost(error, alone=self.can_serve_alone)
 
     # ---------------------------------------------------------------- every rank
-    def agree_cancelled(self, cancelled: bool) -> bool:
-        """True on every rank when rank 0's job is cancelled (a vote after each step)."""
+    def agree(self, cancelled: bool, failure: BaseException | None) -> tuple[bool, str | None]:
+        """The vote after each step: (whether rank 0's job is cancelled, "failed" or "out of memory" when a rank's
+        work after the step raised, else None), the same on every rank."""
         import torch
         import torch.distributed as dist
 
+        code = 0 if failure is None else 2 if is_out_of_memory(failure) else 1
         if not self.active:
-            return cancelled
-        flag = torch.tensor([1 if cancelled else 0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.control)
-        return bool(flag.item())
+            return cancelled, None
+        votes = torch.tensor([1 if cancelled else 0, code])
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX, group=self.control)
+        return bool(votes[0]), (None, "failed", "out of memory")[int(votes[1])]
 
     def serve(self, generator) -> None:
         """The loop of ranks other than 0: wait for a job, run it with rank 0, until rank 0 stops."""
@@ -163,6 +168,14 @@ class Cluster:
                     generator.generate_long(*args, run_window_on_gpu=generator.generate_window)
             except GenerationCancelled:
                 pass
+            except Exception as error:  # every rank stopped the job at the same point (`RankFailed`)
+                if is_collective_failure(error):  # rank 0 gave up on this rank: leave without failing torchrun
+                    print(f"steadydancer: rank {self.rank} lost the others ({type(error).__name__}); it stops.",
+                          flush=True)
+                    return
+                print(f"steadydancer: rank {self.rank}: the job failed ({type(error).__name__}: {error}); waiting "
+                      "for the next one.", flush=True)
+                free_accelerator_memory()
 
 
 def _job_store(rank: int, world: int, control, wait: timedelta):

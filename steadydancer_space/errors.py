@@ -64,6 +64,14 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
 
 
+def is_collective_failure(error: BaseException) -> bool:
+    """A failed collective of a several-GPU app (another rank gone or too slow), not a failure of this rank's work."""
+    dist = sys.modules.get("torch.distributed")
+    text = str(error).lower()
+    return ((dist is not None and isinstance(error, dist.DistError))
+            or any(word in text for word in ("gloo", "nccl", "connection", "peer")))
+
+
 def free_accelerator_memory() -> None:
     """Drops unreachable tensors and returns cached GPU blocks to the driver (after an OOM or an interruption)."""
     gc.collect()

@@ -4,7 +4,9 @@ under failure and load from the outside (through `gradio_client`) without a GPU.
 STEADYDANCER_FAULT (read only in tiny mode; ignored with a notice otherwise) is a comma-separated list of
 - `oom_once`: the next generation raises `torch.OutOfMemoryError` inside the denoising loop (from the step callback,
   after the first step; nothing is allocated);
-- `oom_seed=N`: every generation with seed N does the same (deterministic in a test module that shares one app).
+- `oom_seed=N`: every generation with seed N does the same (deterministic in a test module that shares one app);
+- `oom_rank=R`: the next generation raises it on rank R alone (torchrun; 0 without), inside the transformer's
+  second forward there: a failure in the middle of one rank's share of a step.
 """
 
 import sys
@@ -20,18 +22,24 @@ class FaultPlan:
         self._lock = threading.Lock()
         self.oom_once = False
         self.oom_seeds: set[int] = set()
+        self.oom_rank: int | None = None
         for token in (t.strip() for t in (spec or "").split(",")):
             if not token:
                 continue
             if token == "oom_once":
                 self.oom_once = True
-            elif token.startswith("oom_seed="):
+            elif token.startswith(("oom_seed=", "oom_rank=")):
+                name, _, value = token.partition("=")
                 try:
-                    self.oom_seeds.add(int(token.split("=", 1)[1]))
+                    number = int(value)
                 except ValueError:
-                    raise ValueError(f"{FAULT_ENV}: bad seed in {token!r}") from None
+                    raise ValueError(f"{FAULT_ENV}: bad number in {token!r}") from None
+                if name == "oom_seed":
+                    self.oom_seeds.add(number)
+                else:
+                    self.oom_rank = number
             else:
-                raise ValueError(f"{FAULT_ENV}: unknown fault {token!r} (known: oom_once, oom_seed=N)")
+                raise ValueError(f"{FAULT_ENV}: unknown fault {token!r} (known: oom_once, oom_seed=N, oom_rank=R)")
 
     @classmethod
     def for_mode(cls, spec: str, tiny: bool) -> "FaultPlan":
@@ -48,9 +56,38 @@ class FaultPlan:
                 return True
             return int(seed) in self.oom_seeds
 
+    def take_rank_oom(self, rank: int) -> bool:
+        """Whether this generation is to fail on this rank, inside its transformer (consumes `oom_rank`)."""
+        with self._lock:
+            if self.oom_rank != rank:
+                return False
+            self.oom_rank = None
+            return True
+
     def describe(self) -> dict:
         with self._lock:
-            return {"oom_once": self.oom_once, "oom_seeds": sorted(self.oom_seeds)}
+            return {"oom_once": self.oom_once, "oom_seeds": sorted(self.oom_seeds), "oom_rank": self.oom_rank}
+
+
+@contextmanager
+def failing_forward(module, calls_before: int, message: str):
+    """`module`'s forward raises `torch.OutOfMemoryError(message)` after `calls_before` calls, as CUDA would in the
+    middle of a pass."""
+    import torch
+
+    calls = 0
+
+    def fail(_module, _args):
+        nonlocal calls
+        calls += 1
+        if calls > calls_before:
+            raise torch.OutOfMemoryError(message)
+
+    handle = module.register_forward_pre_hook(fail)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class GpuStats:

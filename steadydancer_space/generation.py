@@ -11,12 +11,13 @@ from typing import Callable
 
 import numpy as np
 
+from steadydancer.parallel import RankFailed
 from steadydancer.pose import PoseModelInputs
 from steadydancer.video_io import to_uint8_frames
 
 from .cancellation import CancelRegistry, GenerationCancelled
-from .errors import WorkerLost, free_accelerator_memory
-from .faults import FaultPlan, GpuStats
+from .errors import WorkerLost, free_accelerator_memory, is_collective_failure
+from .faults import FaultPlan, GpuStats, failing_forward
 from .outputs import write_frames_preview, write_preview
 from .plan import JobPlan
 
@@ -51,14 +52,18 @@ class Generator:
 
         def on_step(pipeline, i, t, tensors):
             step_ends.append(time.perf_counter())
-            if inject_oom:  # tiny-mode fault injection (STEADYDANCER_FAULT): fail as CUDA would, inside the loop
-                raise torch.OutOfMemoryError(
-                    f"CUDA out of memory after denoising step {i + 1} of {steps} (injected by STEADYDANCER_FAULT)")
-            if preview_dir is not None:
-                write_preview(tensors["denoised"], i, preview_dir)
-            if progress is not None:
-                progress(i + 1, steps, f"Denoising: step {i + 1} of {steps}")
-            if self.cancelled(job_id):
+            failure = None
+            try:
+                if inject_oom:  # tiny-mode fault injection (STEADYDANCER_FAULT): fail as CUDA would, in the loop
+                    raise torch.OutOfMemoryError(
+                        f"CUDA out of memory after denoising step {i + 1} of {steps} (injected by STEADYDANCER_FAULT)")
+                if preview_dir is not None:
+                    write_preview(tensors["denoised"], i, preview_dir)
+                if progress is not None:
+                    progress(i + 1, steps, f"Denoising: step {i + 1} of {steps}")
+            except Exception as error:  # raised after the vote, so no other rank waits for this one's
+                failure = error
+            if self.cancelled(job_id, failure):
                 pipeline.interrupt_generation()
                 print(f"steadydancer: job {job_id} cancelled after step {i + 1} of {steps}", flush=True)
                 raise GenerationCancelled()
@@ -66,14 +71,22 @@ class Generator:
 
         return on_step
 
-    def cancelled(self, job_id: str | None) -> bool:
-        """Whether to stop after this step; with several ranks, a vote every rank takes at the same step."""
+    def cancelled(self, job_id: str | None, failure: Exception | None = None) -> bool:
+        """Whether to stop after this step; with several ranks, a vote every rank takes at the same step. Raises
+        `failure` (this rank's own, after the vote), or `RankFailed` when another rank failed after the step."""
         cancelled = job_id is not None and self.cancels.cancelled(job_id)
-        return self.cluster.agree_cancelled(cancelled) if self._together() else cancelled
+        failed_elsewhere = None
+        if self._together():
+            cancelled, failed_elsewhere = self.cluster.agree(cancelled, failure)
+        if failure is not None:
+            raise failure
+        if failed_elsewhere:
+            raise RankFailed("another rank (after a step)", out_of_memory=failed_elsewhere == "out of memory")
+        return cancelled
 
     def _worker_lost(self, error: Exception) -> Exception:
         """`WorkerLost` when `error` is another rank's failure (the app then goes on alone); else raises `error`."""
-        if not (self._together() and _collective_error(error)):
+        if not (self._together() and is_collective_failure(error)):
             raise error
         return self.cluster.fail(self.runtime.pipe, error)
 
@@ -89,6 +102,14 @@ class Generator:
         """Whether this process encodes the inputs and decodes the result: with several ranks, rank 0 only (the
         pipeline shares what it encodes)."""
         return not self._together() or self.cluster.leader
+
+    def _injected_pass_fault(self):
+        """Tiny mode's `oom_rank` fault: this rank's transformer fails in its second forward of the job."""
+        rank = self.cluster.rank if self.cluster is not None else 0
+        if not self.faults.take_rank_oom(rank):
+            return contextlib.nullcontext()
+        message = f"CUDA out of memory in a transformer pass on rank {rank} (injected by STEADYDANCER_FAULT)"
+        return failing_forward(self.runtime.pipe.transformer, 1, message)
 
     def _whole_job(self):
         """With several ranks, rank 0 runs one job at a time from sending it to its end: the others run its jobs in
@@ -139,11 +160,12 @@ class Generator:
                     progress(0, plan.sampler.num_inference_steps, "Encoding the reference, the prompt and the poses")
                 start = time.perf_counter()
                 self.runtime.presets.use("fast" if plan.sampler.uses_distill_lora else "quality")
-                output = pipe(image=reference, **poses.pipeline_kwargs(), **self._pipeline_kwargs(plan),
-                              height=height, width=width, num_frames=num_frames,
-                              output_type="np" if self._encodes() else "latent",
-                              callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents", "denoised"])
-            except (GenerationCancelled, torch.OutOfMemoryError) as error:
+                with self._injected_pass_fault():
+                    output = pipe(image=reference, **poses.pipeline_kwargs(), **self._pipeline_kwargs(plan),
+                                  height=height, width=width, num_frames=num_frames,
+                                  output_type="np" if self._encodes() else "latent", callback_on_step_end=on_step,
+                                  callback_on_step_end_tensor_inputs=["latents", "denoised"])
+            except (GenerationCancelled, torch.OutOfMemoryError, RankFailed) as error:
                 # The traceback holds the failed step's frames and tensors: drop it so the memory can be released.
                 failure = error.with_traceback(None)
             except Exception as error:
@@ -234,14 +256,6 @@ class Generator:
         # waiting for this rank's share of the next step.
         if self.running_job == job_id and not self._together():
             self.runtime.pipe.interrupt_generation()
-
-
-def _collective_error(error: BaseException) -> bool:
-    """A failure of a collective (another rank gone), not of this rank's own work."""
-    import torch.distributed as dist
-
-    text = str(error).lower()
-    return isinstance(error, dist.DistError) or any(word in text for word in ("gloo", "nccl", "connection", "peer"))
 
 
 def _stage_timings(start: float, step_ends: list[float], end: float) -> dict[str, float]:

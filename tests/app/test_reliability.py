@@ -87,6 +87,23 @@ def test_fault_plan_and_stats():
     assert stats.snapshot()["peak"] == 1 and stats.succeeded == 1
 
 
+def test_a_rank_fault_fails_that_ranks_second_forward_once():
+    import torch
+
+    from steadydancer_space.faults import FaultPlan, failing_forward
+
+    plan = FaultPlan("oom_rank=1")
+    assert not plan.take_rank_oom(0) and plan.take_rank_oom(1) and not plan.take_rank_oom(1)
+    with pytest.raises(ValueError, match="bad number"):
+        FaultPlan("oom_rank=one")
+    layer = torch.nn.Linear(2, 2)
+    with failing_forward(layer, 1, "injected"):
+        layer(torch.zeros(1, 2))
+        with pytest.raises(torch.OutOfMemoryError, match="injected"):
+            layer(torch.zeros(1, 2))
+    layer(torch.zeros(1, 2))  # the hook is gone
+
+
 def test_config_file_ttl_and_limits_agree():
     from steadydancer_space.config import AppConfig
     from steadydancer_space.uploads import Limits

@@ -182,3 +182,22 @@ def test_a_killed_rank_ends_the_job_and_never_hangs(tmp_path_factory):
             assert "GPU worker" in str(outcome["error"])
         app.process.wait(timeout=120)  # torchrun stops the app when a rank dies, with its own message
         assert "rank" in app.log().lower()
+
+
+@pytest.mark.parametrize("fault, rank_1_raised", [("oom_once", "OutOfMemoryError"), ("oom_rank=0", "RankFailed"),
+                                                  ("oom_rank=1", "OutOfMemoryError")])
+def test_a_rank_out_of_memory_fails_the_job_on_every_rank_and_the_next_runs(tmp_path_factory, fault, rank_1_raised):
+    """A job runs out of memory on every rank after its first step (`oom_once`), or on one rank in the middle of its
+    share of a step (`oom_rank`): the visitor reads the out-of-memory message at once (not after the ranks' 600 s
+    wait), every rank ends that job, and the next runs on both ranks."""
+    name = f"torchrun2-{fault.replace('=', '')}"
+    for app in launch_tiny_app(tmp_path_factory, name, env={**WINDOWS, "STEADYDANCER_FAULT": fault},
+                               launcher=[TORCHRUN, "--standalone", "--nproc-per-node=2"]):
+        client = connect(app)
+        start = time.monotonic()
+        with pytest.raises(AppError, match="Out of memory"):
+            client.predict(**request(), api_name="/animate")
+        assert time.monotonic() - start < 120
+        assert f"rank 1: the job failed ({rank_1_raised}" in app.log()
+        video, _, _, report, *_ = client.predict(**request(), api_name="/animate")
+        assert "Ran on 2 ranks (2 guidance groups)." in report and Path(video).is_file()

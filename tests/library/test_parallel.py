@@ -71,25 +71,34 @@ def _spawn(worker, world, *args) -> list:
             w.join(30)
 
 
-def _guidance_worker(rank, world, port, passes, queue):
+def _report_from_gloo_rank(rank, world, port, queue, body) -> None:
+    """Joins a gloo group of `world` and puts (rank, *body(dist)) on `queue`; (rank, None, the error) when it raises,
+    so the parent never waits for a report that will not come."""
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        like = torch.zeros(2, 3)
-        ran = []
-
-        def call(indices):  # pass p's "velocity" is full of p + 1; each rank records what it computed
-            ran.extend(indices)
-            return [torch.full_like(like, p + 1.0) for p in indices]
-
-        got = PipelineParallel(dist.group.WORLD, rank, world).run_passes(passes, like, call)
-        queue.put((rank, ran, [float(v[0, 0]) for v in got]))
-    except Exception as error:  # report, don't hang the parent
+        queue.put((rank, *body(dist)))
+    except Exception as error:
         queue.put((rank, None, repr(error)))
     finally:
         dist.destroy_process_group()
+
+
+def _guidance_worker(rank, world, port, passes, queue):
+    like = torch.zeros(2, 3)
+    ran = []
+
+    def call(indices):  # pass p's "velocity" is full of p + 1; each rank records what it computed
+        ran.extend(indices)
+        return [torch.full_like(like, p + 1.0) for p in indices]
+
+    def body(dist):
+        got = PipelineParallel(dist.group.WORLD, rank, world).run_passes(passes, like, call)
+        return ran, [float(v[0, 0]) for v in got]
+
+    _report_from_gloo_rank(rank, world, port, queue, body)
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs torch.distributed with gloo")
@@ -112,6 +121,54 @@ def test_a_single_pass_runs_on_every_rank():
         assert (ran, got) == ([0], [1.0]), got
 
 
+def _failing_worker(rank, world, port, passes, failing_rank, error_type, queue):
+    """`failing_rank`'s share of a step raises `error_type`, then rank 0's encoding raises; each rank reports what it
+    raised at each point, then the result of a step that runs (every rank is still in step)."""
+    like = torch.zeros(2, 3)
+
+    def call(indices):
+        if rank == failing_rank:
+            raise error_type("out of memory in a pass" if error_type is torch.OutOfMemoryError else "a bad pass")
+        return [torch.full_like(like, p + 1.0) for p in indices]
+
+    def encode():
+        raise error_type("the encoder failed")
+
+    def body(dist):
+        parallel = PipelineParallel(dist.group.WORLD, rank, world, share_group=dist.group.WORLD, source=rank == 0)
+        raised = []
+        for attempt in (lambda: parallel.run_passes(passes, like, call), lambda: parallel.once(encode, "cpu")):
+            try:
+                attempt()
+                raised.append(None)
+            except Exception as error:
+                raised.append((type(error).__name__, getattr(error, "out_of_memory", None), str(error)))
+        after = parallel.run_passes(passes, like, lambda indices: [torch.full_like(like, p + 1.0) for p in indices])
+        return raised, [float(v[0, 0]) for v in after]
+
+    _report_from_gloo_rank(rank, world, port, queue, body)
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs torch.distributed with gloo")
+@pytest.mark.parametrize("world, passes, failing_rank, error_type",
+                         [(2, 3, 1, torch.OutOfMemoryError), (3, 3, 0, ValueError), (2, 1, 1, ValueError)])
+def test_a_ranks_failure_stops_every_rank_at_the_same_point(world, passes, failing_rank, error_type):
+    """A rank whose share of a step raises (out of memory, or anything else; a one-pass step too) raises its error,
+    every other rank `RankFailed` saying what happened where, and no rank waits for it; the same for rank 0's
+    encoding. The next step runs on every rank."""
+    oom = error_type is torch.OutOfMemoryError
+    outcome = "ran out of memory" if oom else "failed"
+    for rank, raised, after in _spawn(_failing_worker, world, passes, failing_rank, error_type):
+        assert after == [p + 1.0 for p in range(passes)], after
+        step, encoding = raised
+        if rank == failing_rank:
+            assert step[0] == error_type.__name__, step
+        else:
+            assert step == ("RankFailed", oom, f"guidance group {failing_rank} (its share of the step) {outcome}"), step
+        assert encoding == ((error_type.__name__, None, "the encoder failed") if rank == 0 else
+                            ("RankFailed", oom, f"rank 0 (encoding the inputs) {outcome}")), encoding
+
+
 PIPELINE_CALL = dict(num_inference_steps=3, guidance_scale=3.0, pose_guidance_window=(0.0, 1.0),
                      batch_guidance=False, output_type="latent")
 
@@ -120,14 +177,11 @@ def _pipeline_worker(rank, world, port, checkpoints, inputs, sharded, queue):
     """The tiny pipeline on one rank of `world`: (rank, the encoders that ran here, the final latents, the share of
     the transformer blocks' weights this rank holds). `sharded`: one group sharding the weights, every pass on every
     rank; else one guidance group per rank."""
-    import torch.distributed as dist
-
     from steadydancer.assembly import load_pipeline
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+
+    def body(dist):
         pipe = load_pipeline(*checkpoints, torch_dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         ran = []
@@ -150,11 +204,9 @@ def _pipeline_worker(rank, world, port, checkpoints, inputs, sharded, queue):
         held = sum(getattr(p, "_local_tensor", p).numel() for p in pipe.transformer.blocks.parameters())
         latents = pipe(**inputs, generator=torch.Generator().manual_seed(0), **PIPELINE_CALL).frames
         # As numpy: a tensor would travel as shared memory that vanishes when this process ends.
-        queue.put((rank, sorted(set(ran)), latents.numpy(), held / in_blocks))
-    except Exception as error:  # report, don't hang the parent
-        queue.put((rank, None, repr(error), None))
-    finally:
-        dist.destroy_process_group()
+        return sorted(set(ran)), latents.numpy(), held / in_blocks
+
+    _report_from_gloo_rank(rank, world, port, queue, body)
 
 
 @pytest.mark.slow
@@ -168,8 +220,9 @@ def test_ranks_share_rank_0s_encodings_and_make_the_single_process_latents(world
     torch.set_num_threads(1)
     alone = make_tiny_pipe()(**inputs, generator=torch.Generator().manual_seed(0), **PIPELINE_CALL).frames
     reports = _spawn(_pipeline_worker, world, tiny_checkpoints, inputs, sharded)
-    for rank, ran, latents, held in reports:
-        assert ran is not None, latents
+    for rank, ran, *report in reports:
+        assert ran is not None, report
+        latents, held = report
         assert ran == ([] if rank else ["image_encoder", "text_encoder", "vae"])  # only rank 0 encodes
         torch.testing.assert_close(torch.from_numpy(latents), alone, atol=1e-4, rtol=1e-4)
         # FSDP2 keeps 1/N of every block weight (a row more or less where N does not divide it)
