@@ -32,8 +32,8 @@ class RankFailed(RuntimeError):
         super().__init__(f"{where} ran out of memory" if out_of_memory else f"{where} failed")
 
 
-# Codes of a rank's share of a step, agreed by every rank before the velocities are gathered.
-_DONE, _FAILED, _OUT_OF_MEMORY = 0, 1, 2
+# What a rank's share of a job came to, as a number the ranks agree on (the largest wins).
+DONE, FAILED, OUT_OF_MEMORY = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,10 @@ class _SourceFailed:
     out_of_memory: bool
 
 
-def _failure_code(error: BaseException | None) -> int:
+def failure_code(error: BaseException | None) -> int:
     if error is None:
-        return _DONE
-    return _OUT_OF_MEMORY if isinstance(error, torch.OutOfMemoryError) else _FAILED
+        return DONE
+    return OUT_OF_MEMORY if isinstance(error, torch.OutOfMemoryError) else FAILED
 
 
 @dataclass(frozen=True)
@@ -172,8 +172,6 @@ class PipelineParallel:
         import torch.distributed as dist
 
         mine = list(range(self.guidance_index, passes, self.guidance_size)) if passes > 1 else [0]
-        share = math.ceil(passes / self.guidance_size)
-        local = torch.zeros(share, *like.shape, dtype=like.dtype, device=like.device)  # groups with fewer send zeros
         try:
             velocities = call(mine) if mine else []
         except Exception as error:  # agreed below, then raised
@@ -181,15 +179,17 @@ class PipelineParallel:
         else:
             failure = None
         codes = torch.zeros(self.guidance_size, dtype=torch.int32, device=like.device)
-        codes[self.guidance_index] = _failure_code(failure)
+        codes[self.guidance_index] = failure_code(failure)
         dist.all_reduce(codes, group=self.guidance_group)
         if failure is not None:
             raise failure
         if codes.any():
             group = int(codes.nonzero()[0])
-            raise RankFailed(f"guidance group {group} (its share of the step)", int(codes[group]) == _OUT_OF_MEMORY)
+            raise RankFailed(f"guidance group {group} (its share of the step)", int(codes[group]) == OUT_OF_MEMORY)
         if passes == 1:  # every group ran the one pass
             return velocities
+        share = math.ceil(passes / self.guidance_size)
+        local = torch.zeros(share, *like.shape, dtype=like.dtype, device=like.device)  # groups with fewer send zeros
         for k, velocity in enumerate(velocities):
             local[k] = velocity
         gathered = [torch.empty_like(local) for _ in range(self.guidance_size)]
@@ -214,7 +214,7 @@ class PipelineParallel:
         try:
             value = compute()
         except Exception as error:
-            failed = _SourceFailed(_failure_code(error) == _OUT_OF_MEMORY)
+            failed = _SourceFailed(failure_code(error) == OUT_OF_MEMORY)
             dist.broadcast_object_list([failed], src=source, group=self.share_group)
             raise
         dist.broadcast_object_list([_map_tensors(value, lambda t: t.cpu())], src=source, group=self.share_group)

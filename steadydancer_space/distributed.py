@@ -24,12 +24,13 @@ from steadydancer.parallel import (
     ParallelLayout,
     PipelineParallel,
     enable_ulysses,
+    failure_code,
     parallel_layout,
     shard_transformer,
 )
 
 from .cancellation import GenerationCancelled
-from .errors import WorkerLost, free_accelerator_memory, is_collective_failure, is_out_of_memory
+from .errors import WorkerLost, free_accelerator_memory, is_collective_failure
 
 COLLECTIVE_TIMEOUT_SECONDS = 600  # the longest a rank waits for the others inside a job (one step, or a VAE decode)
 POLL_SECONDS = 0.2  # how often an idle rank looks for the next job
@@ -133,18 +134,17 @@ class Cluster:
         return WorkerLost(error, alone=self.can_serve_alone)
 
     # ---------------------------------------------------------------- every rank
-    def agree(self, cancelled: bool, failure: BaseException | None) -> tuple[bool, str | None]:
-        """The vote after each step: (whether rank 0's job is cancelled, "failed" or "out of memory" when a rank's
-        work after the step raised, else None), the same on every rank."""
+    def agree(self, cancelled: bool, failure: BaseException | None) -> tuple[bool, int]:
+        """The vote after each step, the same on every rank: whether rank 0's job is cancelled, and
+        `steadydancer.parallel.failure_code` of the worst failure of a rank's work after the step."""
         import torch
         import torch.distributed as dist
 
-        code = 0 if failure is None else 2 if is_out_of_memory(failure) else 1
         if not self.active:
-            return cancelled, None
-        votes = torch.tensor([1 if cancelled else 0, code])
+            return cancelled, failure_code(failure)
+        votes = torch.tensor([1 if cancelled else 0, failure_code(failure)])
         dist.all_reduce(votes, op=dist.ReduceOp.MAX, group=self.control)
-        return bool(votes[0]), (None, "failed", "out of memory")[int(votes[1])]
+        return bool(votes[0]), int(votes[1])
 
     def serve(self, generator) -> None:
         """The loop of ranks other than 0: wait for a job, run it with rank 0, until rank 0 stops."""

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from steadydancer.parallel import RankFailed
+from steadydancer.parallel import DONE, OUT_OF_MEMORY, RankFailed
 from steadydancer.pose import PoseModelInputs
 from steadydancer.video_io import to_uint8_frames
 
@@ -75,13 +75,13 @@ class Generator:
         """Whether to stop after this step; with several ranks, a vote every rank takes at the same step. Raises
         `failure` (this rank's own, after the vote), or `RankFailed` when another rank failed after the step."""
         cancelled = job_id is not None and self.cancels.cancelled(job_id)
-        failed_elsewhere = None
+        failed = DONE
         if self._together():
-            cancelled, failed_elsewhere = self.cluster.agree(cancelled, failure)
+            cancelled, failed = self.cluster.agree(cancelled, failure)
         if failure is not None:
             raise failure
-        if failed_elsewhere:
-            raise RankFailed("another rank (after a step)", out_of_memory=failed_elsewhere == "out of memory")
+        if failed != DONE:
+            raise RankFailed("another rank (after a step)", out_of_memory=failed == OUT_OF_MEMORY)
         return cancelled
 
     def _worker_lost(self, error: Exception) -> Exception:
